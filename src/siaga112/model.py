@@ -1,0 +1,110 @@
+"""Typed domain models shared by every step of a call: what the call path emits, and what the
+records writer, the MQTT notifier and the HTTP API consume.
+
+A call's way: ARI event in (stasis.py) -> its session (session.py) -> screening (screening.py)
+-> queue (queue.py) -> operator bridge (operator_bridge.py) -> agency bridge (agency_bridge.py)
+-> records (records/) and events out (notifier.py).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class LineType(StrEnum):
+    MOBILE = "mobile"
+    LANDLINE = "landline"
+    UNKNOWN = "unknown"
+
+
+class CallState(StrEnum):
+    ARRIVED = "arrived"
+    SCREENED = "screened"
+    REJECTED = "rejected"  # blocked number, strict mode or no bypass
+    QUEUED = "queued"
+    RINGING_OPERATOR = "ringing_operator"
+    CONNECTED = "connected"
+    ENDED = "ended"
+
+
+class Disposition(StrEnum):
+    GENUINE = "genuine"
+    PRANK = "prank"
+    GHOST = "ghost"
+    BLOCKED = "blocked"
+    ABANDONED = "abandoned"
+    FALLBACK = "fallback"
+
+
+class OperatorState(StrEnum):
+    LOGGED_OUT = "logged_out"
+    AVAILABLE = "available"
+    RINGING = "ringing"
+    ON_CALL = "on_call"
+    WRAPUP = "wrapup"
+    PAUSED = "paused"
+
+
+class CallEventType(StrEnum):
+    ARRIVED = "arrived"  # data: caller_raw, caller, line_type, trunk, channel_id
+    SCREENED = "screened"  # data: blocked (bool), reason
+    BLOCKED_ANNOUNCED = "blocked_announced"
+    BYPASS = "bypass"  # blocked caller pressed the bypass digit
+    SILENT_PROMPT = "silent_prompt"
+    SILENT_EMERGENCY = "silent_emergency"  # silent caller pressed 5 5
+    QUEUED = "queued"  # data: position, priority
+    RINGING = "ringing"  # data: operator
+    OPERATOR_NO_ANSWER = "operator_no_answer"  # data: operator
+    CONNECTED = "connected"  # data: operator
+    OPERATOR_LEFT = "operator_left"  # data: operator
+    CATEGORY = "category"  # data: category
+    DISPOSITION = "disposition"  # data: disposition, by
+    AGENCY_REQUESTED = "agency_requested"  # data: agency, dispatch_id
+    AGENCY_LINE_FAILED = "agency_line_failed"  # data: agency, line, reason
+    AGENCY_JOINED = "agency_joined"  # data: agency, line
+    AGENCY_ACCEPTED = "agency_accepted"  # data: agency
+    TEAM_MOVING = "team_moving"  # data: agency
+    OVERDUE = "overdue"  # data: agency, kind
+    RECORDING = "recording"  # data: name, path
+    RESYNCED = "resynced"
+    HANDED_BACK = "handed_back"  # data: reason (an exception in our handler)
+    ENDED = "ended"  # data: disposition, cause
+
+
+class CallEvent(BaseModel):
+    """One step of one call. Idempotent by event_id: writing it twice stores it once."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    call_id: str
+    seq: int
+    type: CallEventType
+    at: datetime = Field(default_factory=utcnow)
+    data: dict[str, Any] = {}
+
+
+class OperatorEvent(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    operator: str
+    state: OperatorState
+    reason: str | None = None
+    at: datetime = Field(default_factory=utcnow)
+
+
+class BlockEntry(BaseModel):
+    number: str  # E.164
+    blocked_until: datetime | None  # None: no expiry (manual permanent)
+    reason: str
+    by: str

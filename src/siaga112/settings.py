@@ -1,0 +1,155 @@
+"""Settings: environment variables with the SIAGA112_ prefix, and an optional TOML file.
+
+Nested sections use a double underscore: ``SIAGA112_ARI__URL``. The TOML file is named by
+``SIAGA112_CONFIG`` (default ``siaga112.toml`` in the working directory, when it exists).
+A wrong value fails at start with pydantic's message naming the field.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+STATE_DIR_DEFAULT = Path("/var/lib/siaga112")
+
+
+class AriSettings(BaseModel):
+    url: str = "http://127.0.0.1:8088/ari"
+    username: str = "siaga112"
+    password: SecretStr = SecretStr("change-me-ari")
+    app: str = "siaga112"
+    # Connections to Asterisk's HTTP server; http.conf sessionlimit must be above this.
+    max_connections: int = Field(20, ge=1, le=500)
+    request_timeout: float = Field(5.0, gt=0)
+    reconnect_initial: float = Field(0.2, gt=0)
+    reconnect_max: float = Field(5.0, gt=0)
+
+
+class DatabaseSettings(BaseModel):
+    url: str = "postgresql+asyncpg://siaga112@127.0.0.1:5432/siaga112"
+    batch_size: int = Field(200, ge=1)
+    flush_interval: float = Field(0.2, gt=0)
+    retry_interval: float = Field(1.0, gt=0)
+    # Bounded local journal: records wait here while PostgreSQL is down.
+    journal_max_bytes: int = Field(512 * 1024 * 1024, ge=1024)
+
+
+class MqttSettings(BaseModel):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    topic_prefix: str = "siaga112"
+    # Events kept in memory while the broker is unreachable; older ones are dropped and counted.
+    buffer_max: int = Field(10_000, ge=1)
+
+
+class QueueSettings(BaseModel):
+    ring_timeout: float = Field(15.0, gt=0, description="seconds an operator's phone rings")
+    wrapup: float = Field(10.0, ge=0, description="seconds after a call before the operator is rung")
+    announce_interval: float = Field(30.0, gt=0)
+    operators: list[str] = [f"op{n}" for n in range(1, 9)]
+    # Operators start logged in, so that a fresh centre takes calls before anyone dials *11.
+    operators_start_logged_in: bool = True
+
+
+class ScreeningSettings(BaseModel):
+    # Digit that lets a blocked caller through to the priority lane.
+    bypass_digit: str = Field("5", pattern=r"^[0-9*#]$")
+    bypass_wait: float = Field(8.0, gt=0)
+    strict: bool = False  # announce and hang up, no way through: off by default
+
+
+class PolicySettings(BaseModel):
+    prank_block_threshold: int = Field(5, ge=1, description="more than this in the window blocks")
+    referral_threshold: int = Field(10, ge=1, description="more than this refers to the ministry")
+    window_hours: float = Field(24 * 30, gt=0)
+    block_hours: float = Field(24.0, gt=0)
+
+
+class SilenceSettings(BaseModel):
+    enabled: bool = True
+    # TALK_DETECT thresholds: ms of silence before talking stops, energy level of speech.
+    dsp_silence_ms: int = Field(1200, ge=100)
+    dsp_talking_threshold: int = Field(128, ge=1)
+    silent_after: float = Field(6.0, gt=0, description="seconds of silence before the prompt")
+    keys_wait: float = Field(8.0, gt=0, description="seconds to press 5 5 after the prompt")
+
+
+class AgencySettings(BaseModel):
+    answer_timeout: float = Field(20.0, gt=0)
+    moving_deadline_minutes: float = Field(15.0, gt=0)
+    complaint_deadline_hours: float = Field(72.0, gt=0)
+    overdue_check_interval: float = Field(10.0, gt=0)
+
+
+class ApiToken(BaseModel):
+    token: SecretStr
+    role: Literal["supervisor", "operator", "admin"]
+    name: str
+
+
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8112, ge=1, le=65535)
+    tokens: list[ApiToken] = []
+
+
+class RecordingSettings(BaseModel):
+    enabled: bool = True
+    format: str = "wav"
+    retention_days: int = Field(90, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SIAGA112_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    state_dir: Path = STATE_DIR_DEFAULT
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+    ari: AriSettings = AriSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    mqtt: MqttSettings = MqttSettings()
+    queue: QueueSettings = QueueSettings()
+    screening: ScreeningSettings = ScreeningSettings()
+    policy: PolicySettings = PolicySettings()
+    silence: SilenceSettings = SilenceSettings()
+    agency: AgencySettings = AgencySettings()
+    api: ApiSettings = ApiSettings()
+    recording: RecordingSettings = RecordingSettings()
+
+    @field_validator("state_dir")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        if not v.is_absolute():
+            raise ValueError(f"state_dir must be an absolute path, got {v!s}")
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = Path(os.environ.get("SIAGA112_CONFIG", "siaga112.toml"))
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
