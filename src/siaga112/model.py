@@ -56,6 +56,7 @@ class OperatorState(StrEnum):
 
 class CallEventType(StrEnum):
     ARRIVED = "arrived"  # data: caller_raw, caller, line_type, trunk, channel_id
+    ANSWERED = "answered"  # the daemon answered the citizen
     SCREENED = "screened"  # data: blocked (bool), reason
     BLOCKED_ANNOUNCED = "blocked_announced"
     BYPASS = "bypass"  # blocked caller pressed the bypass digit
@@ -77,7 +78,7 @@ class CallEventType(StrEnum):
     RECORDING = "recording"  # data: name, path
     RESYNCED = "resynced"
     HANDED_BACK = "handed_back"  # data: reason (an exception in our handler)
-    ENDED = "ended"  # data: disposition, cause
+    ENDED = "ended"  # data: disposition, cause, hangup_by (caller|operator|system)
 
 
 class CallEvent(BaseModel):
@@ -108,3 +109,27 @@ class BlockEntry(BaseModel):
     blocked_until: datetime | None  # None: no expiry (manual permanent)
     reason: str
     by: str
+
+
+class QueueEntry(BaseModel):
+    call_id: str
+    caller: str | None
+    line_type: LineType
+    since: datetime
+    priority: bool
+    flags: list[str] = []  # "blocked_bypass", "silent_emergency"
+
+
+class QueueSnapshot(BaseModel):
+    at: datetime = Field(default_factory=utcnow)
+    length: int
+    entries: list[QueueEntry]
+
+
+class OperatorSnapshot(BaseModel):
+    operator: str
+    state: OperatorState
+    reachable: bool
+    reason: str | None = None
+    call_id: str | None = None
+    idle_since: datetime | None = None
