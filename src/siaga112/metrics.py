@@ -1,0 +1,105 @@
+"""Prometheus metrics: one registry per Metrics object, handed to whoever counts by constructor.
+
+No module globals: two daemons (or two tests) in one process keep separate figures. The HTTP
+API serves ``render()`` at /metrics with ``CONTENT_TYPE``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+
+from siaga112.model import Disposition, OperatorState
+
+NAMESPACE = "siaga112"
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+# Seconds a citizen waits in the queue: a 112 call should be answered within seconds.
+WAIT_BUCKETS = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0)
+# One ARI HTTP request on loopback: milliseconds, with a tail up to the request timeout.
+ARI_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# StasisStart to the citizen answered by the daemon.
+ANSWER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+
+
+class Metrics:
+    """Typed methods over the project's metrics, all in ``self.registry``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, process: bool = True) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        if process:
+            ProcessCollector(registry=self.registry)
+        kw = {"namespace": NAMESPACE, "registry": self.registry}
+        self._calls = Counter("calls", "Calls ended, by outcome (disposition).", ["outcome"], **kw)
+        self._queue_length = Gauge("queue_length", "Calls waiting for an operator.", **kw)
+        self._wait = Histogram(
+            "wait_seconds", "Seconds a call waited in the queue.", buckets=WAIT_BUCKETS, **kw
+        )
+        self._ari_request = Histogram(
+            "ari_request_seconds",
+            "Seconds per ARI HTTP request, by HTTP method.",
+            ["method"],
+            buckets=ARI_BUCKETS,
+            **kw,
+        )
+        self._ari_reconnects = Counter(
+            "ari_reconnects", "Reconnections of the ARI events websocket.", **kw
+        )
+        self._journal_backlog = Gauge(
+            "journal_backlog", "Records in the local journal not yet in PostgreSQL.", **kw
+        )
+        self._mqtt_dropped = Counter(
+            "mqtt_dropped", "MQTT events dropped because the buffer was full.", **kw
+        )
+        self._operators = Gauge("operators", "Operators in each state.", ["state"], **kw)
+        self._answer_latency = Histogram(
+            "answer_latency_seconds",
+            "Seconds from StasisStart to the citizen answered.",
+            buckets=ANSWER_BUCKETS,
+            **kw,
+        )
+        for state in OperatorState:
+            self._operators.labels(state=state.value).set(0)
+
+    def call_ended(self, outcome: Disposition) -> None:
+        self._calls.labels(outcome=Disposition(outcome).value).inc()
+
+    def queue_length(self, length: int) -> None:
+        self._queue_length.set(length)
+
+    def call_waited(self, seconds: float) -> None:
+        self._wait.observe(seconds)
+
+    def ari_request(self, method: str, seconds: float) -> None:
+        self._ari_request.labels(method=method.upper()).observe(seconds)
+
+    def ari_reconnected(self) -> None:
+        self._ari_reconnects.inc()
+
+    def watch_journal_backlog(self, backlog: Callable[[], float]) -> None:
+        """Read the journal's backlog at each scrape from this callback."""
+        self._journal_backlog.set_function(backlog)
+
+    def mqtt_dropped(self, count: int = 1) -> None:
+        self._mqtt_dropped.inc(count)
+
+    def operators(self, counts: Mapping[OperatorState, int]) -> None:
+        """Set the number of operators per state; states absent from counts are 0."""
+        for state in OperatorState:
+            self._operators.labels(state=state.value).set(counts.get(state, 0))
+
+    def call_answered(self, latency_seconds: float) -> None:
+        self._answer_latency.observe(latency_seconds)
+
+    def render(self) -> bytes:
+        """The text exposition format, for GET /metrics."""
+        return generate_latest(self.registry)

@@ -1,0 +1,64 @@
+from prometheus_client.parser import text_string_to_metric_families
+
+from siaga112.metrics import CONTENT_TYPE, Metrics
+from siaga112.model import Disposition, OperatorState
+
+
+def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = metrics.render().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_render_holds_every_metric_with_its_values() -> None:
+    m = Metrics(process=False)
+    m.call_ended(Disposition.GENUINE)
+    m.call_ended(Disposition.GENUINE)
+    m.call_ended(Disposition.PRANK)
+    m.queue_length(3)
+    m.call_waited(4.0)
+    m.ari_request("post", 0.003)
+    m.ari_reconnected()
+    m.watch_journal_backlog(lambda: 42)
+    m.mqtt_dropped(5)
+    m.operators({OperatorState.AVAILABLE: 2, OperatorState.ON_CALL: 1})
+    m.call_answered(0.02)
+
+    s = samples(m)
+    assert s[("siaga112_calls_total", (("outcome", "genuine"),))] == 2
+    assert s[("siaga112_calls_total", (("outcome", "prank"),))] == 1
+    assert s[("siaga112_queue_length", ())] == 3
+    assert s[("siaga112_wait_seconds_bucket", (("le", "5.0"),))] == 1
+    assert s[("siaga112_wait_seconds_bucket", (("le", "2.0"),))] == 0
+    assert s[("siaga112_ari_request_seconds_count", (("method", "POST"),))] == 1
+    assert s[("siaga112_ari_reconnects_total", ())] == 1
+    assert s[("siaga112_journal_backlog", ())] == 42
+    assert s[("siaga112_mqtt_dropped_total", ())] == 5
+    assert s[("siaga112_operators", (("state", "available"),))] == 2
+    assert s[("siaga112_operators", (("state", "on_call"),))] == 1
+    assert s[("siaga112_operators", (("state", "paused"),))] == 0
+    assert s[("siaga112_answer_latency_seconds_sum", ())] == 0.02
+    assert CONTENT_TYPE.startswith("text/plain")
+
+
+def test_operator_counts_reset_states_no_longer_present() -> None:
+    m = Metrics(process=False)
+    m.operators({OperatorState.PAUSED: 4})
+    m.operators({OperatorState.AVAILABLE: 1})
+    s = samples(m)
+    assert s[("siaga112_operators", (("state", "paused"),))] == 0
+    assert s[("siaga112_operators", (("state", "available"),))] == 1
+
+
+def test_two_metrics_objects_keep_separate_figures() -> None:
+    a, b = Metrics(process=False), Metrics(process=False)
+    a.ari_reconnected()
+    assert samples(a)[("siaga112_ari_reconnects_total", ())] == 1
+    assert samples(b)[("siaga112_ari_reconnects_total", ())] == 0
+
+
+def test_process_metrics_are_included_by_default() -> None:
+    assert b"process_cpu_seconds_total" in Metrics().render()
