@@ -1,0 +1,146 @@
+"""The test PBX: a real Asterisk 22 in a Debian sid chroot, configured only from the project's
+asterisk-conf/ and dialplan/ (see ../shared/TEST-PBX.md for why a chroot and the pitfalls).
+
+The root is built once per machine under /var/cache/siaga112 (outside the clone) and reused.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from siaga112.devstack import procs
+from siaga112.devstack.procs import say
+
+PACKAGES = "asterisk,asterisk-core-sounds-en-gsm,asterisk-moh-opsound-gsm"
+DEFAULT_ROOT = Path(os.environ.get("SIAGA112_PBX_ROOT", "/var/cache/siaga112/pbx-root"))
+
+
+@dataclass(frozen=True)
+class Pbx:
+    repo: Path  # the clone: asterisk-conf/, dialplan/, build/sounds/
+    state_dir: Path  # pid file and log
+    root: Path = DEFAULT_ROOT
+
+    @property
+    def pidfile(self) -> Path:
+        return self.state_dir / "asterisk.pid"
+
+    @property
+    def recordings(self) -> Path:
+        return self.root / "var/spool/asterisk/monitor/siaga112"
+
+    def cli(self, command: str, timeout: float = 15) -> str:
+        out = subprocess.run(
+            ["chroot", str(self.root), "asterisk", "-rx", command],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        return out.stdout
+
+    # -- building -------------------------------------------------------------------------
+
+    def ensure_root(self) -> None:
+        if (self.root / "usr/sbin/asterisk").exists():
+            return
+        procs.apt_install(["debootstrap"])
+        mirror = _apt_mirror()
+        tmp = self.root.with_name(self.root.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        say(f"building the test PBX root in {self.root} (Debian sid, Asterisk 22; ~1 minute)")
+        subprocess.run(
+            ["debootstrap", "--variant=minbase", f"--include={PACKAGES}", "sid", str(tmp), mirror],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        tmp.rename(self.root)
+        say("test PBX root built")
+
+    def install_config(self) -> None:
+        """Replace the distribution's sample configs with ours; write hosts; install prompts."""
+        etc = self.root / "etc/asterisk"
+        samples = self.root / "etc/asterisk.samples"
+        if not samples.exists():
+            etc.rename(samples)
+        etc.mkdir(exist_ok=True)
+        for old in etc.glob("*.conf"):
+            old.unlink()
+        for src in [*sorted((self.repo / "asterisk-conf").glob("*.conf")),
+                    *sorted((self.repo / "dialplan").glob("*.conf"))]:
+            shutil.copy2(src, etc / src.name)
+        hostname = socket.gethostname()
+        (self.root / "etc/hosts").write_text(f"127.0.0.1 localhost\n127.0.0.1 {hostname}\n")
+        (self.root / "run/asterisk").mkdir(parents=True, exist_ok=True)
+        self.recordings.mkdir(parents=True, exist_ok=True)
+        sounds = self.repo / "build/sounds"
+        dest = self.root / "usr/share/asterisk/sounds/siaga112"
+        if sounds.is_dir():
+            shutil.copytree(sounds, dest, dirs_exist_ok=True)
+
+    # -- running ---------------------------------------------------------------------------
+
+    def running(self) -> bool:
+        return procs.read_pid(self.pidfile) is not None
+
+    def up(self, timeout: float = 60) -> None:
+        self.ensure_root()
+        self.install_config()
+        if self.running():
+            self.cli("core reload")
+            return
+        if procs.port_open("127.0.0.1", 8088):
+            raise RuntimeError(
+                "something not started by siaga112 listens on 127.0.0.1:8088 (an Asterisk of "
+                "another setup?); stop it, or this test PBX cannot start"
+            )
+        say("starting the test PBX (Asterisk 22) on 127.0.0.1:5060, ARI on 127.0.0.1:8088")
+        procs.spawn(
+            ["chroot", str(self.root), "asterisk", "-f"],
+            self.pidfile,
+            self.state_dir / "asterisk.log",
+        )
+        procs.wait_port("127.0.0.1", 8088, timeout, "Asterisk ARI")
+        deadline = time.monotonic() + timeout
+        while "fully booted" not in self.cli("core waitfullybooted").lower():
+            if time.monotonic() > deadline or not self.running():
+                raise RuntimeError(f"Asterisk did not boot; see {self.state_dir / 'asterisk.log'}")
+            time.sleep(0.2)
+
+    def down(self) -> bool:
+        if not self.running():
+            self.pidfile.unlink(missing_ok=True)
+            return False
+        try:
+            self.cli("core stop now", timeout=5)
+        except (subprocess.TimeoutExpired, OSError):
+            pass
+        return procs.stop_pid(self.pidfile, timeout=10)
+
+    def status(self) -> str:
+        if not self.running():
+            return "test PBX: down"
+        pid = procs.read_pid(self.pidfile)
+        return f"test PBX: up (pid {pid})\n" + self.cli("core show uptime")
+
+
+def _apt_mirror() -> str:
+    """The machine's own Debian mirror, from its apt sources (never a host written in the repo)."""
+    sources = sorted(Path("/etc/apt/sources.list.d").glob("*.sources"))
+    for f in sources:
+        for line in f.read_text().splitlines():
+            if line.startswith("URIs:") and "security" not in line:
+                return line.split()[1]
+    lst = Path("/etc/apt/sources.list")
+    if lst.exists():
+        for line in lst.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[0] == "deb" and "security" not in parts[1]:
+                return parts[1]
+    raise RuntimeError("no Debian mirror found in /etc/apt sources; cannot build the test PBX root")
