@@ -11,6 +11,7 @@ broker is not ours: we say so and stop, and never kill a process we did not star
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,7 +88,11 @@ class MosquittoServer:
             procs.stop_pid(self.pidfile)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.conf.write_text(CONFIG_TEMPLATE.format(port=self.port, host=self.host))
-        pid = procs.spawn(["mosquitto", "-c", str(self.conf)], self.pidfile, self.logfile)
+        with warnings.catch_warnings():
+            # spawn drops its Popen on purpose (the broker outlives us, we stop it by pid);
+            # Popen.__del__ then warns "still running", an error under pytest's -W error.
+            warnings.simplefilter("ignore", ResourceWarning)
+            pid = procs.spawn(["mosquitto", "-c", str(self.conf)], self.pidfile, self.logfile)
         try:
             procs.wait_port(self.host, self.port, START_TIMEOUT, "mosquitto")
         except RuntimeError as exc:

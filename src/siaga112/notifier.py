@@ -1,0 +1,438 @@
+"""Events out over MQTT: every step of every call, the queue and the operators, for dashboards
+and agency systems; and the one thing agencies tell us back (their team is moving).
+
+The emit methods are synchronous and never block nor raise into the call path: they put the
+event on a bounded in-memory buffer. ``run()`` publishes it with aiomqtt, reconnecting with
+backoff while the broker is down. The buffer rule (docs/mqtt.md):
+
+- events (history) are kept up to ``buffer_max``; past that the OLDEST is dropped and counted;
+- retained state topics (queue, operators) keep only their latest value: coalesced, never lost;
+- everything kept is delivered in order when the broker is back (at least once: consumers
+  dedupe by ``event_id``).
+
+Call the emit methods from the event loop's thread (the call path is asyncio).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import aiomqtt
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from siaga112.metrics import Metrics
+from siaga112.model import CallEvent, CallEventType, OperatorEvent, OperatorSnapshot, QueueSnapshot
+from siaga112.settings import MqttSettings
+
+log = structlog.get_logger(__name__)
+
+QOS = 1
+# CallEvents that concern an agency: also published on {prefix}/agencies/{code}/dispatches.
+AGENCY_EVENTS = frozenset(
+    {
+        CallEventType.AGENCY_REQUESTED,
+        CallEventType.AGENCY_JOINED,
+        CallEventType.AGENCY_ACCEPTED,
+        CallEventType.TEAM_MOVING,
+        CallEventType.OVERDUE,
+    }
+)
+DROP_LOG_INTERVAL = 5.0  # seconds between two "dropped" log lines
+PUBLISH_WINDOW = 20  # messages in flight at once (paho's default max_inflight_messages)
+
+TeamMovingCallback = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+class TeamMovingPayload(BaseModel):
+    """What an agency system publishes on {prefix}/agencies/{code}/moving."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+
+    call_id: str = Field(min_length=1)
+    dispatch_id: str = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    payload: bytes
+    retain: bool = False
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One buffered event: the messages it becomes, published together, in order."""
+
+    seq: int
+    messages: tuple[Message, ...]
+
+
+class Topics:
+    """The topic tree under one prefix (docs/mqtt.md)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix.rstrip("/")
+        self.status = f"{self.prefix}/status"
+        self.queue = f"{self.prefix}/queue"
+        self.all_calls = f"{self.prefix}/events/calls"
+        self.operator_events = f"{self.prefix}/events/operators"
+        self.team_moving = f"{self.prefix}/agencies/+/moving"
+
+    def call(self, call_id: str) -> str:
+        return f"{self.prefix}/calls/{call_id}/events"
+
+    def operator(self, operator: str) -> str:
+        return f"{self.prefix}/operators/{operator}"
+
+    def agency_dispatches(self, code: str) -> str:
+        return f"{self.prefix}/agencies/{code}/dispatches"
+
+    def agency_of_moving(self, topic: str) -> str | None:
+        """The agency code in {prefix}/agencies/{code}/moving, or None for another topic."""
+        head = f"{self.prefix}/agencies/"
+        if not (topic.startswith(head) and topic.endswith("/moving")):
+            return None
+        code = topic[len(head) : -len("/moving")]
+        return code if code and "/" not in code else None
+
+
+def _segment_ok(value: str) -> bool:
+    """A value usable as one topic level: not empty, no level separator nor wildcard."""
+    return bool(value) and not any(c in value for c in "/+#\0")
+
+
+class OutBuffer:
+    """Bounded, ordered: events up to max_events (oldest dropped), state coalesced per topic."""
+
+    def __init__(self, max_events: int) -> None:
+        self.max_events = max_events
+        self._events: deque[_Entry] = deque()
+        self._state: dict[str, _Entry] = {}  # topic -> latest; insertion order is seq order
+        self._seq = 0
+
+    def __len__(self) -> int:
+        return len(self._events) + len(self._state)
+
+    def add_event(self, messages: tuple[Message, ...]) -> int:
+        """Buffer an event; return how many old events were dropped to make room."""
+        self._seq += 1
+        self._events.append(_Entry(self._seq, messages))
+        dropped = 0
+        while len(self._events) > self.max_events:
+            self._events.popleft()
+            dropped += 1
+        return dropped
+
+    def set_state(self, message: Message) -> None:
+        self._seq += 1
+        self._state.pop(message.topic, None)  # re-insert: keeps dict order = seq order
+        self._state[message.topic] = _Entry(self._seq, (message,))
+
+    def head(self, limit: int) -> list[_Entry]:
+        """Up to limit entries in seq order, without removing them."""
+        out: list[_Entry] = []
+        events = iter(self._events)
+        states = iter(self._state.values())
+        ev, st = next(events, None), next(states, None)
+        while len(out) < limit and (ev is not None or st is not None):
+            if st is None or (ev is not None and ev.seq < st.seq):
+                out.append(ev)  # type: ignore[arg-type]
+                ev = next(events, None)
+            else:
+                out.append(st)
+                st = next(states, None)
+        return out
+
+    def remove(self, sent: Iterable[_Entry]) -> None:
+        """Forget entries that were published, unless dropped or superseded meanwhile."""
+        done = {e.seq for e in sent}
+        while self._events and self._events[0].seq in done:
+            self._events.popleft()
+        for topic in [t for t, e in self._state.items() if e.seq in done]:
+            del self._state[topic]
+
+
+class NullNotifier:
+    """Publishes nowhere: the notifier when MQTT is not configured (mqtt.enabled = false)."""
+
+    dropped = 0
+
+    def call_event(self, event: CallEvent) -> None:
+        pass
+
+    def operator_event(self, event: OperatorEvent) -> None:
+        pass
+
+    def queue_changed(self, snapshot: QueueSnapshot) -> None:
+        pass
+
+    def operators_changed(self, operators: list[OperatorSnapshot]) -> None:
+        pass
+
+    def start(self) -> None:
+        pass
+
+    async def run(self) -> None:
+        pass
+
+    async def stop(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 (bounded shutdown)
+        pass
+
+
+class MqttNotifier:
+    """Publishes call, queue and operator events to MQTT; receives agencies' "team moving"."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        on_team_moving: TeamMovingCallback | None = None,
+        metrics: Metrics | None = None,
+        reconnect_initial: float = 0.2,
+        reconnect_max: float = 5.0,
+        client_id: str | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._settings = settings
+        self._on_team_moving = on_team_moving
+        self._metrics = metrics
+        self._reconnect_initial = reconnect_initial
+        self._reconnect_max = reconnect_max
+        self._sleep = sleep  # the reconnect backoff's wait; tests pass one they control
+        self.topics = Topics(settings.topic_prefix)
+        # A fixed client id with a persistent session: the broker keeps our subscription and
+        # queues agencies' QoS 1 messages while we reconnect.
+        self._client_id = client_id or f"{self.topics.prefix.replace('/', '-')}-notifier"
+        self._buffer = OutBuffer(settings.buffer_max)
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self.connected = False
+        self.dropped = 0  # events dropped since start, all told
+        self._drops_unlogged = 0
+        self._last_drop_log = float("-inf")
+
+    @property
+    def pending(self) -> int:
+        """Entries waiting to be published."""
+        return len(self._buffer)
+
+    # -- emit (synchronous, never blocks) ---------------------------------------------------
+
+    def call_event(self, event: CallEvent) -> None:
+        payload = event.model_dump_json().encode()
+        messages = [Message(self.topics.all_calls, payload)]
+        if _segment_ok(event.call_id):
+            messages.insert(0, Message(self.topics.call(event.call_id), payload))
+        else:
+            log.error("mqtt_bad_topic_level", call_id=event.call_id, event=event.type)
+        if event.type in AGENCY_EVENTS:
+            code = str(event.data.get("agency", ""))
+            if _segment_ok(code):
+                messages.append(Message(self.topics.agency_dispatches(code), payload))
+            else:
+                log.error(
+                    "mqtt_bad_agency_code", agency=code, event=event.type, call_id=event.call_id
+                )
+        self._add_event(tuple(messages))
+
+    def operator_event(self, event: OperatorEvent) -> None:
+        self._add_event((Message(self.topics.operator_events, event.model_dump_json().encode()),))
+
+    def queue_changed(self, snapshot: QueueSnapshot) -> None:
+        self._set_state(Message(self.topics.queue, snapshot.model_dump_json().encode(), True))
+
+    def operators_changed(self, operators: list[OperatorSnapshot]) -> None:
+        for op in operators:
+            if not _segment_ok(op.operator):
+                log.error("mqtt_bad_topic_level", operator=op.operator)
+                continue
+            topic = self.topics.operator(op.operator)
+            self._set_state(Message(topic, op.model_dump_json().encode(), True))
+
+    def _add_event(self, messages: tuple[Message, ...]) -> None:
+        if self._stopping:
+            log.warning("mqtt_event_after_stop", topic=messages[0].topic)
+            return
+        dropped = self._buffer.add_event(messages)
+        if dropped:
+            self._count_drops(dropped)
+        self._wake.set()
+
+    def _set_state(self, message: Message) -> None:
+        if self._stopping:
+            return
+        self._buffer.set_state(message)
+        self._wake.set()
+
+    def _count_drops(self, count: int) -> None:
+        self.dropped += count
+        self._drops_unlogged += count
+        if self._metrics is not None:
+            self._metrics.mqtt_dropped(count)
+        now = time.monotonic()
+        if now - self._last_drop_log >= DROP_LOG_INTERVAL:
+            self._log_drops()
+            self._last_drop_log = now
+
+    def _log_drops(self) -> None:
+        if self._drops_unlogged:
+            log.warning(
+                "mqtt_events_dropped",
+                dropped=self._drops_unlogged,
+                dropped_total=self.dropped,
+                buffer_max=self._buffer.max_events,
+            )
+            self._drops_unlogged = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run the publisher in a background task of the running loop."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self.run(), name="mqtt-notifier")
+
+    async def stop(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 (bounded shutdown)
+        """Take no new events, publish what is buffered for up to timeout, say offline, go."""
+        self._stopping = True
+        self._wake.set()
+        task, self._task = self._task, None
+        if task is None:
+            return
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if not done:
+            task.cancel("mqtt notifier stop timed out")
+            await asyncio.gather(task, return_exceptions=True)
+            log.warning("mqtt_stopped_with_unsent", unsent=len(self._buffer), timeout=timeout)
+        self._log_drops()
+
+    async def run(self) -> None:
+        """Connect, publish, reconnect with backoff, until stop() and the buffer is empty."""
+        delay = self._reconnect_initial
+        while True:
+            try:
+                await self._session()
+                return  # stopping, and the buffer is flushed
+            except aiomqtt.MqttError as exc:
+                if self.connected:
+                    delay = self._reconnect_initial
+                    log.warning("mqtt_disconnected", error=str(exc), pending=len(self._buffer))
+                else:
+                    log.info(
+                        "mqtt_connect_failed",
+                        error=str(exc),
+                        retry_in=delay,
+                        host=self._settings.host,
+                        port=self._settings.port,
+                    )
+            except Exception:  # a bug of ours must not end event delivery for good
+                log.exception("mqtt_notifier_failed", pending=len(self._buffer))
+            self.connected = False
+            await self._sleep(delay)
+            delay = min(delay * 2, self._reconnect_max)
+
+    async def _session(self) -> None:
+        s = self._settings
+        client = aiomqtt.Client(
+            s.host,
+            s.port,
+            username=s.username,
+            password=s.password.get_secret_value() if s.password else None,
+            will=aiomqtt.Will(self.topics.status, b"offline", qos=QOS, retain=True),
+            identifier=self._client_id,
+            clean_session=False,
+            keepalive=10,
+            timeout=10,
+        )
+        client.pending_calls_threshold = 3 * PUBLISH_WINDOW  # a window in flight is normal
+        async with client:
+            self.connected = True
+            log.info("mqtt_connected", host=s.host, port=s.port, pending=len(self._buffer))
+            self._log_drops()
+            await client.subscribe(self.topics.team_moving, qos=QOS)
+            await client.publish(self.topics.status, b"online", qos=QOS, retain=True)
+            reader = asyncio.create_task(self._read(client), name="mqtt-inbound")
+            try:
+                await self._publish_loop(client, reader)
+            finally:
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
+            if reader.done() and not reader.cancelled() and reader.exception() is not None:
+                raise reader.exception()  # type: ignore[misc]
+            await client.publish(self.topics.status, b"offline", qos=QOS, retain=True)
+
+    async def _publish_loop(self, client: aiomqtt.Client, reader: asyncio.Task[None]) -> None:
+        """Publish the buffer's head in windows; return when stopping and empty.
+
+        The reader task ends with MqttError when the connection drops: that wakes us even in
+        the middle of a publish waiting for its PUBACK.
+        """
+        while True:
+            batch = self._buffer.head(PUBLISH_WINDOW)
+            if not batch:
+                if self._stopping:
+                    return
+                self._wake.clear()
+                waiter = asyncio.create_task(self._wake.wait())
+                await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                if reader.done():
+                    return
+                continue
+            sends = asyncio.gather(
+                *(
+                    client.publish(m.topic, m.payload, qos=QOS, retain=m.retain)
+                    for entry in batch
+                    for m in entry.messages
+                ),
+                return_exceptions=True,
+            )
+            await asyncio.wait({sends, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if not sends.done():
+                sends.cancel()
+                await asyncio.gather(sends, return_exceptions=True)
+                return  # the reader's error says why
+            for result in sends.result():
+                if isinstance(result, BaseException):
+                    raise result  # the batch stays buffered and is sent again
+            self._buffer.remove(batch)
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            await self._inbound(message.topic.value, message.payload)
+
+    async def _inbound(self, topic: str, payload: Any) -> None:
+        agency = self.topics.agency_of_moving(topic)
+        if agency is None:
+            log.error("mqtt_unexpected_topic", topic=topic)
+            return
+        raw = payload if isinstance(payload, bytes | str) else str(payload)
+        try:
+            moving = TeamMovingPayload.model_validate_json(raw)
+        except ValidationError as exc:
+            text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+            log.error(
+                "mqtt_team_moving_malformed",
+                topic=topic,
+                agency=agency,
+                payload=text[:500],
+                errors=exc.errors(include_url=False, include_input=False),
+            )
+            return
+        log.info(
+            "mqtt_team_moving",
+            agency=agency,
+            call_id=moving.call_id,
+            dispatch_id=moving.dispatch_id,
+        )
+        if self._on_team_moving is None:
+            return
+        try:
+            await self._on_team_moving(agency, moving.model_dump())
+        except Exception:
+            log.exception("mqtt_team_moving_handler_failed", agency=agency, call_id=moving.call_id)
