@@ -230,14 +230,17 @@ class MqttNotifier:
         if _segment_ok(event.call_id):
             messages.insert(0, Message(self.topics.call(event.call_id), payload))
         else:
-            log.error("mqtt_bad_topic_level", call_id=event.call_id, event=event.type)
+            log.error("mqtt_bad_topic_level", call_id=event.call_id, event_type=event.type)
         if event.type in AGENCY_EVENTS:
             code = str(event.data.get("agency", ""))
             if _segment_ok(code):
                 messages.append(Message(self.topics.agency_dispatches(code), payload))
             else:
                 log.error(
-                    "mqtt_bad_agency_code", agency=code, event=event.type, call_id=event.call_id
+                    "mqtt_bad_agency_code",
+                    agency=code,
+                    event_type=event.type,
+                    call_id=event.call_id,
                 )
         self._add_event(tuple(messages))
 

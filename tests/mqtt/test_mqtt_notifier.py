@@ -178,3 +178,14 @@ async def test_team_moving_reaches_the_callback_and_a_malformed_one_is_logged(
     assert [e["payload"] for e in malformed] == ['{"call_id": "c4"}', "not json"]
     assert malformed[0]["errors"][0]["loc"] == ("dispatch_id",)
     assert all(e["agency"] == "02" and e["log_level"] == "error" for e in malformed)
+
+
+async def test_stop_flushes_the_buffer_then_says_offline(prefix, subscribe, notifiers) -> None:
+    notifier: MqttNotifier = notifiers(MqttSettings(topic_prefix=prefix))
+    notifier.start()
+    for n in range(1, 11):
+        notifier.call_event(step("c5", n))
+    await notifier.stop(timeout=5.0)
+    assert notifier.pending == 0
+    late = await subscribe(f"{prefix}/status")
+    assert (await late.take(1))[0].payload == b"offline"

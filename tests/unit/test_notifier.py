@@ -1,0 +1,111 @@
+"""The notifier's buffer rule and topic tree, without a broker (tests/mqtt/ has the broker)."""
+
+from __future__ import annotations
+
+from siaga112.model import (
+    CallEvent,
+    CallEventType,
+    OperatorEvent,
+    OperatorSnapshot,
+    OperatorState,
+    QueueSnapshot,
+)
+from siaga112.notifier import Message, MqttNotifier, NullNotifier, OutBuffer, Topics
+from siaga112.settings import MqttSettings
+from siaga112.sinks import EventSink
+
+
+def msg(topic: str, body: str = "", retain: bool = False) -> Message:
+    return Message(topic, body.encode(), retain)
+
+
+def topics_of(buffer: OutBuffer) -> list[list[str]]:
+    return [[m.topic for m in e.messages] for e in buffer.head(1000)]
+
+
+def test_buffer_keeps_order_across_events_and_state() -> None:
+    b = OutBuffer(max_events=10)
+    b.add_event((msg("e1"),))
+    b.set_state(msg("queue", "1", True))
+    b.add_event((msg("e2"),))
+    assert topics_of(b) == [["e1"], ["queue"], ["e2"]]
+
+
+def test_state_is_coalesced_to_its_latest_value_at_its_latest_place() -> None:
+    b = OutBuffer(max_events=10)
+    b.set_state(msg("queue", "1", True))
+    b.add_event((msg("e1"),))
+    b.set_state(msg("queue", "2", True))
+    assert topics_of(b) == [["e1"], ["queue"]]
+    assert b.head(10)[1].messages[0].payload == b"2"
+
+
+def test_overflow_drops_the_oldest_events_never_state() -> None:
+    b = OutBuffer(max_events=2)
+    b.set_state(msg("queue", "1", True))
+    assert [b.add_event((msg(f"e{n}"),)) for n in range(1, 5)] == [0, 0, 1, 1]
+    assert topics_of(b) == [["queue"], ["e3"], ["e4"]]
+
+
+def test_remove_spares_what_was_superseded_while_in_flight() -> None:
+    b = OutBuffer(max_events=10)
+    b.set_state(msg("queue", "1", True))
+    b.add_event((msg("e1"),))
+    in_flight = b.head(10)
+    b.set_state(msg("queue", "2", True))  # arrives while the batch awaits its PUBACKs
+    b.remove(in_flight)
+    assert [e.messages[0].payload for e in b.head(10)] == [b"2"]
+
+
+def test_call_event_goes_to_its_call_the_stream_and_its_agency() -> None:
+    n = MqttNotifier(MqttSettings(topic_prefix="p"))
+    n.call_event(CallEvent(call_id="c1", seq=1, type=CallEventType.QUEUED))
+    n.call_event(
+        CallEvent(call_id="c1", seq=2, type=CallEventType.AGENCY_JOINED, data={"agency": "02"})
+    )
+    assert topics_of(n._buffer) == [
+        ["p/calls/c1/events", "p/events/calls"],
+        ["p/calls/c1/events", "p/events/calls", "p/agencies/02/dispatches"],
+    ]
+
+
+def test_state_and_operator_topics() -> None:
+    n = MqttNotifier(MqttSettings(topic_prefix="p"))
+    n.queue_changed(QueueSnapshot(length=0, entries=[]))
+    n.operators_changed(
+        [OperatorSnapshot(operator="op1", state=OperatorState.PAUSED, reachable=True)]
+    )
+    n.operator_event(OperatorEvent(operator="op1", state=OperatorState.PAUSED))
+    entries = n._buffer.head(10)
+    assert [(m.topic, m.retain) for e in entries for m in e.messages] == [
+        ("p/queue", True),
+        ("p/operators/op1", True),
+        ("p/events/operators", False),
+    ]
+
+
+def test_a_call_id_that_is_no_topic_level_still_reaches_the_stream() -> None:
+    n = MqttNotifier(MqttSettings(topic_prefix="p"))
+    n.call_event(CallEvent(call_id="a/b+", seq=1, type=CallEventType.QUEUED))
+    assert topics_of(n._buffer) == [["p/events/calls"]]
+
+
+def test_agency_of_moving_topic() -> None:
+    t = Topics("siaga112/")
+    assert t.agency_of_moving("siaga112/agencies/04/moving") == "04"
+    assert t.agency_of_moving("siaga112/agencies/04/x/moving") is None
+    assert t.agency_of_moving("siaga112/queue") is None
+
+
+def test_both_notifiers_are_event_sinks() -> None:
+    sinks: list[EventSink] = [NullNotifier(), MqttNotifier(MqttSettings())]
+    event = OperatorEvent(operator="op1", state=OperatorState.AVAILABLE)
+    for sink in sinks:
+        sink.operator_event(event)
+    assert NullNotifier().dropped == 0
+
+
+def test_an_agency_event_without_an_agency_code_still_reaches_the_call_topics() -> None:
+    n = MqttNotifier(MqttSettings(topic_prefix="p"))
+    n.call_event(CallEvent(call_id="c1", seq=1, type=CallEventType.OVERDUE, data={}))
+    assert topics_of(n._buffer) == [["p/calls/c1/events", "p/events/calls"]]
