@@ -19,6 +19,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from siaga112.agencies import DEFAULT_DIRECTORY, Agency
+
 STATE_DIR_DEFAULT = Path("/var/lib/siaga112")
 
 
@@ -56,7 +58,7 @@ class MqttSettings(BaseModel):
 
 class QueueSettings(BaseModel):
     ring_timeout: float = Field(15.0, gt=0, description="seconds an operator's phone rings")
-    wrapup: float = Field(10.0, ge=0, description="seconds after a call before the operator is rung")
+    wrapup: float = Field(10.0, ge=0, description="seconds of wrap-up after each call")
     announce_interval: float = Field(30.0, gt=0)
     operators: list[str] = [f"op{n}" for n in range(1, 9)]
     # Operators start logged in, so that a fresh centre takes calls before anyone dials *11.
@@ -106,8 +108,9 @@ class ApiSettings(BaseModel):
 
 
 class RecordingSettings(BaseModel):
-    enabled: bool = True
-    format: str = "wav"
+    # Where the PBX's MixMonitor writes (dialplan: siaga112/<call id>.wav under its monitor
+    # spool), as this host sees it. For the test PBX that is inside its chroot.
+    dir: Path = Path("/var/cache/siaga112/pbx-root/var/spool/asterisk/monitor/siaga112")
     retention_days: int = Field(90, ge=1)
 
 
@@ -131,6 +134,7 @@ class Settings(BaseSettings):
     agency: AgencySettings = AgencySettings()
     api: ApiSettings = ApiSettings()
     recording: RecordingSettings = RecordingSettings()
+    agencies: list[Agency] = DEFAULT_DIRECTORY
 
     @field_validator("state_dir")
     @classmethod

@@ -1,0 +1,177 @@
+"""The agency bridge: the operator sends *2NN and the agency's duty line is dialled and added to
+the call, so that citizen, operator and agency talk together. A duty line that does not answer
+in time, or is busy, is given up for the next fallback line; the operator hears a short prompt
+for each outcome. The agency accepts the case by pressing 1.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import structlog
+
+from siaga112 import legs
+from siaga112.agencies import Directory
+from siaga112.ari.client import AriClient, AriError
+from siaga112.ari.models import AriEvent, ChannelDestroyed, ChannelDtmfReceived, StasisStart
+from siaga112.model import CallEventType
+from siaga112.settings import AgencySettings
+
+if TYPE_CHECKING:
+    from siaga112.session import CallSession
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Dispatch:
+    dispatch_id: str
+    code: str
+    line: int = 0
+    attempt: int = 0
+    channel: str | None = None
+    joined: bool = False
+    accepted: bool = False
+    failed_lines: list[str] = field(default_factory=list)
+
+
+class AgencyLegs:
+    def __init__(
+        self,
+        session: CallSession,
+        ari: AriClient,
+        directory: Directory,
+        settings: AgencySettings,
+        app: str,
+    ) -> None:
+        self._session = session
+        self._ari = ari
+        self._directory = directory
+        self._settings = settings
+        self._app = app
+        self._by_code: dict[str, Dispatch] = {}
+
+    def joined(self) -> list[str]:
+        return [d.code for d in self._by_code.values() if d.joined]
+
+    def channels(self) -> list[str]:
+        return [d.channel for d in self._by_code.values() if d.channel]
+
+    def adopt(self, channel_id: str) -> None:
+        """A resync found this agency leg in the call's bridge."""
+        leg = legs.parse(channel_id)
+        d = Dispatch(dispatch_id=f"{self._session.call_id}-{leg.party}", code=leg.party,
+                     line=leg.line, attempt=leg.attempt, channel=channel_id, joined=True)
+        self._by_code[leg.party] = d
+
+    async def request(self, code: str, by: str) -> str:
+        agency = self._directory.get(code)
+        if agency is None:
+            log.warning("agency_unknown", agency=code)
+            await self._tell_operator("unknown-code")
+            return f"unknown agency {code}"
+        existing = self._by_code.get(code)
+        if existing is not None and (existing.joined or existing.channel):
+            log.info("agency_already_on_call", agency=code)
+            return "already on the call"
+        d = Dispatch(dispatch_id=f"{self._session.call_id}-{code}-{uuid.uuid4().hex[:8]}",
+                     code=code)
+        self._by_code[code] = d
+        self._session.emit(CallEventType.AGENCY_REQUESTED, agency=code, dispatch_id=d.dispatch_id,
+                           by=by, name=agency.name)
+        log.info("agency_requested", agency=code, name=agency.name)
+        await self._tell_operator("connecting-agency")
+        await self._dial(d)
+        return "dialling"
+
+    async def _dial(self, d: Dispatch) -> None:
+        agency = self._directory.get(d.code)
+        assert agency is not None
+        d.attempt += 1
+        d.channel = legs.agency_leg(self._session.call_id, d.code, d.line, d.attempt)
+        endpoint = agency.lines[d.line]
+        caller = self._session.caller.e164 or "anonymous"
+        try:
+            await self._ari.originate(
+                endpoint=endpoint, channel_id=d.channel, app=self._app,
+                app_args=f"agency,{self._session.call_id},{d.code}",
+                caller_id=f'"112 {caller}" <{caller}>',
+                timeout=max(1, round(self._settings.answer_timeout)),
+                variables={"SIAGA112_CALL": self._session.call_id, "SIAGA112_AGENCY": d.code},
+            )
+        except AriError as exc:
+            await self._line_failed(d, f"dial failed: {exc.message}")
+
+    async def _line_failed(self, d: Dispatch, reason: str) -> None:
+        agency = self._directory.get(d.code)
+        assert agency is not None
+        line = agency.lines[d.line]
+        d.failed_lines.append(line)
+        d.channel = None
+        self._session.emit(CallEventType.AGENCY_LINE_FAILED, agency=d.code, line=line,
+                           reason=reason, dispatch_id=d.dispatch_id)
+        log.info("agency_line_failed", agency=d.code, line=line, reason=reason)
+        if d.line + 1 < len(agency.lines):
+            d.line += 1
+            await self._dial(d)
+            return
+        log.warning("agency_unreachable", agency=d.code, tried=d.failed_lines)
+        del self._by_code[d.code]
+        await self._tell_operator("agency-failed")
+
+    async def on_event(self, ev: AriEvent, leg: legs.Leg) -> None:
+        d = self._by_code.get(leg.party)
+        channel_id = ev.channel.id  # type: ignore[attr-defined]
+        if d is None or d.channel != channel_id:
+            if isinstance(ev, StasisStart):
+                await self._hangup(channel_id)  # a line that answered after we gave it up
+            return
+        if isinstance(ev, StasisStart):
+            await self._ari.add_to_bridge(legs.call_bridge(self._session.call_id), channel_id)
+            d.joined = True
+            agency = self._directory.get(d.code)
+            line = agency.lines[d.line] if agency else ""
+            self._session.emit(CallEventType.AGENCY_JOINED, agency=d.code, line=line,
+                               dispatch_id=d.dispatch_id)
+            log.info("agency_joined", agency=d.code, line=line)
+            await self._tell_operator("agency-joined")
+            try:
+                await self._ari.play(channel_id, "sound:siaga112/accept-case")
+            except AriError:
+                pass
+        elif isinstance(ev, ChannelDtmfReceived):
+            if ev.digit == "1" and d.joined and not d.accepted:
+                d.accepted = True
+                self._session.emit(CallEventType.AGENCY_ACCEPTED, agency=d.code,
+                                   dispatch_id=d.dispatch_id)
+                log.info("agency_accepted", agency=d.code)
+        elif isinstance(ev, ChannelDestroyed):
+            if not d.joined:
+                cause = ev.cause_txt or str(ev.cause)
+                reason = "busy" if ev.cause == 17 else f"no answer ({cause})"
+                await self._line_failed(d, reason)
+                return
+            d.channel = None
+            d.joined = False
+            log.info("agency_left", agency=d.code)
+            await self._session.agency_left()
+
+    async def on_timer(self, name: str) -> None:  # no agency timers yet: Asterisk times the ring
+        log.debug("agency_timer", name=name)
+
+    async def _tell_operator(self, prompt: str) -> None:
+        channel = self._session.operator_channel
+        if channel is None:
+            return
+        try:
+            await self._ari.play(channel, f"sound:siaga112/{prompt}")
+        except AriError:
+            pass
+
+    async def _hangup(self, channel_id: str) -> None:
+        try:
+            await self._ari.hangup(channel_id)
+        except AriError:
+            pass

@@ -1,0 +1,257 @@
+"""ARI REST calls on aiohttp, with typed errors.
+
+A 404 on a channel that has hung up is an ordinary event in telephony: it raises NotFound,
+which callers catch where a vanished channel is expected, instead of a crash.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import structlog
+
+from siaga112.ari.models import Application, Bridge, Channel, Endpoint, Playback
+from siaga112.settings import AriSettings
+
+log = structlog.get_logger(__name__)
+
+
+class AriError(Exception):
+    """ARI answered with an error status, or could not be reached."""
+
+    def __init__(self, method: str, path: str, status: int, message: str) -> None:
+        super().__init__(f"ARI {method} {path}: {status} {message}")
+        self.method = method
+        self.path = path
+        self.status = status
+        self.message = message
+
+
+class NotFound(AriError):
+    """404: the channel, bridge or playback is gone (usually: the far end hung up)."""
+
+
+class Conflict(AriError):
+    """409/412/422: the resource is not in a state that allows the request."""
+
+
+class Unreachable(AriError):
+    """Asterisk did not answer (connection refused, timeout)."""
+
+
+Observer = Callable[[str, float], None]  # (method, seconds) for the round-trip histogram
+
+
+class AriClient:
+    def __init__(
+        self,
+        settings: AriSettings,
+        session: aiohttp.ClientSession | None = None,
+        observe: Observer | None = None,
+    ) -> None:
+        self._settings = settings
+        self._base = settings.url.rstrip("/")
+        self._own_session = session is None
+        self._session = session
+        self._observe = observe
+
+    async def __aenter__(self) -> AriClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                auth=aiohttp.BasicAuth(
+                    self._settings.username, self._settings.password.get_secret_value()
+                ),
+                connector=aiohttp.TCPConnector(limit=self._settings.max_connections),
+                timeout=aiohttp.ClientTimeout(total=self._settings.request_timeout),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None and self._own_session:
+            await self._session.close()
+        self._session = None
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None = None,
+        json: dict[str, Any] | None = None,
+    ) -> Any:
+        clean = {k: _param(v) for k, v in (params or {}).items() if v is not None}
+        started = time.perf_counter()
+        try:
+            async with self.session.request(
+                method, self._base + path, params=clean, json=json
+            ) as resp:
+                body = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise Unreachable(method, path, 0, repr(exc)) from exc
+        finally:
+            if self._observe is not None:
+                self._observe(method, time.perf_counter() - started)
+        if status >= 400:
+            message = _error_message(body)
+            cls = NotFound if status == 404 else Conflict if status in (409, 412, 422) else AriError
+            raise cls(method, path, status, message)
+        if not body:
+            return None
+        import json as _json
+
+        return _json.loads(body)
+
+    # -- channels ----------------------------------------------------------------------
+
+    async def answer(self, channel_id: str) -> None:
+        await self.request("POST", f"/channels/{channel_id}/answer")
+
+    async def hangup(self, channel_id: str, reason: str = "normal") -> None:
+        await self.request("DELETE", f"/channels/{channel_id}", {"reason": reason})
+
+    async def continue_in_dialplan(
+        self, channel_id: str, context: str, extension: str = "s", priority: int = 1
+    ) -> None:
+        await self.request(
+            "POST",
+            f"/channels/{channel_id}/continue",
+            {"context": context, "extension": extension, "priority": priority},
+        )
+
+    async def get_channel(self, channel_id: str) -> Channel:
+        return Channel.model_validate(await self.request("GET", f"/channels/{channel_id}"))
+
+    async def channels(self) -> list[Channel]:
+        return [Channel.model_validate(c) for c in await self.request("GET", "/channels")]
+
+    async def set_var(self, channel_id: str, name: str, value: str) -> None:
+        await self.request(
+            "POST", f"/channels/{channel_id}/variable", {"variable": name, "value": value}
+        )
+
+    async def get_var(self, channel_id: str, name: str) -> str:
+        res = await self.request("GET", f"/channels/{channel_id}/variable", {"variable": name})
+        return str(res.get("value", "")) if res else ""
+
+    async def play(self, channel_id: str, media: str, playback_id: str | None = None) -> Playback:
+        res = await self.request(
+            "POST", f"/channels/{channel_id}/play", {"media": media, "playbackId": playback_id}
+        )
+        return Playback.model_validate(res)
+
+    async def stop_playback(self, playback_id: str) -> None:
+        await self.request("DELETE", f"/playbacks/{playback_id}")
+
+    async def start_moh(self, channel_id: str, moh_class: str = "default") -> None:
+        await self.request("POST", f"/channels/{channel_id}/moh", {"mohClass": moh_class})
+
+    async def stop_moh(self, channel_id: str) -> None:
+        await self.request("DELETE", f"/channels/{channel_id}/moh")
+
+    async def ring(self, channel_id: str) -> None:
+        await self.request("POST", f"/channels/{channel_id}/ring")
+
+    async def originate(
+        self,
+        endpoint: str,
+        channel_id: str,
+        app: str,
+        app_args: str,
+        caller_id: str | None = None,
+        timeout: int = 30,
+        variables: dict[str, str] | None = None,
+    ) -> Channel:
+        res = await self.request(
+            "POST",
+            "/channels",
+            {
+                "endpoint": endpoint,
+                "channelId": channel_id,
+                "app": app,
+                "appArgs": app_args,
+                "callerId": caller_id,
+                "timeout": timeout,
+            },
+            json={"variables": variables or {}},
+        )
+        return Channel.model_validate(res)
+
+    # -- bridges -----------------------------------------------------------------------
+
+    async def create_bridge(self, bridge_id: str, kind: str, name: str = "") -> Bridge:
+        res = await self.request(
+            "POST", f"/bridges/{bridge_id}", {"type": kind, "name": name or bridge_id}
+        )
+        return Bridge.model_validate(res)
+
+    async def get_bridge(self, bridge_id: str) -> Bridge:
+        return Bridge.model_validate(await self.request("GET", f"/bridges/{bridge_id}"))
+
+    async def bridges(self) -> list[Bridge]:
+        return [Bridge.model_validate(b) for b in await self.request("GET", "/bridges")]
+
+    async def destroy_bridge(self, bridge_id: str) -> None:
+        await self.request("DELETE", f"/bridges/{bridge_id}")
+
+    async def add_to_bridge(self, bridge_id: str, channel_id: str, role: str | None = None) -> None:
+        await self.request(
+            "POST", f"/bridges/{bridge_id}/addChannel", {"channel": channel_id, "role": role}
+        )
+
+    async def remove_from_bridge(self, bridge_id: str, channel_id: str) -> None:
+        await self.request("POST", f"/bridges/{bridge_id}/removeChannel", {"channel": channel_id})
+
+    async def bridge_moh(self, bridge_id: str, moh_class: str = "default") -> None:
+        await self.request("POST", f"/bridges/{bridge_id}/moh", {"mohClass": moh_class})
+
+    async def bridge_play(self, bridge_id: str, media: str) -> Playback:
+        res = await self.request("POST", f"/bridges/{bridge_id}/play", {"media": media})
+        return Playback.model_validate(res)
+
+    # -- application, endpoints, globals -------------------------------------------------
+
+    async def application(self, app: str) -> Application:
+        return Application.model_validate(await self.request("GET", f"/applications/{app}"))
+
+    async def subscribe(self, app: str, event_source: str) -> None:
+        await self.request(
+            "POST", f"/applications/{app}/subscription", {"eventSource": event_source}
+        )
+
+    async def endpoints(self, technology: str = "PJSIP") -> list[Endpoint]:
+        return [Endpoint.model_validate(e) for e in await self.request("GET", f"/endpoints/{technology}")]
+
+    async def get_global(self, variable: str) -> str:
+        res = await self.request("GET", "/asterisk/variable", {"variable": variable})
+        return str(res.get("value", "")) if res else ""
+
+    async def set_global(self, variable: str, value: str) -> None:
+        await self.request("POST", "/asterisk/variable", {"variable": variable, "value": value})
+
+
+def _param(v: Any) -> Any:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return v
+
+
+def _error_message(body: bytes) -> str:
+    import json as _json
+
+    try:
+        data = _json.loads(body)
+        if isinstance(data, dict) and "message" in data:
+            return str(data["message"])
+    except ValueError:
+        pass
+    return body[:200].decode("utf-8", "replace")

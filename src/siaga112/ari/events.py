@@ -1,0 +1,105 @@
+"""The ARI events websocket, with reconnect and backoff.
+
+`EventStream.run(handler)` never returns while running: when Asterisk closes the socket (restart,
+`module reload`, network fault) it logs, waits with a capped exponential backoff and connects
+again, calling `on_connect` each time so that the daemon resyncs its view of live calls from
+Asterisk. The reader never blocks: `handler` must only enqueue (see stasis.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+import pydantic
+import structlog
+
+from siaga112.ari.models import AriEvent, parse_event
+from siaga112.settings import AriSettings
+
+log = structlog.get_logger(__name__)
+
+
+class EventStream:
+    def __init__(
+        self,
+        settings: AriSettings,
+        on_event: Callable[[AriEvent], None],
+        on_connect: Callable[[], Awaitable[None]],
+        on_disconnect: Callable[[], None] | None = None,
+        on_reconnect_attempt: Callable[[], None] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._on_event = on_event
+        self._on_connect = on_connect
+        self._on_disconnect = on_disconnect
+        self._on_attempt = on_reconnect_attempt
+        self.connected = asyncio.Event()
+        self._stopping = False
+
+    def _url(self) -> str:
+        base = self._settings.url.rstrip("/")
+        ws = base.replace("http://", "ws://", 1).replace("https://", "wss://", 1)
+        return f"{ws}/events"
+
+    async def run(self) -> None:
+        delay = self._settings.reconnect_initial
+        auth = aiohttp.BasicAuth(
+            self._settings.username, self._settings.password.get_secret_value()
+        )
+        params = {"app": self._settings.app, "subscribeAll": "false"}
+        async with aiohttp.ClientSession(auth=auth) as session:
+            while not self._stopping:
+                try:
+                    async with session.ws_connect(
+                        self._url(), params=params, heartbeat=10, max_msg_size=0
+                    ) as ws:
+                        log.info("ari_connected", app=self._settings.app)
+                        delay = self._settings.reconnect_initial
+                        self.connected.set()
+                        # Resync runs beside the reader: events that arrive meanwhile queue up.
+                        resync = asyncio.create_task(self._resync())
+                        try:
+                            await self._read(ws)
+                        finally:
+                            if not resync.done():
+                                resync.cancel()
+                    if not self._stopping:
+                        log.warning("ari_disconnected", reason="socket closed by Asterisk")
+                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                    log.warning("ari_connect_failed", error=str(exc), retry_in=round(delay, 2))
+                finally:
+                    if self.connected.is_set():
+                        self.connected.clear()
+                        if self._on_disconnect is not None:
+                            self._on_disconnect()
+                if self._stopping:
+                    break
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._settings.reconnect_max)
+                if self._on_attempt is not None:
+                    self._on_attempt()
+
+    async def _resync(self) -> None:
+        try:
+            await self._on_connect()
+        except Exception:
+            log.exception("resync_failed")
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for msg in ws:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                try:
+                    event = parse_event(msg.data)
+                except (pydantic.ValidationError, ValueError, json.JSONDecodeError) as exc:
+                    log.error("ari_event_malformed", error=str(exc)[:300], raw=msg.data[:300])
+                    continue
+                self._on_event(event)
+            elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
+                              aiohttp.WSMsgType.ERROR):
+                break
+
+    def stop(self) -> None:
+        self._stopping = True

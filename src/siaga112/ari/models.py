@@ -1,0 +1,204 @@
+"""Pydantic models of the ARI resources and events the daemon uses.
+
+Field names follow Asterisk's own /ari/api-docs/*.json. Unknown fields are ignored, unknown
+event types parse as a plain AriEvent, so that a newer Asterisk never breaks the reader.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+
+class _Ari(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class CallerID(_Ari):
+    name: str = ""
+    number: str = ""
+
+
+class DialplanCEP(_Ari):
+    context: str = ""
+    exten: str = ""
+    priority: int = 0
+    app_name: str = ""
+    app_data: str = ""
+
+
+class Channel(_Ari):
+    id: str
+    name: str = ""
+    state: str = ""
+    caller: CallerID = CallerID()
+    connected: CallerID = CallerID()
+    dialplan: DialplanCEP | None = None
+    creationtime: datetime | None = None
+    channelvars: dict[str, str] | None = None
+
+
+class Bridge(_Ari):
+    id: str
+    technology: str = ""
+    bridge_type: str = ""
+    bridge_class: str = ""
+    name: str = ""
+    channels: list[str] = []
+
+
+class Endpoint(_Ari):
+    technology: str
+    resource: str
+    state: str | None = None
+    channel_ids: list[str] = []
+
+
+class Application(_Ari):
+    name: str
+    channel_ids: list[str] = []
+    bridge_ids: list[str] = []
+    endpoint_ids: list[str] = []
+
+
+class Playback(_Ari):
+    id: str
+    media_uri: str = ""
+    target_uri: str = ""
+    state: str = ""
+
+
+class AriEvent(_Ari):
+    type: str
+    application: str = ""
+    timestamp: datetime | None = None
+
+
+class StasisStart(AriEvent):
+    type: Literal["StasisStart"]
+    args: list[str] = []
+    channel: Channel
+    replace_channel: Channel | None = None
+
+
+class StasisEnd(AriEvent):
+    type: Literal["StasisEnd"]
+    channel: Channel
+
+
+class ChannelDestroyed(AriEvent):
+    type: Literal["ChannelDestroyed"]
+    cause: int = 0
+    cause_txt: str = ""
+    channel: Channel
+
+
+class ChannelHangupRequest(AriEvent):
+    type: Literal["ChannelHangupRequest"]
+    cause: int | None = None
+    soft: bool | None = None
+    channel: Channel
+
+
+class ChannelStateChange(AriEvent):
+    type: Literal["ChannelStateChange"]
+    channel: Channel
+
+
+class ChannelDtmfReceived(AriEvent):
+    type: Literal["ChannelDtmfReceived"]
+    digit: str
+    duration_ms: int = 0
+    channel: Channel
+
+
+class ChannelTalkingStarted(AriEvent):
+    type: Literal["ChannelTalkingStarted"]
+    channel: Channel
+
+
+class ChannelTalkingFinished(AriEvent):
+    type: Literal["ChannelTalkingFinished"]
+    duration: int = 0
+    channel: Channel
+
+
+class PlaybackFinished(AriEvent):
+    type: Literal["PlaybackFinished"]
+    playback: Playback
+
+
+class Dial(AriEvent):
+    type: Literal["Dial"]
+    dialstatus: str = ""
+    peer: Channel
+    caller: Channel | None = None
+
+
+class EndpointStateChange(AriEvent):
+    type: Literal["EndpointStateChange"]
+    endpoint: Endpoint
+
+
+class ChannelLeftBridge(AriEvent):
+    type: Literal["ChannelLeftBridge"]
+    bridge: Bridge
+    channel: Channel
+
+
+class ChannelEnteredBridge(AriEvent):
+    type: Literal["ChannelEnteredBridge"]
+    bridge: Bridge
+    channel: Channel
+
+
+KnownEvent = Annotated[
+    StasisStart
+    | StasisEnd
+    | ChannelDestroyed
+    | ChannelHangupRequest
+    | ChannelStateChange
+    | ChannelDtmfReceived
+    | ChannelTalkingStarted
+    | ChannelTalkingFinished
+    | PlaybackFinished
+    | Dial
+    | EndpointStateChange
+    | ChannelLeftBridge
+    | ChannelEnteredBridge,
+    Field(discriminator="type"),
+]
+KNOWN_TYPES = frozenset(
+    {
+        "StasisStart",
+        "StasisEnd",
+        "ChannelDestroyed",
+        "ChannelHangupRequest",
+        "ChannelStateChange",
+        "ChannelDtmfReceived",
+        "ChannelTalkingStarted",
+        "ChannelTalkingFinished",
+        "PlaybackFinished",
+        "Dial",
+        "EndpointStateChange",
+        "ChannelLeftBridge",
+        "ChannelEnteredBridge",
+    }
+)
+_known = TypeAdapter(KnownEvent)
+
+
+def parse_event(raw: str | bytes | dict[str, Any]) -> AriEvent:
+    """Parse one websocket message. Raises pydantic.ValidationError (or ValueError) when the
+    message is not an ARI event at all; unknown event types come back as plain AriEvent."""
+    if isinstance(raw, (str, bytes)):
+        base = AriEvent.model_validate_json(raw)
+        if base.type not in KNOWN_TYPES:
+            return base
+        return _known.validate_json(raw)
+    base = AriEvent.model_validate(raw)
+    if base.type not in KNOWN_TYPES:
+        return base
+    return _known.validate_python(raw)

@@ -1,0 +1,59 @@
+"""The holding bridge where callers wait for an operator: music on hold, and a periodic
+announcement in Bahasa Indonesia. One bridge with a fixed id for the whole centre."""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from siaga112.ari.client import AriClient, AriError, NotFound
+from siaga112.legs import HOLDING_BRIDGE
+
+log = structlog.get_logger(__name__)
+
+
+class HoldingBridge:
+    def __init__(self, ari: AriClient, announce_interval: float) -> None:
+        self._ari = ari
+        self._interval = announce_interval
+        self._ready = False
+
+    async def ensure(self) -> None:
+        await self._ari.create_bridge(HOLDING_BRIDGE, "holding", "siaga112 queue")
+        try:
+            await self._ari.bridge_moh(HOLDING_BRIDGE)
+        except AriError as exc:
+            log.warning("holding_moh_failed", error=str(exc))
+        self._ready = True
+
+    async def add(self, channel_id: str) -> None:
+        if not self._ready:
+            await self.ensure()
+        try:
+            await self._ari.add_to_bridge(HOLDING_BRIDGE, channel_id, role="participant")
+        except NotFound as exc:
+            if "ridge" not in exc.message:
+                raise
+            # Someone destroyed our bridge: make it again and retry once.
+            await self.ensure()
+            await self._ari.add_to_bridge(HOLDING_BRIDGE, channel_id, role="participant")
+
+    async def remove(self, channel_id: str) -> None:
+        try:
+            await self._ari.remove_from_bridge(HOLDING_BRIDGE, channel_id)
+        except (NotFound, AriError) as exc:
+            log.debug("holding_remove_ignored", channel=channel_id, error=str(exc))
+
+    def invalidate(self) -> None:
+        self._ready = False
+
+    async def run_announcements(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                bridge = await self._ari.get_bridge(HOLDING_BRIDGE)
+                if bridge.channels:
+                    await self._ari.bridge_play(HOLDING_BRIDGE, "sound:siaga112/please-wait")
+            except AriError as exc:
+                log.debug("holding_announce_skipped", error=str(exc))

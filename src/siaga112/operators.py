@@ -1,0 +1,234 @@
+"""Operators at their desk phones: logged in or out, paused, ringing, on a call, in wrap-up.
+
+The state an operator chose (logged in, logged out, paused and why) is kept in the PBX's astdb,
+`siaga112/op/<name>`, written by the dialplan for the desk-phone codes and by us when we pause
+an operator who did not answer. It is read again on every (re)connect. What the daemon derives
+(ringing, on a call, wrap-up) is rebuilt from Asterisk's bridges by the resync.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import structlog
+
+from siaga112.ari.client import AriClient, AriError
+from siaga112.model import OperatorEvent, OperatorSnapshot, OperatorState, utcnow
+from siaga112.sinks import EventSink
+
+log = structlog.get_logger(__name__)
+
+_CHOSEN = {OperatorState.AVAILABLE, OperatorState.PAUSED, OperatorState.LOGGED_OUT}
+
+
+@dataclass
+class Operator:
+    name: str
+    chosen: OperatorState = OperatorState.AVAILABLE  # what the operator set: available/paused/out
+    reason: str | None = None
+    reachable: bool = True
+    busy: OperatorState | None = None  # RINGING, ON_CALL or WRAPUP
+    call_id: str | None = None
+    idle_since: float = field(default_factory=time.monotonic)
+    idle_since_wall: datetime = field(default_factory=utcnow)
+
+    @property
+    def state(self) -> OperatorState:
+        if self.chosen is not OperatorState.AVAILABLE:
+            return self.chosen
+        return self.busy or OperatorState.AVAILABLE
+
+    @property
+    def free(self) -> bool:
+        return self.state is OperatorState.AVAILABLE and self.reachable
+
+    def snapshot(self) -> OperatorSnapshot:
+        return OperatorSnapshot(
+            operator=self.name,
+            state=self.state,
+            reachable=self.reachable,
+            reason=self.reason,
+            call_id=self.call_id,
+            idle_since=self.idle_since_wall if self.state is OperatorState.AVAILABLE else None,
+        )
+
+
+class OperatorDesk:
+    def __init__(
+        self,
+        names: list[str],
+        ari: AriClient,
+        sink: EventSink,
+        wrapup: float,
+        start_logged_in: bool,
+        on_change: Callable[[], None],
+    ) -> None:
+        default = OperatorState.AVAILABLE if start_logged_in else OperatorState.LOGGED_OUT
+        self._ops = {n: Operator(n, chosen=default) for n in names}
+        self._ari = ari
+        self._sink = sink
+        self._wrapup = wrapup
+        self._on_change = on_change
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wrapup_timers: dict[str, asyncio.TimerHandle] = {}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._ops
+
+    def get(self, name: str) -> Operator | None:
+        return self._ops.get(name)
+
+    def snapshot(self) -> list[OperatorSnapshot]:
+        return [op.snapshot() for op in self._ops.values()]
+
+    # -- loading from Asterisk --------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Read chosen states from the astdb and reachability from the endpoints."""
+        for op in self._ops.values():
+            try:
+                value = await self._ari.get_global(f"DB(siaga112/op/{op.name})")
+                reason = await self._ari.get_global(f"DB(siaga112/op_reason/{op.name})")
+            except AriError as exc:
+                log.warning("operator_state_unreadable", operator=op.name, error=str(exc))
+                continue
+            if value in {s.value for s in _CHOSEN}:
+                op.chosen = OperatorState(value)
+                op.reason = reason or None
+        try:
+            endpoints = await self._ari.endpoints("PJSIP")
+        except AriError as exc:
+            log.warning("endpoints_unreadable", error=str(exc))
+            endpoints = []
+        for ep in endpoints:
+            if ep.resource in self._ops:
+                self._ops[ep.resource].reachable = ep.state != "offline"
+        log.info("operators_loaded", **{op.name: op.state.value for op in self._ops.values()})
+        self._on_change()
+
+    # -- what operators choose ---------------------------------------------------------------
+
+    def choose(self, name: str, state: OperatorState, reason: str | None, persist: bool) -> None:
+        op = self._ops.get(name)
+        if op is None:
+            log.warning("operator_unknown", operator=name)
+            return
+        if state not in _CHOSEN:
+            raise ValueError(f"an operator cannot choose state {state}")
+        was = op.state
+        op.chosen = state
+        op.reason = reason if state is not OperatorState.AVAILABLE else None
+        if state is OperatorState.AVAILABLE and op.busy is None:
+            self._idle(op)
+        if persist:
+            self._spawn(self._persist(op))
+        self._changed(op, was)
+
+    async def _persist(self, op: Operator) -> None:
+        try:
+            await self._ari.set_global(f"DB(siaga112/op/{op.name})", op.chosen.value)
+            await self._ari.set_global(f"DB(siaga112/op_reason/{op.name})", op.reason or "")
+        except AriError as exc:
+            log.error("operator_state_not_saved", operator=op.name, error=str(exc))
+
+    def reachability(self, name: str, state: str) -> None:
+        op = self._ops.get(name)
+        if op is None:
+            return
+        reachable = state != "offline"
+        if reachable != op.reachable:
+            op.reachable = reachable
+            log.info("operator_reachability", operator=name, reachable=reachable)
+            self._changed(op, op.state)
+
+    # -- what calls do to operators ------------------------------------------------------------
+
+    def pick_free(self) -> Operator | None:
+        free = [op for op in self._ops.values() if op.free]
+        return min(free, key=lambda o: o.idle_since) if free else None
+
+    def ringing(self, name: str, call_id: str) -> None:
+        self._busy(name, OperatorState.RINGING, call_id)
+
+    def connected(self, name: str, call_id: str) -> None:
+        self._busy(name, OperatorState.ON_CALL, call_id)
+
+    def no_answer(self, name: str, call_id: str, reason: str = "no_answer") -> None:
+        """The phone rang out: pause the operator, so the next caller is not sent there."""
+        op = self._ops[name]
+        if op.call_id != call_id:
+            return
+        op.busy = None
+        op.call_id = None
+        self.choose(name, OperatorState.PAUSED, reason, persist=True)
+
+    def released(self, name: str, call_id: str) -> None:
+        """The operator's call ended: wrap-up, then available again."""
+        op = self._ops.get(name)
+        if op is None or op.call_id != call_id:
+            return
+        was = op.state
+        op.call_id = None
+        if self._wrapup <= 0:
+            op.busy = None
+            self._idle(op)
+            self._changed(op, was)
+            return
+        op.busy = OperatorState.WRAPUP
+        self._changed(op, was)
+        loop = asyncio.get_running_loop()
+        self._wrapup_timers[name] = loop.call_later(self._wrapup, self._wrapup_done, name)
+
+    def _wrapup_done(self, name: str) -> None:
+        op = self._ops[name]
+        self._wrapup_timers.pop(name, None)
+        if op.busy is OperatorState.WRAPUP:
+            was = op.state
+            op.busy = None
+            self._idle(op)
+            self._changed(op, was)
+
+    def reset_runtime(self) -> None:
+        """Forget ringing/on-call/wrap-up before a resync rebuilds them from Asterisk."""
+        for timer in self._wrapup_timers.values():
+            timer.cancel()
+        self._wrapup_timers.clear()
+        for op in self._ops.values():
+            op.busy = None
+            op.call_id = None
+
+    def _busy(self, name: str, state: OperatorState, call_id: str) -> None:
+        op = self._ops[name]
+        timer = self._wrapup_timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+        was = op.state
+        op.busy = state
+        op.call_id = call_id
+        self._changed(op, was)
+
+    def _idle(self, op: Operator) -> None:
+        op.idle_since = time.monotonic()
+        op.idle_since_wall = utcnow()
+
+    def _changed(self, op: Operator, was: OperatorState) -> None:
+        if op.state is not was:
+            log.info("operator_state", operator=op.name, state=op.state.value, was=was.value,
+                     reason=op.reason, call_id=op.call_id)
+            self._sink.operator_event(
+                OperatorEvent(operator=op.name, state=op.state, reason=op.reason)
+            )
+        self._on_change()
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def close(self) -> None:
+        for timer in self._wrapup_timers.values():
+            timer.cancel()
