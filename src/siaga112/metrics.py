@@ -7,6 +7,7 @@ API serves ``render()`` at /metrics with ``CONTENT_TYPE``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import TypedDict
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -31,6 +32,11 @@ ARI_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5
 ANSWER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 
 
+class _Common(TypedDict):
+    namespace: str
+    registry: CollectorRegistry
+
+
 class Metrics:
     """Typed methods over the project's metrics, all in ``self.registry``."""
 
@@ -38,7 +44,7 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         if process:
             ProcessCollector(registry=self.registry)
-        kw = {"namespace": NAMESPACE, "registry": self.registry}
+        kw: _Common = {"namespace": NAMESPACE, "registry": self.registry}
         self._calls = Counter("calls", "Calls ended, by outcome (disposition).", ["outcome"], **kw)
         self._queue_length = Gauge("queue_length", "Calls waiting for an operator.", **kw)
         self._wait = Histogram(

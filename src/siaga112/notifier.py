@@ -395,7 +395,8 @@ class MqttNotifier:
                 ),
                 return_exceptions=True,
             )
-            await asyncio.wait({sends, reader}, return_when=asyncio.FIRST_COMPLETED)
+            either: set[asyncio.Future[Any]] = {sends, reader}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             if not sends.done():
                 sends.cancel()
                 await asyncio.gather(sends, return_exceptions=True)
