@@ -336,6 +336,8 @@ class MqttNotifier:
             except Exception:  # a bug of ours must not end event delivery for good
                 log.exception("mqtt_notifier_failed", pending=len(self._buffer))
             self.connected = False
+            if self._stopping and not self._buffer:
+                return
             await self._sleep(delay)
             delay = min(delay * 2, self._reconnect_max)
 
