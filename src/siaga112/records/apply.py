@@ -1,0 +1,264 @@
+"""Turn events into rows, idempotently and in any order.
+
+Events are inserted by event_id (ON CONFLICT DO NOTHING); the ``calls`` and ``dispatches``
+rows they touch are then recomputed from all of the call's stored events, so a late, repeated
+or replayed event gives the same row as one on time. Rules per event type (model.CallEventType):
+first ARRIVED / ANSWERED / QUEUED / CONNECTED / AGENCY_JOINED / ENDED times win; the operator
+is the first CONNECTED's; agencies are every AGENCY_JOINED's; the latest CATEGORY and
+RECORDING win; disposition is the latest DISPOSITION (the operator's mark), else ENDED's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.types import Text
+
+from siaga112.model import CallEvent, CallEventType, Disposition, OperatorEvent
+from siaga112.records.policy import BlockPolicy
+from siaga112.records.tables import call_events, operator_events, operators
+
+_POLICED = {Disposition.PRANK.value, Disposition.GHOST.value}
+_DISPATCH_TYPES = {
+    CallEventType.AGENCY_REQUESTED,
+    CallEventType.AGENCY_LINE_FAILED,
+    CallEventType.AGENCY_JOINED,
+    CallEventType.AGENCY_ACCEPTED,
+    CallEventType.TEAM_MOVING,
+    CallEventType.OVERDUE,
+}
+
+
+_RECOMPUTE_CALLS = text(
+    """
+    WITH agg AS (
+      SELECT e.call_id,
+        (array_agg(e.data->>'caller_raw' ORDER BY e.at, e.seq)
+           FILTER (WHERE e.type = 'arrived'))[1] AS caller_raw,
+        (array_agg(e.data->>'caller' ORDER BY e.at, e.seq)
+           FILTER (WHERE e.type = 'arrived'))[1] AS caller,
+        (array_agg(e.data->>'line_type' ORDER BY e.at, e.seq)
+           FILTER (WHERE e.type = 'arrived'))[1] AS line_type,
+        (array_agg(e.data->>'trunk' ORDER BY e.at, e.seq)
+           FILTER (WHERE e.type = 'arrived'))[1] AS trunk,
+        min(e.at) FILTER (WHERE e.type = 'arrived') AS arrived_at,
+        min(e.at) FILTER (WHERE e.type = 'answered') AS answered_at,
+        min(e.at) FILTER (WHERE e.type = 'queued') AS queued_at,
+        min(e.at) FILTER (WHERE e.type = 'connected') AS operator_answered_at,
+        (array_agg(e.data->>'operator' ORDER BY e.at, e.seq)
+           FILTER (WHERE e.type = 'connected'))[1] AS operator,
+        min(e.at) FILTER (WHERE e.type = 'agency_joined') AS agency_bridged_at,
+        min(e.at) FILTER (WHERE e.type = 'ended') AS ended_at,
+        (array_agg(e.data->>'disposition' ORDER BY e.at DESC, e.seq DESC)
+           FILTER (WHERE e.type = 'disposition'))[1] AS marked,
+        (array_agg(e.data->>'disposition' ORDER BY e.at DESC, e.seq DESC)
+           FILTER (WHERE e.type = 'ended'))[1] AS ended_disposition,
+        (array_agg(e.data->>'category' ORDER BY e.at DESC, e.seq DESC)
+           FILTER (WHERE e.type = 'category'))[1] AS category,
+        coalesce(array_agg(DISTINCT e.data->>'agency')
+                 FILTER (WHERE e.type = 'agency_joined' AND e.data ? 'agency'), '{}') AS agencies,
+        coalesce(bool_or(e.data->'priority' = 'true'::jsonb)
+                 FILTER (WHERE e.type = 'queued'), false) AS priority,
+        bool_or(e.type = 'bypass') AS bypass,
+        bool_or(e.type = 'silent_emergency') AS silent,
+        (array_agg(e.data->>'path' ORDER BY e.at DESC, e.seq DESC)
+           FILTER (WHERE e.type = 'recording'))[1] AS recording_path,
+        (array_agg(CASE WHEN jsonb_typeof(e.data->'seconds') = 'number'
+                            THEN (e.data->>'seconds')::float8 END ORDER BY e.at DESC, e.seq DESC)
+           FILTER (WHERE e.type = 'recording'))[1] AS recording_seconds
+      FROM call_events e
+      WHERE e.call_id = ANY(:call_ids)
+      GROUP BY e.call_id
+    )
+    INSERT INTO calls AS c (
+      call_id, caller_raw, caller, line_type, trunk, arrived_at, answered_at, queued_at,
+      operator_answered_at, operator, agency_bridged_at, ended_at, disposition, category,
+      agencies, priority, flags, recording_path, recording_seconds, wait_seconds, talk_seconds,
+      updated_at)
+    SELECT a.call_id, a.caller_raw, a.caller, a.line_type, a.trunk, a.arrived_at, a.answered_at,
+      a.queued_at, a.operator_answered_at, a.operator, a.agency_bridged_at, a.ended_at,
+      coalesce(a.marked, a.ended_disposition), a.category, a.agencies, a.priority,
+      ARRAY(SELECT DISTINCT f FROM unnest(
+          ARRAY(SELECT jsonb_array_elements_text(q.data->'flags') FROM call_events q
+                WHERE q.call_id = a.call_id AND q.type = 'queued'
+                  AND jsonb_typeof(q.data->'flags') = 'array')
+          || CASE WHEN a.bypass THEN ARRAY['blocked_bypass'] ELSE '{}'::text[] END
+          || CASE WHEN a.silent THEN ARRAY['silent_emergency'] ELSE '{}'::text[] END) AS f
+        ORDER BY f),
+      a.recording_path, a.recording_seconds,
+      extract(epoch FROM coalesce(a.operator_answered_at, a.ended_at) - a.arrived_at)::float8,
+      extract(epoch FROM a.ended_at - a.operator_answered_at)::float8,
+      now()
+    FROM agg a
+    ON CONFLICT (call_id) DO UPDATE SET
+      caller_raw = excluded.caller_raw, caller = excluded.caller, line_type = excluded.line_type,
+      trunk = excluded.trunk, arrived_at = excluded.arrived_at, answered_at = excluded.answered_at,
+      queued_at = excluded.queued_at, operator_answered_at = excluded.operator_answered_at,
+      operator = excluded.operator, agency_bridged_at = excluded.agency_bridged_at,
+      ended_at = excluded.ended_at, disposition = excluded.disposition,
+      category = excluded.category, agencies = excluded.agencies, priority = excluded.priority,
+      flags = excluded.flags, recording_path = excluded.recording_path,
+      recording_seconds = excluded.recording_seconds, wait_seconds = excluded.wait_seconds,
+      talk_seconds = excluded.talk_seconds, updated_at = excluded.updated_at
+    RETURNING c.call_id, c.caller, c.disposition
+    """
+).bindparams(bindparam("call_ids", type_=ARRAY(Text)))
+
+_RECOMPUTE_DISPATCHES = text(
+    """
+    INSERT INTO dispatches AS d (dispatch_id, call_id, agency, line, requested_at, answered_at,
+                                 accepted_at, moving_at, overdue_at, outcome)
+    SELECT s.dispatch_id, s.call_id, s.agency, s.line, s.requested_at, s.answered_at,
+      s.accepted_at, s.moving_at, s.overdue_at,
+      CASE WHEN s.moving_at IS NOT NULL THEN 'moving'
+           WHEN s.accepted_at IS NOT NULL THEN 'accepted'
+           WHEN s.answered_at IS NOT NULL THEN 'answered'
+           WHEN s.line_failed THEN 'line_failed'
+           ELSE 'requested' END
+    FROM (
+      SELECT e.data->>'dispatch_id' AS dispatch_id, min(e.call_id) AS call_id,
+        (array_agg(e.data->>'agency' ORDER BY e.at, e.seq)
+           FILTER (WHERE e.data ? 'agency'))[1] AS agency,
+        (array_agg(e.data->>'line' ORDER BY e.at DESC, e.seq DESC)
+           FILTER (WHERE e.type = 'agency_joined'))[1] AS line,
+        min(e.at) FILTER (WHERE e.type = 'agency_requested') AS requested_at,
+        min(e.at) FILTER (WHERE e.type = 'agency_joined') AS answered_at,
+        min(e.at) FILTER (WHERE e.type = 'agency_accepted') AS accepted_at,
+        min(e.at) FILTER (WHERE e.type = 'team_moving') AS moving_at,
+        min(e.at) FILTER (WHERE e.type = 'overdue') AS overdue_at,
+        coalesce(bool_or(e.type = 'agency_line_failed'), false) AS line_failed
+      FROM call_events e
+      WHERE e.data->>'dispatch_id' = ANY(:dispatch_ids)
+      GROUP BY 1
+    ) s
+    ON CONFLICT (dispatch_id) DO UPDATE SET
+      call_id = excluded.call_id, agency = excluded.agency, line = excluded.line,
+      requested_at = excluded.requested_at, answered_at = excluded.answered_at,
+      accepted_at = excluded.accepted_at, moving_at = excluded.moving_at,
+      overdue_at = excluded.overdue_at, outcome = excluded.outcome
+    """
+).bindparams(bindparam("dispatch_ids", type_=ARRAY(Text)))
+
+
+@dataclass(frozen=True)
+class Applied:
+    call_ids: set[str]
+    police: set[str]  # callers whose calls this batch marked prank or ghost
+
+
+async def apply_batch(
+    conn: AsyncConnection,
+    call_evs: Sequence[CallEvent],
+    operator_evs: Sequence[OperatorEvent] = (),
+) -> Applied:
+    """Store the events and recompute the rows they touch, inside conn's transaction."""
+    unique_calls = list({ev.event_id: ev for ev in call_evs}.values())
+    call_ids: set[str] = set()
+    police: set[str] = set()
+    if unique_calls:
+        await conn.execute(
+            insert(call_events)
+            .values(
+                [
+                    {
+                        "event_id": ev.event_id,
+                        "call_id": ev.call_id,
+                        "seq": ev.seq,
+                        "type": ev.type.value,
+                        "at": ev.at,
+                        "data": ev.model_dump(mode="json")["data"],
+                    }
+                    for ev in unique_calls
+                ]
+            )
+            .on_conflict_do_nothing(index_elements=["event_id"])
+        )
+        call_ids = {ev.call_id for ev in unique_calls}
+        marking = {
+            ev.call_id
+            for ev in unique_calls
+            if ev.type in (CallEventType.DISPOSITION, CallEventType.ENDED)
+        }
+        rows = await conn.execute(_RECOMPUTE_CALLS, {"call_ids": sorted(call_ids)})
+        police = {
+            r.caller
+            for r in rows
+            if r.call_id in marking and r.caller and r.disposition in _POLICED
+        }
+        dispatch_ids = sorted(
+            {
+                str(ev.data["dispatch_id"])
+                for ev in unique_calls
+                if ev.type in _DISPATCH_TYPES and ev.data.get("dispatch_id")
+            }
+        )
+        if dispatch_ids:
+            await conn.execute(_RECOMPUTE_DISPATCHES, {"dispatch_ids": dispatch_ids})
+    if operator_evs:
+        await _apply_operator_events(conn, operator_evs)
+    return Applied(call_ids, police)
+
+
+async def _apply_operator_events(conn: AsyncConnection, evs: Sequence[OperatorEvent]) -> None:
+    unique = list({ev.event_id: ev for ev in evs}.values())
+    await conn.execute(
+        insert(operator_events)
+        .values(
+            [
+                {
+                    "event_id": ev.event_id,
+                    "operator": ev.operator,
+                    "state": ev.state.value,
+                    "reason": ev.reason,
+                    "at": ev.at,
+                }
+                for ev in unique
+            ]
+        )
+        .on_conflict_do_nothing(index_elements=["event_id"])
+    )
+    latest: dict[str, OperatorEvent] = {}
+    for ev in unique:
+        if ev.operator not in latest or ev.at >= latest[ev.operator].at:
+            latest[ev.operator] = ev
+    stmt = insert(operators).values(
+        [
+            {
+                "operator": ev.operator,
+                "state": ev.state.value,
+                "reason": ev.reason,
+                "updated_at": ev.at,
+            }
+            for ev in latest.values()
+        ]
+    )
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["operator"],
+            set_={
+                "state": stmt.excluded.state,
+                "reason": stmt.excluded.reason,
+                "updated_at": stmt.excluded.updated_at,
+            },
+            where=operators.c.updated_at <= stmt.excluded.updated_at,
+        )
+    )
+
+
+async def store(
+    engine: AsyncEngine,
+    policy: BlockPolicy,
+    call_evs: Sequence[CallEvent],
+    operator_evs: Sequence[OperatorEvent] = (),
+) -> Applied:
+    """One transaction: the events, the rows they touch, the policy on what they marked."""
+    async with engine.begin() as conn:
+        applied = await apply_batch(conn, call_evs, operator_evs)
+        changed = await policy.evaluate(conn, applied.police) if applied.police else False
+    if changed:
+        policy.notify()
+    return applied

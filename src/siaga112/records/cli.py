@@ -1,0 +1,189 @@
+"""Command line for records: ``blocklist add|remove|list``, ``calls list|mark``,
+``referrals export``. The main ``siaga112`` CLI calls ``register(subparsers)``; each command
+sets ``args.func(args) -> int``. The database URL comes from Settings()."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from siaga112.model import Disposition
+from siaga112.records.policy import BlockPolicy
+from siaga112.records.repository import Repository
+from siaga112.settings import Settings
+
+Handler = Callable[[argparse.Namespace, Repository, BlockPolicy], Awaitable[int]]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    bl = subparsers.add_parser("blocklist", help="blocked numbers").add_subparsers(
+        dest="blocklist_cmd", required=True
+    )
+    p = bl.add_parser("add", help="block a number (E.164)")
+    p.add_argument("number")
+    p.add_argument("--hours", type=float, default=None, help="default: until removed")
+    p.add_argument("--reason", default="manual")
+    p.add_argument("--by", default="cli")
+    p.set_defaults(func=_runner(_blocklist_add))
+    p = bl.add_parser("remove", help="unblock a number")
+    p.add_argument("number")
+    p.add_argument("--reason", default="manual")
+    p.add_argument("--by", default="cli")
+    p.set_defaults(func=_runner(_blocklist_remove))
+    p = bl.add_parser("list", help="blocked numbers (active only unless --all)")
+    p.add_argument("--all", action="store_true", help="also expired and removed blocks")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_runner(_blocklist_list))
+
+    cl = subparsers.add_parser("calls", help="call records").add_subparsers(
+        dest="calls_cmd", required=True
+    )
+    p = cl.add_parser("list", help="calls, newest first")
+    p.add_argument("--since", type=datetime.fromisoformat)
+    p.add_argument("--until", type=datetime.fromisoformat)
+    p.add_argument("--caller")
+    p.add_argument("--disposition", choices=[d.value for d in Disposition])
+    p.add_argument("--operator")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--offset", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_runner(_calls_list))
+    p = cl.add_parser("mark", help="mark a call's disposition and/or category after the call")
+    p.add_argument("call_id")
+    p.add_argument("--disposition", choices=[d.value for d in Disposition])
+    p.add_argument("--category", help='category code "01".."12"')
+    p.add_argument("--by", required=True, help="who marks (operator or supervisor name)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_runner(_calls_mark))
+
+    rf = subparsers.add_parser("referrals", help="numbers referred to the ministry")
+    rf_sub = rf.add_subparsers(dest="referrals_cmd", required=True)
+    p = rf_sub.add_parser("export", help="write referrals to stdout and mark them exported")
+    p.add_argument("--format", choices=["csv", "json"], default="csv")
+    p.add_argument("--all", action="store_true", help="also those exported before")
+    p.set_defaults(func=_runner(_referrals_export))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Stand-alone entry (``python -m siaga112.records.cli``)."""
+    parser = argparse.ArgumentParser(prog="siaga112-records")
+    register(parser.add_subparsers(dest="cmd", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+def _runner(handler: Handler) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        return asyncio.run(_with_repo(handler, args))
+
+    return run
+
+
+async def _with_repo(handler: Handler, args: argparse.Namespace) -> int:
+    settings = Settings()
+    engine = create_async_engine(settings.database.url)
+    try:
+        policy = BlockPolicy(engine, settings.policy)
+        return await handler(args, Repository(engine, policy), policy)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await engine.dispose()
+
+
+def _print_rows(rows: Sequence[BaseModel], as_json: bool, columns: Sequence[str]) -> None:
+    if as_json:
+        print(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
+        return
+    dumped = [r.model_dump(mode="json") for r in rows]
+    print("\t".join(columns))
+    for row in dumped:
+        print("\t".join(_cell(row.get(c)) for c in columns))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value) or "-"
+    return str(value)
+
+
+async def _blocklist_add(args: argparse.Namespace, repo: Repository, policy: BlockPolicy) -> int:
+    entry = await policy.block(args.number, args.hours, args.reason, args.by)
+    print(f"blocked {entry.number} until {entry.blocked_until or 'removed'}")
+    return 0
+
+
+async def _blocklist_remove(args: argparse.Namespace, repo: Repository, policy: BlockPolicy) -> int:
+    if await policy.unblock(args.number, args.reason, args.by):
+        print(f"unblocked {args.number}")
+        return 0
+    print(f"{args.number} was not blocked", file=sys.stderr)
+    return 1
+
+
+async def _blocklist_list(args: argparse.Namespace, repo: Repository, policy: BlockPolicy) -> int:
+    rows = await repo.list_blocks(include_expired=args.all)
+    cols = ["number", "blocked_until", "reason", "by", "created_at", "active"]
+    _print_rows(rows, args.json, cols)
+    return 0
+
+
+async def _calls_list(args: argparse.Namespace, repo: Repository, policy: BlockPolicy) -> int:
+    rows = await repo.list_calls(
+        since=args.since,
+        until=args.until,
+        caller=args.caller,
+        disposition=args.disposition,
+        operator=args.operator,
+        limit=args.limit,
+        offset=args.offset,
+    )
+    cols = [
+        "call_id",
+        "arrived_at",
+        "caller",
+        "operator",
+        "disposition",
+        "category",
+        "wait_seconds",
+    ]
+    _print_rows(rows, args.json, cols)
+    return 0
+
+
+async def _calls_mark(args: argparse.Namespace, repo: Repository, policy: BlockPolicy) -> int:
+    call = await repo.mark_call(
+        args.call_id, by=args.by, disposition=args.disposition, category=args.category
+    )
+    _print_rows([call], args.json, ["call_id", "caller", "disposition", "category"])
+    return 0
+
+
+async def _referrals_export(args: argparse.Namespace, repo: Repository, policy: BlockPolicy) -> int:
+    rows = await repo.referrals(only_new=not args.all)
+    dumped = [r.model_dump(mode="json") for r in rows]
+    if args.format == "json":
+        print(json.dumps(dumped, indent=2))
+    else:
+        cols = ["number", "count", "first_at", "last_at", "referred_at", "exported_at"]
+        writer = csv.DictWriter(sys.stdout, fieldnames=cols)
+        writer.writeheader()
+        writer.writerows(dumped)
+    await repo.mark_exported([r.number for r in rows])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

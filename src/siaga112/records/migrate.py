@@ -1,0 +1,75 @@
+"""Schema migrations (alembic, scripts in the repo's ``migrations/``) run from Python:
+``siaga112 migrate`` calls ``upgrade(url)``."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import structlog
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+log = structlog.get_logger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "migrations"
+
+
+def alembic_config() -> Config:
+    ini = MIGRATIONS_DIR / "alembic.ini"
+    if not ini.is_file():
+        raise FileNotFoundError(f"alembic.ini not found at {ini} (is siaga112 run from its repo?)")
+    cfg = Config(str(ini))
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return cfg
+
+
+async def upgrade_async(url: str, rev: str = "head") -> None:
+    await _run(url, lambda cfg: command.upgrade(cfg, rev))
+    log.info("schema_upgraded", rev=rev)
+
+
+async def downgrade_async(url: str, rev: str) -> None:
+    await _run(url, lambda cfg: command.downgrade(cfg, rev))
+    log.info("schema_downgraded", rev=rev)
+
+
+def upgrade(url: str, rev: str = "head") -> None:
+    """Bring the schema at url up to rev (default the newest). Not inside a running loop:
+    there, await upgrade_async."""
+    asyncio.run(upgrade_async(url, rev))
+
+
+def downgrade(url: str, rev: str) -> None:
+    """Take the schema down to rev ("base" drops every table)."""
+    asyncio.run(downgrade_async(url, rev))
+
+
+async def current_revision(url: str) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(
+                lambda sync: MigrationContext.configure(sync).get_current_revision()
+            )
+    finally:
+        await engine.dispose()
+
+
+async def _run(url: str, action) -> None:  # type: ignore[no-untyped-def]
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+
+            def in_sync(sync_conn: Connection) -> None:
+                cfg = alembic_config()
+                cfg.attributes["connection"] = sync_conn
+                action(cfg)
+
+            await conn.run_sync(in_sync)
+    finally:
+        await engine.dispose()

@@ -1,0 +1,268 @@
+"""Queries behind the CLI and the HTTP API. All SQL is parameterised."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import and_, func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from siaga112.model import BlockEntry, CallEvent, CallEventType, Disposition
+from siaga112.records.apply import store
+from siaga112.records.policy import BlockPolicy
+from siaga112.records.schemas import (
+    AgencyKpi,
+    BlockRecord,
+    CallDetail,
+    CallEventRecord,
+    CallRecord,
+    DispatchRecord,
+    Kpis,
+    OperatorKpi,
+    Referral,
+)
+from siaga112.records.tables import blocklist, call_events, calls, dispatches, referrals
+from siaga112.settings import PolicySettings
+
+_ACTIVE = and_(
+    blocklist.c.expired_at.is_(None),
+    (blocklist.c.blocked_until.is_(None)) | (blocklist.c.blocked_until > func.now()),
+)
+
+_KPI_TOTALS = text(
+    """
+    SELECT count(*) AS calls,
+      count(*) FILTER (WHERE disposition IS DISTINCT FROM 'blocked') AS offered,
+      count(*) FILTER (WHERE operator_answered_at IS NOT NULL) AS answered,
+      count(*) FILTER (WHERE operator_answered_at - arrived_at <= interval '10 seconds')
+        AS within_10s,
+      avg(wait_seconds) FILTER (WHERE operator_answered_at IS NOT NULL) AS mean_wait,
+      percentile_cont(0.9) WITHIN GROUP (ORDER BY wait_seconds)
+        FILTER (WHERE operator_answered_at IS NOT NULL) AS p90_wait,
+      count(*) FILTER (WHERE disposition = 'abandoned') AS abandoned,
+      count(*) FILTER (WHERE disposition = 'prank') AS prank,
+      count(*) FILTER (WHERE disposition = 'ghost') AS ghost
+    FROM calls WHERE arrived_at >= :since AND arrived_at < :until
+    """
+)
+_KPI_OPERATORS = text(
+    """
+    SELECT operator, count(*) AS calls, avg(talk_seconds) AS mean_talk,
+      count(*) FILTER (WHERE disposition = 'prank') AS prank,
+      count(*) FILTER (WHERE disposition = 'ghost') AS ghost
+    FROM calls
+    WHERE arrived_at >= :since AND arrived_at < :until AND operator IS NOT NULL
+    GROUP BY operator ORDER BY operator
+    """
+)
+_KPI_AGENCIES = text(
+    """
+    SELECT d.agency, count(*) AS dispatches,
+      avg(extract(epoch FROM d.accepted_at - d.requested_at)) AS mean_accept,
+      avg(extract(epoch FROM d.moving_at - d.requested_at)) AS mean_moving,
+      count(*) FILTER (WHERE d.overdue_at IS NOT NULL) AS overdue
+    FROM dispatches d JOIN calls c USING (call_id)
+    WHERE c.arrived_at >= :since AND c.arrived_at < :until AND d.agency IS NOT NULL
+    GROUP BY d.agency ORDER BY d.agency
+    """
+)
+
+
+def _pct(part: int, whole: int) -> float | None:
+    return round(100.0 * part / whole, 2) if whole else None
+
+
+def _float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
+
+
+class Repository:
+    def __init__(self, engine: AsyncEngine, policy: BlockPolicy | None = None) -> None:
+        """policy runs on mark_call; by default the stock thresholds with no reload hook."""
+        self._engine = engine
+        self._policy = policy or BlockPolicy(engine, PolicySettings())
+
+    # -- blocklist ---------------------------------------------------------------------------
+
+    async def active_blocks(self) -> list[BlockEntry]:
+        """Numbers blocked now (what screening loads)."""
+        q = select(blocklist).where(_ACTIVE).order_by(blocklist.c.number)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(q)).mappings().all()
+        return [BlockEntry.model_validate(dict(r)) for r in rows]
+
+    async def list_blocks(self, include_expired: bool = False) -> list[BlockRecord]:
+        q = select(blocklist, _ACTIVE.label("active")).order_by(blocklist.c.number)
+        if not include_expired:
+            q = q.where(_ACTIVE)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(q)).mappings().all()
+        return [BlockRecord.model_validate(dict(r)) for r in rows]
+
+    # -- calls -------------------------------------------------------------------------------
+
+    async def list_calls(
+        self,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        caller: str | None = None,
+        disposition: str | None = None,
+        operator: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[CallRecord]:
+        q = select(calls)
+        if since is not None:
+            q = q.where(calls.c.arrived_at >= since)
+        if until is not None:
+            q = q.where(calls.c.arrived_at < until)
+        if caller is not None:
+            q = q.where(calls.c.caller == caller)
+        if disposition is not None:
+            q = q.where(calls.c.disposition == Disposition(disposition).value)
+        if operator is not None:
+            q = q.where(calls.c.operator == operator)
+        q = q.order_by(calls.c.arrived_at.desc().nulls_last(), calls.c.call_id)
+        q = q.limit(limit).offset(offset)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(q)).mappings().all()
+        return [CallRecord.model_validate(dict(r)) for r in rows]
+
+    async def get_call(self, call_id: str) -> CallDetail | None:
+        async with self._engine.connect() as conn:
+            row = (
+                (await conn.execute(select(calls).where(calls.c.call_id == call_id)))
+                .mappings()
+                .first()
+            )
+            if row is None:
+                return None
+            evs = (
+                await conn.execute(
+                    select(call_events)
+                    .where(call_events.c.call_id == call_id)
+                    .order_by(call_events.c.seq, call_events.c.at)
+                )
+            ).mappings()
+            disp = (
+                await conn.execute(
+                    select(dispatches)
+                    .where(dispatches.c.call_id == call_id)
+                    .order_by(dispatches.c.requested_at)
+                )
+            ).mappings()
+            return CallDetail(
+                call=CallRecord.model_validate(dict(row)),
+                events=[CallEventRecord.model_validate(dict(e)) for e in evs],
+                dispatches=[DispatchRecord.model_validate(dict(d)) for d in disp],
+            )
+
+    async def mark_call(
+        self,
+        call_id: str,
+        by: str,
+        disposition: str | None = None,
+        category: str | None = None,
+    ) -> CallRecord:
+        """Mark a call after the fact, as DISPOSITION / CATEGORY events through the same store
+        as the writer's (so the prank policy runs). ValueError for an unknown call or value."""
+        if disposition is None and category is None:
+            raise ValueError("mark_call needs a disposition or a category")
+        if disposition is not None:
+            disposition = Disposition(disposition).value
+        if category is not None and not (category.isdigit() and 1 <= int(category) <= 12):
+            raise ValueError(f"category must be a code 01..12, got {category!r}")
+        async with self._engine.connect() as conn:
+            seq = (
+                await conn.execute(
+                    select(func.max(call_events.c.seq)).where(call_events.c.call_id == call_id)
+                )
+            ).scalar()
+        if seq is None:
+            raise ValueError(f"no call with call_id {call_id!r}")
+        evs: list[CallEvent] = []
+        if disposition is not None:
+            seq += 1
+            evs.append(
+                CallEvent(
+                    call_id=call_id,
+                    seq=seq,
+                    type=CallEventType.DISPOSITION,
+                    data={"disposition": disposition, "by": by},
+                )
+            )
+        if category is not None:
+            evs.append(
+                CallEvent(
+                    call_id=call_id,
+                    seq=seq + 1,
+                    type=CallEventType.CATEGORY,
+                    data={"category": f"{int(category):02d}", "by": by},
+                )
+            )
+        await store(self._engine, self._policy, evs)
+        detail = await self.get_call(call_id)
+        assert detail is not None
+        return detail.call
+
+    # -- referrals ---------------------------------------------------------------------------
+
+    async def referrals(self, only_new: bool = False) -> list[Referral]:
+        q = select(referrals).order_by(referrals.c.referred_at, referrals.c.number)
+        if only_new:
+            q = q.where(referrals.c.exported_at.is_(None))
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(q)).mappings().all()
+        return [Referral.model_validate(dict(r)) for r in rows]
+
+    async def mark_exported(self, numbers: list[str]) -> None:
+        if not numbers:
+            return
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(referrals)
+                .where(referrals.c.number.in_(numbers))
+                .values(exported_at=func.now())
+            )
+
+    # -- KPIs --------------------------------------------------------------------------------
+
+    async def kpis(self, since: datetime, until: datetime) -> Kpis:
+        params = {"since": since, "until": until}
+        async with self._engine.connect() as conn:
+            t = (await conn.execute(_KPI_TOTALS, params)).one()
+            ops = (await conn.execute(_KPI_OPERATORS, params)).all()
+            ags = (await conn.execute(_KPI_AGENCIES, params)).all()
+        return Kpis(
+            since=since,
+            until=until,
+            calls=t.calls,
+            offered=t.offered,
+            answered=t.answered,
+            answered_within_10s_pct=_pct(t.within_10s, t.offered),
+            mean_wait_seconds=_float(t.mean_wait),
+            p90_wait_seconds=_float(t.p90_wait),
+            abandoned_pct=_pct(t.abandoned, t.offered),
+            prank_pct=_pct(t.prank, t.offered),
+            ghost_pct=_pct(t.ghost, t.offered),
+            per_operator=[
+                OperatorKpi(
+                    operator=r.operator,
+                    calls=r.calls,
+                    mean_talk_seconds=_float(r.mean_talk),
+                    prank=r.prank,
+                    ghost=r.ghost,
+                )
+                for r in ops
+            ],
+            per_agency=[
+                AgencyKpi(
+                    agency=r.agency,
+                    dispatches=r.dispatches,
+                    mean_accept_seconds=_float(r.mean_accept),
+                    mean_moving_seconds=_float(r.mean_moving),
+                    overdue=r.overdue,
+                )
+                for r in ags
+            ],
+        )

@@ -1,0 +1,151 @@
+"""SQLAlchemy Core tables: the schema the migrations in ``migrations/`` build.
+
+``calls`` and ``dispatches`` are derived rows: the writer recomputes them from ``call_events``
+(the source of truth), so events may arrive in any order and any number of times.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+
+metadata = MetaData()
+
+
+def _ts(name: str, **kw: object) -> Column:
+    return Column(name, DateTime(timezone=True), **kw)
+
+
+calls = Table(
+    "calls",
+    metadata,
+    Column("call_id", Text, primary_key=True),
+    Column("caller_raw", Text),
+    Column("caller", Text),  # E.164 or NULL (withheld / unparsable)
+    Column("line_type", Text),
+    Column("trunk", Text),
+    _ts("arrived_at"),
+    _ts("answered_at"),
+    _ts("queued_at"),
+    _ts("operator_answered_at"),
+    _ts("agency_bridged_at"),  # the first agency joined
+    _ts("ended_at"),
+    Column("wait_seconds", Float),
+    Column("talk_seconds", Float),
+    Column("operator", Text),
+    Column("disposition", Text),  # model.Disposition values
+    Column("category", Text),  # "01".."12"
+    Column("agencies", ARRAY(Text), nullable=False, server_default=text("'{}'")),
+    Column("priority", Boolean, nullable=False, server_default=text("false")),
+    Column("flags", ARRAY(Text), nullable=False, server_default=text("'{}'")),
+    Column("recording_path", Text),
+    Column("recording_seconds", Float),
+    _ts("updated_at", nullable=False, server_default=func.now()),
+)
+Index("ix_calls_arrived_at", calls.c.arrived_at)
+Index("ix_calls_caller_arrived_at", calls.c.caller, calls.c.arrived_at)
+Index("ix_calls_disposition", calls.c.disposition)
+
+call_events = Table(
+    "call_events",
+    metadata,
+    Column("event_id", UUID(as_uuid=True), primary_key=True),
+    Column("call_id", Text, nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("type", Text, nullable=False),
+    _ts("at", nullable=False),
+    Column("data", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+)
+Index("ix_call_events_call_seq", call_events.c.call_id, call_events.c.seq)
+Index(
+    "ix_call_events_dispatch",
+    call_events.c.data["dispatch_id"].astext,
+    postgresql_where=call_events.c.data["dispatch_id"].astext.isnot(None),
+)
+
+dispatches = Table(
+    "dispatches",
+    metadata,
+    Column("dispatch_id", Text, primary_key=True),
+    Column("call_id", Text, nullable=False),
+    Column("agency", Text),
+    Column("line", Text),
+    _ts("requested_at"),
+    _ts("answered_at"),
+    _ts("accepted_at"),
+    _ts("moving_at"),
+    Column("outcome", Text),  # requested | line_failed | answered | accepted | moving
+    _ts("overdue_at"),
+)
+Index("ix_dispatches_call_id", dispatches.c.call_id)
+Index(
+    "ix_dispatches_open",
+    dispatches.c.requested_at,
+    postgresql_where=dispatches.c.moving_at.is_(None),
+)
+
+operators = Table(
+    "operators",
+    metadata,
+    Column("operator", Text, primary_key=True),
+    Column("state", Text, nullable=False),
+    Column("reason", Text),
+    _ts("updated_at", nullable=False),
+)
+
+operator_events = Table(
+    "operator_events",
+    metadata,
+    Column("event_id", UUID(as_uuid=True), primary_key=True),
+    Column("operator", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("reason", Text),
+    _ts("at", nullable=False),
+)
+Index("ix_operator_events_operator_at", operator_events.c.operator, operator_events.c.at)
+
+blocklist = Table(
+    "blocklist",
+    metadata,
+    Column("number", Text, primary_key=True),
+    _ts("blocked_until"),  # NULL: no expiry
+    Column("reason", Text, nullable=False),
+    Column("by", Text, nullable=False),
+    _ts("created_at", nullable=False, server_default=func.now()),
+    _ts("expired_at"),  # set when the block ended (expiry or unblock)
+)
+
+block_audit = Table(
+    "block_audit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("number", Text, nullable=False),
+    Column("action", Text, nullable=False),  # block | expire | manual_block | unblock | refer
+    Column("by", Text, nullable=False),
+    Column("reason", Text),
+    _ts("at", nullable=False, server_default=func.now()),
+)
+Index("ix_block_audit_number_at", block_audit.c.number, block_audit.c.at)
+
+referrals = Table(
+    "referrals",
+    metadata,
+    Column("number", Text, primary_key=True),
+    Column("count", Integer, nullable=False),
+    _ts("first_at", nullable=False),
+    _ts("last_at", nullable=False),
+    _ts("referred_at", nullable=False, server_default=func.now()),
+    _ts("exported_at"),
+)
