@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import aiomqtt
+import pytest
 from mqtt_helpers import Subscriber, until
 from structlog.testing import capture_logs
 
@@ -24,6 +25,8 @@ from siaga112.model import (
 )
 from siaga112.notifier import MqttNotifier
 from siaga112.settings import MqttSettings
+
+pytestmark = pytest.mark.integration
 
 
 def step(call_id: str, seq: int, type_: CallEventType = CallEventType.QUEUED, **data: Any):
