@@ -4,8 +4,9 @@ Events are inserted by event_id (ON CONFLICT DO NOTHING); the ``calls`` and ``di
 rows they touch are then recomputed from all of the call's stored events, so a late, repeated
 or replayed event gives the same row as one on time. Rules per event type (model.CallEventType):
 first ARRIVED / ANSWERED / QUEUED / CONNECTED / AGENCY_JOINED / ENDED times win; the operator
-is the first CONNECTED's; agencies are every AGENCY_JOINED's; the latest CATEGORY and
-RECORDING win; disposition is the latest DISPOSITION (the operator's mark), else ENDED's.
+is the first CONNECTED's; agencies are every AGENCY_JOINED's; the latest (by seq, then time)
+CATEGORY and RECORDING win; disposition is the latest DISPOSITION (the operator's mark),
+else ENDED's.
 """
 
 from __future__ import annotations
@@ -53,11 +54,11 @@ _RECOMPUTE_CALLS = text(
            FILTER (WHERE e.type = 'connected'))[1] AS operator,
         min(e.at) FILTER (WHERE e.type = 'agency_joined') AS agency_bridged_at,
         min(e.at) FILTER (WHERE e.type = 'ended') AS ended_at,
-        (array_agg(e.data->>'disposition' ORDER BY e.at DESC, e.seq DESC)
+        (array_agg(e.data->>'disposition' ORDER BY e.seq DESC, e.at DESC)
            FILTER (WHERE e.type = 'disposition'))[1] AS marked,
-        (array_agg(e.data->>'disposition' ORDER BY e.at DESC, e.seq DESC)
+        (array_agg(e.data->>'disposition' ORDER BY e.seq DESC, e.at DESC)
            FILTER (WHERE e.type = 'ended'))[1] AS ended_disposition,
-        (array_agg(e.data->>'category' ORDER BY e.at DESC, e.seq DESC)
+        (array_agg(e.data->>'category' ORDER BY e.seq DESC, e.at DESC)
            FILTER (WHERE e.type = 'category'))[1] AS category,
         coalesce(array_agg(DISTINCT e.data->>'agency')
                  FILTER (WHERE e.type = 'agency_joined' AND e.data ? 'agency'), '{}') AS agencies,
@@ -65,10 +66,10 @@ _RECOMPUTE_CALLS = text(
                  FILTER (WHERE e.type = 'queued'), false) AS priority,
         bool_or(e.type = 'bypass') AS bypass,
         bool_or(e.type = 'silent_emergency') AS silent,
-        (array_agg(e.data->>'path' ORDER BY e.at DESC, e.seq DESC)
+        (array_agg(e.data->>'path' ORDER BY e.seq DESC, e.at DESC)
            FILTER (WHERE e.type = 'recording'))[1] AS recording_path,
         (array_agg(CASE WHEN jsonb_typeof(e.data->'seconds') = 'number'
-                            THEN (e.data->>'seconds')::float8 END ORDER BY e.at DESC, e.seq DESC)
+                            THEN (e.data->>'seconds')::float8 END ORDER BY e.seq DESC, e.at DESC)
            FILTER (WHERE e.type = 'recording'))[1] AS recording_seconds
       FROM call_events e
       WHERE e.call_id = ANY(:call_ids)
@@ -123,7 +124,7 @@ _RECOMPUTE_DISPATCHES = text(
       SELECT e.data->>'dispatch_id' AS dispatch_id, min(e.call_id) AS call_id,
         (array_agg(e.data->>'agency' ORDER BY e.at, e.seq)
            FILTER (WHERE e.data ? 'agency'))[1] AS agency,
-        (array_agg(e.data->>'line' ORDER BY e.at DESC, e.seq DESC)
+        (array_agg(e.data->>'line' ORDER BY e.seq DESC, e.at DESC)
            FILTER (WHERE e.type = 'agency_joined'))[1] AS line,
         min(e.at) FILTER (WHERE e.type = 'agency_requested') AS requested_at,
         min(e.at) FILTER (WHERE e.type = 'agency_joined') AS answered_at,

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from siaga112.model import Disposition
+from siaga112.records.apply import store
+from siaga112.records.policy import BlockPolicy
+
+from .factory import call_events
+
+
+async def _cli(db_url: str, tmp_path: Path, *argv: str) -> tuple[int, str, str]:
+    env = dict(
+        os.environ, SIAGA112_DATABASE__URL=db_url, SIAGA112_CONFIG=str(tmp_path / "none.toml")
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "siaga112.records.cli",
+        *argv,
+        env=env,
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_lists_as_json(
+    db_url: str, clean: AsyncEngine, policy: BlockPolicy, tmp_path: Path
+) -> None:
+    for i in range(11):
+        evs = call_events(f"c{i}", caller="+6281222222222", disposition=Disposition.PRANK)
+        await store(clean, policy, evs)
+
+    rc, out, err = await _cli(db_url, tmp_path, "calls", "list", "--json", "--limit", "3")
+    assert rc == 0, err
+    calls = json.loads(out)
+    assert len(calls) == 3 and {c["disposition"] for c in calls} == {"prank"}
+
+    rc, out, err = await _cli(db_url, tmp_path, "blocklist", "list", "--json")
+    assert rc == 0, err
+    [block] = json.loads(out)
+    assert (block["number"], block["by"], block["active"]) == ("+6281222222222", "policy", True)
+
+    rc, out, err = await _cli(db_url, tmp_path, "referrals", "export", "--format", "json")
+    assert rc == 0, err
+    assert [r["number"] for r in json.loads(out)] == ["+6281222222222"]
+    rc, out, err = await _cli(db_url, tmp_path, "referrals", "export", "--format", "json")
+    assert json.loads(out) == []  # exported once
+
+
+async def test_blocklist_add_remove_and_bad_number(
+    db_url: str, clean: AsyncEngine, tmp_path: Path
+) -> None:
+    rc, _, err = await _cli(db_url, tmp_path, "blocklist", "add", "+6283333333333", "--hours", "2")
+    assert rc == 0, err
+    rc, out, _ = await _cli(db_url, tmp_path, "blocklist", "list")
+    assert "+6283333333333" in out
+    rc, _, err = await _cli(db_url, tmp_path, "blocklist", "remove", "+6283333333333")
+    assert rc == 0, err
+    rc, out, _ = await _cli(db_url, tmp_path, "blocklist", "list", "--json")
+    assert json.loads(out) == []
+    rc, _, err = await _cli(db_url, tmp_path, "blocklist", "add", "12345")
+    assert rc == 2 and "E.164" in err

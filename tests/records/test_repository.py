@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from siaga112.model import Disposition, utcnow
+from siaga112.records.apply import store
+from siaga112.records.policy import BlockPolicy
+from siaga112.records.repository import Repository
+
+from .factory import call_events
+
+
+@pytest.fixture
+async def known(policy: BlockPolicy, clean: AsyncEngine) -> Repository:
+    """Ten calls an hour ago: waits 2,4,..,16 s for eight answered (op1 x5, op2 x3),
+    one prank (op2), one ghost (op1), two abandoned, one police dispatch."""
+    t0 = utcnow() - timedelta(hours=1)
+    evs = []
+    for i in range(8):
+        op = "op1" if i < 5 else "op2"
+        disp = {3: Disposition.GHOST, 7: Disposition.PRANK}.get(i, Disposition.GENUINE)
+        evs += call_events(
+            f"k{i}",
+            caller=f"+62811000000{i}",
+            start=t0 + timedelta(minutes=i),
+            wait=2.0 * (i + 1),
+            talk=20.0,
+            operator=op,
+            disposition=disp,
+            agency="police" if i == 0 else None,
+        )
+    for i in range(2):
+        evs += call_events(
+            f"a{i}",
+            start=t0 + timedelta(minutes=20 + i),
+            wait=30.0,
+            operator=None,
+            disposition=Disposition.ABANDONED,
+        )
+    await store(clean, policy, evs)
+    return Repository(clean, policy)
+
+
+async def test_kpis_on_a_known_set(known: Repository):
+    now = utcnow()
+    k = await known.kpis(now - timedelta(days=1), now)
+    assert (k.calls, k.offered, k.answered) == (10, 10, 8)
+    assert k.answered_within_10s_pct == 50.0  # waits 2, 4, 6, 8, 10 of 10 offered
+    assert k.mean_wait_seconds == pytest.approx(9.0)
+    assert k.p90_wait_seconds == pytest.approx(14.6)  # percentile_cont over 2..16
+    assert k.abandoned_pct == 20.0
+    assert (k.prank_pct, k.ghost_pct) == (10.0, 10.0)
+    ops = {o.operator: o for o in k.per_operator}
+    assert (ops["op1"].calls, ops["op1"].ghost, ops["op2"].calls, ops["op2"].prank) == (5, 1, 3, 1)
+    assert ops["op1"].mean_talk_seconds == pytest.approx(20.0)
+    [police] = k.per_agency
+    assert (police.agency, police.dispatches, police.overdue) == ("police", 1, 0)
+    assert police.mean_accept_seconds == pytest.approx(3.0)
+
+
+async def test_kpis_of_an_empty_range_have_no_percentages(known: Repository):
+    now = utcnow()
+    k = await known.kpis(now + timedelta(days=1), now + timedelta(days=2))
+    assert k.calls == 0 and k.answered_within_10s_pct is None and k.per_operator == []
+
+
+async def test_list_calls_filters(known: Repository):
+    assert len(await known.list_calls()) == 10
+    assert {c.call_id for c in await known.list_calls(operator="op2")} == {"k5", "k6", "k7"}
+    assert [c.call_id for c in await known.list_calls(disposition="abandoned", limit=1)] == ["a1"]
+    assert [c.call_id for c in await known.list_calls(caller="+628110000003")] == ["k3"]
+    with pytest.raises(ValueError):
+        await known.list_calls(disposition="nonsense")
+
+
+async def test_get_call_has_events_and_dispatches(known: Repository):
+    detail = await known.get_call("k0")
+    assert detail is not None
+    assert [e.seq for e in detail.events] == sorted(e.seq for e in detail.events)
+    assert [d.agency for d in detail.dispatches] == ["police"]
+    assert await known.get_call("nope") is None
+
+
+async def test_mark_call_refuses_unknown_call_and_bad_category(known: Repository):
+    with pytest.raises(ValueError, match="no call"):
+        await known.mark_call("nope", by="sup1", disposition="prank")
+    with pytest.raises(ValueError, match="category"):
+        await known.mark_call("k0", by="sup1", category="13")
