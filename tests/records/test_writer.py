@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -199,3 +201,65 @@ async def test_flags_from_bypass_and_silent_emergency(
     assert await writer.wait_idle(10)
     row = await _call_row(clean, "flagged")
     assert row["flags"] == ["blocked_bypass", "silent_emergency"]
+
+
+_KILLED_WRITER = """
+import asyncio, os, signal, sys
+from pathlib import Path
+from sqlalchemy.ext.asyncio import create_async_engine
+from siaga112.records.policy import BlockPolicy
+from siaga112.records.writer import RecordWriter
+from siaga112.settings import DatabaseSettings, PolicySettings
+from tests.records.factory import call_events
+
+async def main():
+    engine = create_async_engine(sys.argv[1])
+    settings = DatabaseSettings(flush_interval=0.01, batch_size=5)
+    w = RecordWriter(engine, Path(sys.argv[2]), settings, BlockPolicy(engine, PolicySettings()))
+    w.start()
+    for n in range(4):
+        for ev in call_events(f"k{n}"):
+            w.call_event(ev)
+    await w.wait_idle(10)
+    for n in range(4, 8):
+        for ev in call_events(f"k{n}"):
+            w.call_event(ev)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+asyncio.run(main())
+"""
+
+
+async def test_kill_9_then_replay_stores_every_event_once(
+    make_writer: WriterFactory, clean: AsyncEngine, db_url: str, tmp_path: Path
+):
+    journal = tmp_path / "journal"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _KILLED_WRITER, db_url, str(journal), cwd=Path(__file__).parents[2]
+    )
+    assert await proc.wait() == -signal.SIGKILL
+    assert await _count(clean, "SELECT count(*) FROM calls") >= 4
+
+    replayer = make_writer(journal)
+    replayer.start()
+    assert await replayer.wait_idle(10)
+    per_call = len(call_events("x"))
+    assert await _count(clean, "SELECT count(*) FROM call_events") == 8 * per_call
+    assert await _count(clean, "SELECT count(*) FROM calls WHERE ended_at IS NOT NULL") == 8
+
+
+async def test_an_event_the_database_refuses_is_set_aside(
+    make_writer: WriterFactory, clean: AsyncEngine, tmp_path: Path
+):
+    writer = make_writer()
+    good = call_events("good")
+    poison = good[0].model_copy(
+        update={"event_id": uuid.uuid4(), "call_id": "poison", "data": {"caller_raw": "\x00"}}
+    )
+    for ev in [*good[:3], poison, *good[3:]]:
+        writer.call_event(ev)
+    writer.start()
+    assert await writer.wait_idle(10)
+    assert await _count(clean, "SELECT count(*) FROM call_events") == len(good)
+    assert writer.rejected == 1
+    assert str(poison.event_id) in (tmp_path / "journal" / "rejected.jsonl").read_text()

@@ -24,7 +24,7 @@ from siaga112.settings import Settings
 Handler = Callable[[argparse.Namespace, Repository, BlockPolicy], Awaitable[int]]
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     bl = subparsers.add_parser("blocklist", help="blocked numbers").add_subparsers(
         dest="blocklist_cmd", required=True
     )

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -60,7 +61,7 @@ async def current_revision(url: str) -> str | None:
         await engine.dispose()
 
 
-async def _run(url: str, action) -> None:  # type: ignore[no-untyped-def]
+async def _run(url: str, action: Callable[[Config], None]) -> None:
     engine = create_async_engine(url)
     try:
         async with engine.begin() as conn:

@@ -80,7 +80,7 @@ class Repository:
     def __init__(self, engine: AsyncEngine, policy: BlockPolicy | None = None) -> None:
         """policy runs on mark_call; by default the stock thresholds with no reload hook."""
         self._engine = engine
-        self._policy = policy or BlockPolicy(engine, PolicySettings())
+        self._policy = policy or BlockPolicy(engine, PolicySettings.model_validate({}))
 
     # -- blocklist ---------------------------------------------------------------------------
 

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     Boolean,
     Column,
@@ -24,8 +26,8 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 metadata = MetaData()
 
 
-def _ts(name: str, **kw: object) -> Column:
-    return Column(name, DateTime(timezone=True), **kw)
+def _ts(name: str, nullable: bool = True, server_default: Any = None) -> Column[Any]:
+    return Column(name, DateTime(timezone=True), nullable=nullable, server_default=server_default)
 
 
 calls = Table(

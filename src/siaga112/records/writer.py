@@ -17,7 +17,7 @@ from pathlib import Path
 
 import structlog
 from pydantic import ValidationError
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from siaga112.model import CallEvent, OperatorEvent
@@ -31,6 +31,22 @@ log = structlog.get_logger(__name__)
 _CALL = b"c"
 _OPERATOR = b"o"
 REJECTED_FILE = "rejected.jsonl"
+
+
+def _is_data_fault(exc: BaseException) -> bool:
+    """The database refused the data itself (SQLSTATE class 22 or 23): retrying cannot help,
+    unlike a lost connection or a missing table."""
+    if isinstance(exc, DataError | IntegrityError):
+        return True
+    if isinstance(exc, DBAPIError) and not exc.connection_invalidated:
+        code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or ""
+        return str(code)[:2] in ("22", "23")
+    return False
+
+
+def _short(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    return f"{type(exc).__name__}: {orig if orig is not None else exc}"[:300]
 
 
 class RecordWriter:
@@ -153,19 +169,19 @@ class RecordWriter:
         calls, ops, bad = self._decode(batch.lines)
         try:
             await store(self._engine, self._policy, calls, ops)
-        except (DataError, IntegrityError) as exc:
-            log.error("record_batch_refused_isolating", error=str(exc), size=len(batch.lines))
+        except Exception as exc:
+            if not _is_data_fault(exc):
+                self.failures += 1
+                log.warning(
+                    "records_database_unavailable",
+                    error=_short(exc),
+                    backlog=self.backlog,
+                    retry_in=self._settings.retry_interval,
+                )
+                return False
+            log.error("record_batch_refused_isolating", error=_short(exc), size=len(batch.lines))
             if not await self._write_one_by_one(calls, ops):
                 return False
-        except Exception as exc:
-            self.failures += 1
-            log.warning(
-                "records_database_unavailable",
-                error=f"{type(exc).__name__}: {exc}",
-                backlog=self.backlog,
-                retry_in=self._settings.retry_interval,
-            )
-            return False
         self._reject(bad)
         self._journal.commit(batch)
         self.committed += len(calls) + len(ops)
@@ -176,17 +192,16 @@ class RecordWriter:
         return True
 
     async def _write_one_by_one(self, calls: list[CallEvent], ops: list[OperatorEvent]) -> bool:
-        for ev in [*calls, *ops]:
+        singles: list[tuple[CallEvent | OperatorEvent, list[CallEvent], list[OperatorEvent]]]
+        singles = [(ev, [ev], []) for ev in calls] + [(ev, [], [ev]) for ev in ops]
+        for ev, call_evs, op_evs in singles:
             try:
-                if isinstance(ev, CallEvent):
-                    await store(self._engine, self._policy, [ev])
-                else:
-                    await store(self._engine, self._policy, [], [ev])
-            except (DataError, IntegrityError) as exc:
-                log.error("record_refused", event_id=str(ev.event_id), error=str(exc))
+                await store(self._engine, self._policy, call_evs, op_evs)
+            except Exception as exc:
+                if not _is_data_fault(exc):
+                    return False
+                log.error("record_refused", event_id=str(ev.event_id), error=_short(exc))
                 self._reject([ev.model_dump_json().encode()])
-            except Exception:
-                return False
         return True
 
     def _decode(
