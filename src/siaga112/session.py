@@ -49,8 +49,9 @@ FALLBACK_CONTEXT = "fallback"
 
 
 class CallMetrics(Protocol):
-    def answered(self, seconds: float) -> None: ...
-    def ended(self, outcome: str, wait_seconds: float | None) -> None: ...
+    def call_answered(self, latency_seconds: float) -> None: ...
+    def call_waited(self, seconds: float) -> None: ...
+    def call_ended(self, outcome: Disposition) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,8 @@ class CallSession:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         vars_ = citizen.channelvars or {}
         line = vars_.get("SIAGA112_LINE", "")
-        self.line_type = LineType(line) if line in LineType.__members__.values() else LineType.UNKNOWN
+        known = {t.value for t in LineType}
+        self.line_type = LineType(line) if line in known else LineType.UNKNOWN
         self.trunk = vars_.get("SIAGA112_TRUNK", "")
         self.caller: CallerId = normalise(citizen.caller.number)
         self.arrived_at = citizen.creationtime or utcnow()
@@ -245,7 +247,7 @@ class CallSession:
             await ari.answer(self.call_id)
         latency = time.monotonic() - self._stasis_at
         if self.deps.metrics is not None:
-            self.deps.metrics.answered(latency)
+            self.deps.metrics.call_answered(latency)
         self.emit(CallEventType.ANSWERED, latency_ms=round(latency * 1000, 2))
         log.info("call_answered", latency_ms=round(latency * 1000, 2))
         await self._tag(SIAGA112_CALL=self.call_id, SIAGA112_ARRIVED=self.arrived_at.isoformat())
@@ -407,7 +409,10 @@ class CallSession:
             self._stop_silence_check()
             self.deps.desk.connected(leg.party, self.call_id)
             self.transition(CallState.CONNECTED, operator=leg.party)
-            self.emit(CallEventType.CONNECTED, operator=leg.party)
+            waited = (utcnow() - self.arrived_at).total_seconds()
+            self.emit(CallEventType.CONNECTED, operator=leg.party, wait_seconds=round(waited, 3))
+            if self.deps.metrics is not None:
+                self.deps.metrics.call_waited(waited)
             await self._tag(SIAGA112_STATE="connected", SIAGA112_OPERATOR=leg.party)
         elif isinstance(ev, ChannelDtmfReceived) and current:
             await self._operator_dtmf(ev.digit)
@@ -550,8 +555,7 @@ class CallSession:
         self.emit(CallEventType.ENDED, disposition=disposition.value, hangup_by=by,
                   cause=self._hangup_cause)
         if self.deps.metrics is not None:
-            wait = (utcnow() - self.arrived_at).total_seconds()
-            self.deps.metrics.ended(disposition.value, wait)
+            self.deps.metrics.call_ended(disposition)
         if self.deps.settings.recording.enabled:
             asyncio.get_running_loop().call_later(1.0, self._recorded)
 

@@ -108,6 +108,7 @@ class ApiSettings(BaseModel):
 
 
 class RecordingSettings(BaseModel):
+    enabled: bool = True  # the dialplan's MixMonitor records; this adds path and length to records
     # Where the PBX's MixMonitor writes (dialplan: siaga112/<call id>.wav under its monitor
     # spool), as this host sees it. For the test PBX that is inside its chroot.
     dir: Path = Path("/var/cache/siaga112/pbx-root/var/spool/asterisk/monitor/siaga112")

@@ -33,11 +33,11 @@ class FanOut:
             try:
                 sink.call_event(event)
             except Exception:
-                log.exception("sink_failed", sink=type(sink).__name__, event=event.type)
+                log.exception("sink_failed", sink=type(sink).__name__, event_type=event.type)
 
     def operator_event(self, event: OperatorEvent) -> None:
         for sink in self._sinks:
             try:
                 sink.operator_event(event)
             except Exception:
-                log.exception("sink_failed", sink=type(sink).__name__, event=event.state)
+                log.exception("sink_failed", sink=type(sink).__name__, state=event.state)

@@ -120,13 +120,13 @@ class AriClient:
         await self.request("DELETE", f"/channels/{channel_id}", {"reason": reason})
 
     async def continue_in_dialplan(
-        self, channel_id: str, context: str, extension: str = "s", priority: int = 1
+        self, channel_id: str, context: str | None = None, extension: str = "s", priority: int = 1
     ) -> None:
-        await self.request(
-            "POST",
-            f"/channels/{channel_id}/continue",
-            {"context": context, "extension": extension, "priority": priority},
-        )
+        """Leave Stasis: at the next priority, or at context,extension,priority when given."""
+        params: dict[str, Any] = {}
+        if context is not None:
+            params = {"context": context, "extension": extension, "priority": priority}
+        await self.request("POST", f"/channels/{channel_id}/continue", params)
 
     async def get_channel(self, channel_id: str) -> Channel:
         return Channel.model_validate(await self.request("GET", f"/channels/{channel_id}"))
@@ -229,7 +229,8 @@ class AriClient:
         )
 
     async def endpoints(self, technology: str = "PJSIP") -> list[Endpoint]:
-        return [Endpoint.model_validate(e) for e in await self.request("GET", f"/endpoints/{technology}")]
+        found = await self.request("GET", f"/endpoints/{technology}")
+        return [Endpoint.model_validate(e) for e in found]
 
     async def get_global(self, variable: str) -> str:
         res = await self.request("GET", "/asterisk/variable", {"variable": variable})

@@ -17,6 +17,11 @@ def say(msg: str) -> None:
     print(f"[siaga112] {msg}", file=sys.stderr, flush=True)
 
 
+# Popen objects of the servers we started, kept so that Python does not warn that a child is
+# "still running" when the object would be collected; they are stopped by pid all the same.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -60,6 +65,7 @@ def spawn(
             cwd=cwd,
             start_new_session=True,
         )
+    _children[proc.pid] = proc
     pidfile.write_text(f"{proc.pid}\n")
     return proc.pid
 
@@ -88,6 +94,11 @@ def stop_pid(pidfile: Path, sig: int = signal.SIGTERM, timeout: float = 10.0) ->
 
 
 def _reap(pid: int) -> None:
+    proc = _children.get(pid)
+    if proc is not None:
+        if proc.poll() is not None:
+            _children.pop(pid, None)
+        return
     try:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:

@@ -1,0 +1,172 @@
+"""The composition root: builds every part of the daemon in order, passes each its
+dependencies, runs them, and shuts them down in one place, in reverse order.
+
+Order of a call's way through the parts built here: EventStream (ARI events in) -> Stasis
+(routing) -> CallSession (one task per call) -> Screening -> CallQueue / OperatorDesk ->
+operator and agency bridges -> FanOut(RecordWriter, MqttNotifier) (records and events out).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections import Counter
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from siaga112.agencies import Directory
+from siaga112.ari.client import AriClient
+from siaga112.ari.events import EventStream
+from siaga112.dispatch_clock import DispatchClock
+from siaga112.holding import HoldingBridge
+from siaga112.metrics import Metrics
+from siaga112.model import BlockEntry, CallEvent, CallEventType, QueueSnapshot
+from siaga112.notifier import MqttNotifier, NullNotifier
+from siaga112.operators import OperatorDesk
+from siaga112.queue import CallQueue
+from siaga112.records.policy import BlockPolicy
+from siaga112.records.repository import Repository
+from siaga112.records.writer import RecordWriter
+from siaga112.screening import Screening
+from siaga112.session import CallDeps
+from siaga112.settings import Settings
+from siaga112.sinks import FanOut
+from siaga112.stasis import Stasis
+
+log = structlog.get_logger(__name__)
+
+
+class Daemon:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.ari = AriClient(settings.ari, observe=self.metrics.ari_request)
+        self.engine = create_async_engine(
+            settings.database.url, pool_size=5, max_overflow=5, pool_pre_ping=True,
+            pool_timeout=5, connect_args={"timeout": 5},
+        )
+        self.screening = Screening(load=self._load_blocks)
+        self.policy = BlockPolicy(self.engine, settings.policy,
+                                  on_blocklist_changed=self.screening.changed)
+        self.repository = Repository(self.engine, self.policy)
+        self.writer = RecordWriter(self.engine, settings.state_dir / "journal", settings.database,
+                                   self.policy)
+        self.metrics.watch_journal_backlog(lambda: float(self.writer.backlog))
+        self.notifier: MqttNotifier | NullNotifier = (
+            MqttNotifier(settings.mqtt, on_team_moving=self._team_moving, metrics=self.metrics)
+            if settings.mqtt.enabled
+            else NullNotifier()
+        )
+        self.sink = FanOut([self.writer, self.notifier])
+        self.directory = Directory(settings.agencies)
+        self.desk = OperatorDesk(
+            settings.queue.operators, self.ari, self.sink, settings.queue.wrapup,
+            settings.queue.operators_start_logged_in, on_change=self._operators_changed,
+        )
+        self.queue = CallQueue(self.desk, on_change=self._queue_changed)
+        self.holding = HoldingBridge(self.ari, settings.queue.announce_interval)
+        self.stasis = Stasis(
+            CallDeps(
+                ari=self.ari, settings=settings, screening=self.screening, queue=self.queue,
+                desk=self.desk, sink=self.sink, directory=self.directory, holding=self.holding,
+                metrics=self.metrics,
+            )
+        )
+        self.events = EventStream(
+            settings.ari, on_event=self.stasis.on_event, on_connect=self.stasis.resync,
+            on_reconnect_attempt=self.metrics.ari_reconnected,
+        )
+        self.clock = DispatchClock(self.repository, self.sink, settings.agency)
+        from siaga112.http_api import Api  # late: the API reads every part built above
+
+        self.api = Api(self)
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    # -- wiring callbacks ---------------------------------------------------------------------
+
+    async def _load_blocks(self) -> list[BlockEntry]:
+        return await self.repository.active_blocks()
+
+    def _operators_changed(self) -> None:
+        ops = self.desk.snapshot()
+        self.notifier.operators_changed(ops)
+        self.metrics.operators(Counter(op.state for op in ops))
+        # `queue` is built after `desk`; the first load happens after both exist.
+        queue = getattr(self, "queue", None)
+        if queue is not None:
+            queue.match()
+
+    def _queue_changed(self, snapshot: QueueSnapshot) -> None:
+        self.notifier.queue_changed(snapshot)
+        self.metrics.queue_length(snapshot.length)
+
+    async def _team_moving(self, agency: str, payload: dict[str, Any]) -> None:
+        self.team_moving(agency, str(payload["call_id"]), str(payload["dispatch_id"]), "mqtt")
+
+    def team_moving(self, agency: str, call_id: str, dispatch_id: str, by: str) -> None:
+        self.sink.call_event(
+            CallEvent(call_id=call_id, seq=0, type=CallEventType.TEAM_MOVING,
+                      data={"agency": agency, "dispatch_id": dispatch_id, "by": by})
+        )
+
+    # -- running --------------------------------------------------------------------------
+
+    def request_stop(self, signame: str = "SIGTERM") -> None:
+        log.info("stop_requested", signal=signame)
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop, sig.name)
+
+    async def start(self) -> None:
+        self.writer.start()
+        self.notifier.start()
+        self._spawn(self.screening.run(), "screening")
+        self._spawn(self.policy.run_expiry(), "block-expiry")
+        self._spawn(self.events.run(), "ari-events")
+        self._spawn(self.holding.run_announcements(), "holding-announcements")
+        self._spawn(self.clock.run(), "dispatch-clock")
+        await self.api.start()
+        log.info("daemon_started", app=self.settings.ari.app, api_port=self.settings.api.port)
+
+    async def run(self) -> None:
+        await self.start()
+        try:
+            await self._stop.wait()
+        finally:
+            await self.shutdown()
+
+    async def shutdown(self, grace: float = 5.0) -> None:
+        """Stop taking calls, hand waiting callers to the dialplan's queue, stop the parts in
+        reverse order of starting, each within a bounded time."""
+        handed = await self.stasis.hand_back_waiting()
+        log.info("shutdown", handed_back=handed, live=len(self.stasis.sessions))
+        self.events.stop()
+        await self.api.stop()
+        for task in reversed(self._tasks):
+            task.cancel()
+        await asyncio.wait(self._tasks, timeout=grace) if self._tasks else None
+        await self.stasis.close()
+        self.desk.close()
+        await self.notifier.stop(timeout=grace)
+        await self.writer.stop(timeout=grace)
+        await self.ari.close()
+        await self.engine.dispose()
+        log.info("daemon_stopped")
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("daemon_task_failed", task=task.get_name(), error=repr(exc))

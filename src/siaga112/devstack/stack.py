@@ -1,0 +1,106 @@
+"""The whole local stack on loopback: prompts, test PBX, PostgreSQL (migrated), Mosquitto.
+
+`up` is idempotent and quick when everything already runs; `down` stops each part by its pid.
+It also writes the dev settings file (state_dir/siaga112.toml) with a fresh admin API token, so
+that `siaga112 run` with SIAGA112_CONFIG pointing there talks to this stack.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from pathlib import Path
+
+from siaga112.devstack import procs
+from siaga112.devstack.mosquitto import MosquittoServer, ensure_mosquitto
+from siaga112.devstack.pbx import Pbx
+from siaga112.devstack.postgres import ensure_postgres, postgres_status, stop_postgres
+from siaga112.devstack.procs import say
+
+PG_PORT = 5432
+MQTT_PORT = 1883
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[3]
+
+
+def build_sounds(repo: Path) -> None:
+    from siaga112.prompts import build_prompts
+
+    made = build_prompts(repo / "build/sounds")
+    if made:
+        say(f"generated {len(made)} voice prompts (espeak-ng, Bahasa Indonesia)")
+
+
+def up(repo: Path, state_dir: Path) -> Path:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    steps = 5
+    say(f"[1/{steps}] voice prompts")
+    procs.apt_install(["espeak-ng", "sox", "sip-tester"])
+    build_sounds(repo)
+    say(f"[2/{steps}] test PBX")
+    pbx = Pbx(repo=repo, state_dir=state_dir)
+    pbx.up()
+    say(f"[3/{steps}] PostgreSQL on 127.0.0.1:{PG_PORT}")
+    url = ensure_postgres(state_dir, PG_PORT)
+    say(f"[4/{steps}] database schema")
+    from siaga112.records.migrate import upgrade
+
+    upgrade(url)
+    say(f"[5/{steps}] Mosquitto on 127.0.0.1:{MQTT_PORT}")
+    ensure_mosquitto(state_dir, MQTT_PORT)
+    conf = write_dev_settings(state_dir, url, pbx)
+    say(f"stack up; settings in {conf}")
+    return conf
+
+
+def write_dev_settings(state_dir: Path, db_url: str, pbx: Pbx) -> Path:
+    conf = state_dir / "siaga112.toml"
+    token_file = state_dir / "api-token"
+    if not token_file.exists():
+        token_file.write_text(secrets.token_urlsafe(24) + "\n")
+        token_file.chmod(0o600)
+    token = token_file.read_text().strip()
+    conf.write_text(
+        "# Written by `siaga112 stack up` for the local stack. Do not edit: it is rewritten.\n"
+        f'state_dir = "{state_dir}"\n'
+        'log_format = "json"\n\n'
+        "[database]\n"
+        f'url = "{db_url}"\n\n'
+        "[recording]\n"
+        f'dir = "{pbx.recordings}"\n\n'
+        "[[api.tokens]]\n"
+        f'token = "{token}"\n'
+        'role = "admin"\n'
+        'name = "local admin"\n'
+    )
+    return conf
+
+
+def down(repo: Path, state_dir: Path) -> None:
+    daemon_pid = state_dir / "siaga112.pid"
+    if procs.stop_pid(daemon_pid, timeout=15):
+        say("daemon stopped")
+    if MosquittoServer(state_dir, MQTT_PORT).stop():
+        say("Mosquitto stopped")
+    if stop_postgres(state_dir):
+        say("PostgreSQL stopped")
+    if Pbx(repo=repo, state_dir=state_dir).down():
+        say("test PBX stopped")
+
+
+def status(repo: Path, state_dir: Path) -> int:
+    pbx = Pbx(repo=repo, state_dir=state_dir)
+    print(pbx.status().splitlines()[0])
+    pg = postgres_status(state_dir)
+    print(f"PostgreSQL: {pg}")
+    mq = MosquittoServer(state_dir, MQTT_PORT)
+    print(f"Mosquitto: {'up (pid %s)' % mq.pid if mq.running else 'down'}")
+    pid = procs.read_pid(state_dir / "siaga112.pid")
+    print(f"daemon: {'up (pid %s)' % pid if pid else 'down'}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(status(repo_root(), repo_root() / "var"))

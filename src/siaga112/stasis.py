@@ -1,0 +1,258 @@
+"""ARI events in: each event goes to the call it belongs to, without blocking the reader.
+
+A citizen's StasisStart opens a session (session.py); every other event is routed by the id of
+its channel (legs.py) into that session's inbox, where it is handled in order. Desk-phone codes
+and endpoint reachability go to the operators' desk. On every (re)connect, `resync` rebuilds the
+view of live calls from Asterisk: waiting callers keep waiting, connected calls are taken back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime
+
+import structlog
+
+from siaga112 import legs
+from siaga112.ari.client import AriError
+from siaga112.ari.models import (
+    AriEvent,
+    Channel,
+    ChannelDestroyed,
+    EndpointStateChange,
+    StasisEnd,
+    StasisStart,
+)
+from siaga112.model import CallState, OperatorState
+from siaga112.session import CallDeps, CallSession, Command, Resume
+
+log = structlog.get_logger(__name__)
+
+_OPCODE_STATES = {"available", "paused", "logged_out"}
+
+
+class Stasis:
+    def __init__(self, deps: CallDeps) -> None:
+        self._deps = deps
+        self.sessions: dict[str, CallSession] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.accepting = True
+
+    # -- the reader's callback: never blocks -------------------------------------------------
+
+    def on_event(self, ev: AriEvent) -> None:
+        try:
+            self._route(ev)
+        except Exception:
+            log.exception("event_routing_failed", type=ev.type)
+
+    def _route(self, ev: AriEvent) -> None:
+        if isinstance(ev, StasisStart):
+            role = ev.args[0] if ev.args else "citizen"
+            if role == "citizen":
+                self._citizen(ev)
+                return
+            if role == "opcode":
+                self._spawn(self._opcode(ev))
+                return
+        if isinstance(ev, EndpointStateChange):
+            if ev.endpoint.technology == "PJSIP":
+                self._deps.desk.reachability(ev.endpoint.resource, ev.endpoint.state or "")
+            return
+        channel: Channel | None = getattr(ev, "channel", None)
+        if channel is None:
+            if ev.type not in ("PlaybackStarted", "PlaybackFinished", "ApplicationReplaced"):
+                log.debug("ari_event_ignored", type=ev.type)
+            return
+        session = self.sessions.get(legs.parse(channel.id).call_id)
+        if session is not None:
+            session.post(ev)
+        elif isinstance(ev, StasisStart):
+            # A leg of a call we no longer have (it ended while the phone rang): let it go.
+            log.info("orphan_leg", channel=channel.id)
+            self._spawn(self._hangup(channel.id))
+
+    def _citizen(self, ev: StasisStart) -> None:
+        if ev.channel.id in self.sessions:
+            return
+        if not self.accepting:
+            self._spawn(self._deps.ari.continue_in_dialplan(ev.channel.id, "fallback"))
+            return
+        self._open(ev.channel, resume=None, stasis_at=time.monotonic())
+
+    def _open(self, channel: Channel, resume: Resume | None, stasis_at: float | None) -> None:
+        session = CallSession(channel, self._deps, self._closed, resume=resume,
+                              stasis_at=stasis_at)
+        self.sessions[session.call_id] = session
+        session.task = asyncio.get_running_loop().create_task(
+            session.run(), name=f"call-{session.call_id}"
+        )
+
+    def _closed(self, call_id: str) -> None:
+        self.sessions.pop(call_id, None)
+
+    async def _opcode(self, ev: StasisStart) -> None:
+        """A desk-phone code: the dialplan has stored the state in the astdb already."""
+        name = _endpoint_of(ev.channel.name)
+        state = ev.args[1] if len(ev.args) > 1 else ""
+        if state in _OPCODE_STATES and name in self._deps.desk:
+            self._deps.desk.choose(name, OperatorState(state), reason="desk phone", persist=False)
+        else:
+            log.warning("operator_code_rejected", endpoint=name, state=state)
+        try:
+            await self._deps.ari.continue_in_dialplan(ev.channel.id)
+        except AriError as exc:
+            log.info("opcode_continue_failed", error=str(exc))
+
+    # -- commands from the API -------------------------------------------------------------
+
+    async def command(self, call_id: str, kind: str, arg: str, by: str) -> str:
+        session = self.sessions.get(call_id)
+        if session is None:
+            return "no live call with that id"
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        session.post(Command(kind, arg, by, done))
+        return await asyncio.wait_for(done, 10)
+
+    # -- resync on (re)connect ---------------------------------------------------------------
+
+    async def resync(self) -> None:
+        ari = self._deps.ari
+        app = await ari.application(self._deps.settings.ari.app)
+        ours = set(app.channel_ids)
+        channels = {c.id: c for c in await ari.channels()}
+        bridge_of: dict[str, str] = {}
+        members: dict[str, list[str]] = {}
+        for b in await ari.bridges():
+            members[b.id] = b.channels
+            for ch in b.channels:
+                bridge_of[ch] = b.id
+        self._deps.holding.invalidate()
+        await self._deps.holding.ensure()
+        desk = self._deps.desk
+        desk.reset_runtime()
+        await desk.load()
+        for endpoint_source in ("endpoint:PJSIP",):
+            try:
+                await ari.subscribe(self._deps.settings.ari.app, endpoint_source)
+            except AriError as exc:
+                log.warning("subscribe_failed", source=endpoint_source, error=str(exc))
+
+        # Calls we still hold in memory (a reconnect without a restart).
+        for call_id, session in list(self.sessions.items()):
+            if call_id not in ours:
+                session.post(StasisEnd(type="StasisEnd", channel=Channel(id=call_id)))
+                continue
+            if session.operator and session.state is CallState.CONNECTED:
+                desk.connected(session.operator, call_id)
+            elif session.operator and session.state is CallState.RINGING_OPERATOR:
+                if session.operator_channel in channels:
+                    desk.ringing(session.operator, call_id)
+                else:
+                    session.post(ChannelDestroyed(type="ChannelDestroyed", cause=0,
+                                                  channel=Channel(id=session.operator_channel or "")))
+
+        taken = 0
+        for channel_id in sorted(ours):
+            leg = legs.parse(channel_id)
+            channel = channels.get(channel_id)
+            if channel is None or channel_id in self.sessions:
+                continue
+            if leg.kind is not legs.LegKind.CITIZEN:
+                owner = self.sessions.get(leg.call_id)
+                in_call = bridge_of.get(channel_id) == legs.call_bridge(leg.call_id)
+                if owner is None and not in_call:
+                    log.info("resync_orphan_leg", channel=channel_id)
+                    await self._hangup(channel_id)
+                continue
+            resume = self._resume_of(channel, bridge_of.get(channel_id), members)
+            self._open(channel, resume=resume, stasis_at=None)
+            taken += 1
+        log.info("resynced", channels=len(ours), taken_back=taken, live=len(self.sessions))
+        self._deps.queue.match()
+
+    def _resume_of(
+        self, channel: Channel, bridge_id: str | None, members: dict[str, list[str]]
+    ) -> Resume | None:
+        tags = channel.channelvars or {}
+        since = _parse_time(tags.get("SIAGA112_ARRIVED", ""))
+        priority = tags.get("SIAGA112_PRIORITY") == "1"
+        flags = [f for f in tags.get("SIAGA112_FLAGS", "").split(",") if f]
+        if bridge_id == legs.HOLDING_BRIDGE:
+            return Resume(CallState.QUEUED, since=since, priority=priority, flags=flags)
+        if bridge_id is not None and legs.call_of_bridge(bridge_id) == channel.id:
+            others = [legs.parse(c) for c in members.get(bridge_id, []) if c != channel.id]
+            ops = [leg for leg in others if leg.kind is legs.LegKind.OPERATOR]
+            agencies = [
+                legs.agency_leg(leg.call_id, leg.party, leg.line, leg.attempt)
+                for leg in others if leg.kind is legs.LegKind.AGENCY
+            ]
+            op = ops[0] if ops else None
+            return Resume(
+                CallState.CONNECTED, since=since, priority=priority, flags=flags,
+                operator=op.party if op else None,
+                operator_channel=legs.operator_leg(op.call_id, op.party, op.attempt) if op else None,
+                agency_channels=agencies,
+            )
+        if channel.state == "Up" and since is not None:
+            # Answered by us before, in no bridge: screening or an announcement was under way.
+            return Resume(CallState.QUEUED, since=since, priority=priority, flags=flags)
+        return None
+
+    # -- stopping ---------------------------------------------------------------------------
+
+    async def hand_back_waiting(self) -> int:
+        """On a graceful stop, waiting callers go to the dialplan's fallback queue rather than
+        wait for us. Connected calls stay as they are and are taken back by the next start."""
+        self.accepting = False
+        n = 0
+        for session in list(self.sessions.values()):
+            if session.state in (CallState.QUEUED, CallState.SCREENED, CallState.ARRIVED):
+                try:
+                    await self._deps.ari.continue_in_dialplan(session.call_id, "fallback")
+                    n += 1
+                except AriError as exc:
+                    log.warning("hand_back_on_stop_failed", call_id=session.call_id,
+                                error=str(exc))
+        return n
+
+    async def close(self, timeout: float = 2.0) -> None:
+        tasks = [s.task for s in self.sessions.values() if s.task is not None]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+        for t in list(self._tasks):
+            t.cancel()
+
+    # -- small helpers ----------------------------------------------------------------------
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background_task_failed", error=repr(task.exception()))
+
+    async def _hangup(self, channel_id: str) -> None:
+        try:
+            await self._deps.ari.hangup(channel_id)
+        except AriError:
+            pass
+
+
+def _endpoint_of(channel_name: str) -> str:
+    """'PJSIP/op1-0000001a' -> 'op1'."""
+    tail = channel_name.split("/", 1)[-1]
+    return tail.rsplit("-", 1)[0]
+
+
+def _parse_time(value: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if value else None
+    except ValueError:
+        return None
