@@ -59,11 +59,12 @@ class AgencyLegs:
     def channels(self) -> list[str]:
         return [d.channel for d in self._by_code.values() if d.channel]
 
-    def adopt(self, channel_id: str) -> None:
-        """A resync found this agency leg in the call's bridge."""
+    def adopt(self, channel_id: str, dispatch_id: str) -> None:
+        """A resync found this agency leg in the call's bridge (its dispatch id is its tag)."""
         leg = legs.parse(channel_id)
-        d = Dispatch(dispatch_id=f"{self._session.call_id}-{leg.party}", code=leg.party,
-                     line=leg.line, attempt=leg.attempt, channel=channel_id, joined=True)
+        d = Dispatch(dispatch_id=dispatch_id or f"{self._session.call_id}-{leg.party}",
+                     code=leg.party, line=leg.line, attempt=leg.attempt, channel=channel_id,
+                     joined=True)
         self._by_code[leg.party] = d
 
     async def request(self, code: str, by: str) -> str:
@@ -98,8 +99,9 @@ class AgencyLegs:
                 endpoint=endpoint, channel_id=d.channel, app=self._app,
                 app_args=f"agency,{self._session.call_id},{d.code}",
                 caller_id=f'"112 {caller}" <{caller}>',
-                timeout=max(1, round(self._settings.answer_timeout)),
-                variables={"SIAGA112_CALL": self._session.call_id, "SIAGA112_AGENCY": d.code},
+                ring_seconds=max(1, round(self._settings.answer_timeout)),
+                variables={"SIAGA112_CALL": self._session.call_id, "SIAGA112_AGENCY": d.code,
+                           "SIAGA112_DISPATCH": d.dispatch_id},
             )
         except AriError as exc:
             await self._line_failed(d, f"dial failed: {exc.message}")

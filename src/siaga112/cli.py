@@ -43,6 +43,24 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _start(args: argparse.Namespace) -> int:
+    """The daemon in the background, stopped again by `stack down` (by its pid)."""
+    from siaga112.devstack import procs
+
+    settings = _settings()
+    pidfile = settings.state_dir / "siaga112.pid"
+    pid = procs.read_pid(pidfile)
+    if pid is not None:
+        print(f"siaga112 daemon already running (pid {pid})")
+        return 0
+    log = settings.state_dir / "siaga112.log"
+    pid = procs.spawn([sys.executable, "-m", "siaga112.cli", "run"], pidfile, log)
+    procs.wait_port(settings.api.host, settings.api.port, 30, f"the daemon (log: {log})")
+    print(f"siaga112 daemon up (pid {pid}), API on http://{settings.api.host}:{settings.api.port},"
+          f" log {log}")
+    return 0
+
+
 def _migrate(args: argparse.Namespace) -> int:
     from siaga112.records.migrate import downgrade, upgrade
 
@@ -93,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run the daemon in the foreground")
     p.set_defaults(func=_run)
+
+    p = sub.add_parser("start", help="run the daemon in the background (pid in state_dir)")
+    p.set_defaults(func=_start)
 
     p = sub.add_parser("migrate", help="upgrade (or downgrade) the database schema")
     p.add_argument("--url", help="database URL (default: from settings)")

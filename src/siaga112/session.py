@@ -100,7 +100,7 @@ class Resume:
     flags: list[str] = field(default_factory=list)
     operator: str | None = None
     operator_channel: str | None = None
-    agency_channels: list[str] = field(default_factory=list)
+    agency_channels: dict[str, str] = field(default_factory=dict)  # channel id -> dispatch id
 
 
 Item = AriEvent | Offer | Timer | Command
@@ -382,7 +382,7 @@ class CallSession:
                 app=self.deps.settings.ari.app,
                 app_args=f"operator,{self.call_id}",
                 caller_id=f'"112 {caller}" <{caller}>',
-                timeout=max(1, round(self.deps.settings.queue.ring_timeout)),
+                ring_seconds=max(1, round(self.deps.settings.queue.ring_timeout)),
                 variables={"SIAGA112_CALL": self.call_id, "SIAGA112_OPERATOR": operator},
             )
         except AriError as exc:
@@ -518,8 +518,8 @@ class CallSession:
             self.operator_channel = r.operator_channel
             if r.operator is not None:
                 self.deps.desk.connected(r.operator, self.call_id)
-            for ch in r.agency_channels:
-                self.agencies.adopt(ch)
+            for ch, dispatch_id in r.agency_channels.items():
+                self.agencies.adopt(ch, dispatch_id)
             return
         await self._enqueue()
 

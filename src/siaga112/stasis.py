@@ -150,8 +150,8 @@ class Stasis:
                 if session.operator_channel in channels:
                     desk.ringing(session.operator, call_id)
                 else:
-                    session.post(ChannelDestroyed(type="ChannelDestroyed", cause=0,
-                                                  channel=Channel(id=session.operator_channel or "")))
+                    gone = Channel(id=session.operator_channel or "")
+                    session.post(ChannelDestroyed(type="ChannelDestroyed", cause=0, channel=gone))
 
         taken = 0
         for channel_id in sorted(ours):
@@ -166,14 +166,18 @@ class Stasis:
                     log.info("resync_orphan_leg", channel=channel_id)
                     await self._hangup(channel_id)
                 continue
-            resume = self._resume_of(channel, bridge_of.get(channel_id), members)
+            resume = self._resume_of(channel, bridge_of.get(channel_id), members, channels)
             self._open(channel, resume=resume, stasis_at=None)
             taken += 1
         log.info("resynced", channels=len(ours), taken_back=taken, live=len(self.sessions))
         self._deps.queue.match()
 
     def _resume_of(
-        self, channel: Channel, bridge_id: str | None, members: dict[str, list[str]]
+        self,
+        channel: Channel,
+        bridge_id: str | None,
+        members: dict[str, list[str]],
+        channels: dict[str, Channel],
     ) -> Resume | None:
         tags = channel.channelvars or {}
         since = _parse_time(tags.get("SIAGA112_ARRIVED", ""))
@@ -184,15 +188,18 @@ class Stasis:
         if bridge_id is not None and legs.call_of_bridge(bridge_id) == channel.id:
             others = [legs.parse(c) for c in members.get(bridge_id, []) if c != channel.id]
             ops = [leg for leg in others if leg.kind is legs.LegKind.OPERATOR]
-            agencies = [
-                legs.agency_leg(leg.call_id, leg.party, leg.line, leg.attempt)
-                for leg in others if leg.kind is legs.LegKind.AGENCY
-            ]
+            agencies = {
+                c: (channels[c].channelvars or {}).get("SIAGA112_DISPATCH", "")
+                for c in members.get(bridge_id, [])
+                if c in channels and legs.parse(c).kind is legs.LegKind.AGENCY
+            }
             op = ops[0] if ops else None
             return Resume(
                 CallState.CONNECTED, since=since, priority=priority, flags=flags,
                 operator=op.party if op else None,
-                operator_channel=legs.operator_leg(op.call_id, op.party, op.attempt) if op else None,
+                operator_channel=(
+                    legs.operator_leg(op.call_id, op.party, op.attempt) if op else None
+                ),
                 agency_channels=agencies,
             )
         if channel.state == "Up" and since is not None:
@@ -217,12 +224,12 @@ class Stasis:
                                 error=str(exc))
         return n
 
-    async def close(self, timeout: float = 2.0) -> None:
+    async def close(self, grace: float = 2.0) -> None:
         tasks = [s.task for s in self.sessions.values() if s.task is not None]
         for t in tasks:
             t.cancel()
         if tasks:
-            await asyncio.wait(tasks, timeout=timeout)
+            await asyncio.wait(tasks, timeout=grace)
         for t in list(self._tasks):
             t.cancel()
 

@@ -168,7 +168,7 @@ class AriClient:
         app: str,
         app_args: str,
         caller_id: str | None = None,
-        timeout: int = 30,
+        ring_seconds: int = 30,
         variables: dict[str, str] | None = None,
     ) -> Channel:
         res = await self.request(
@@ -180,7 +180,7 @@ class AriClient:
                 "app": app,
                 "appArgs": app_args,
                 "callerId": caller_id,
-                "timeout": timeout,
+                "timeout": ring_seconds,
             },
             json={"variables": variables or {}},
         )

@@ -114,7 +114,9 @@ def wait_port(host: str, port: int, timeout: float, what: str, udp: bool = False
                 return
         except OSError as exc:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{what} did not listen on {host}:{port} in {timeout}s: {exc}")
+                raise RuntimeError(
+                    f"{what} did not listen on {host}:{port} in {timeout}s: {exc}"
+                ) from exc
             time.sleep(0.1)
 
 

@@ -96,9 +96,9 @@ def status(repo: Path, state_dir: Path) -> int:
     pg = postgres_status(state_dir)
     print(f"PostgreSQL: {pg}")
     mq = MosquittoServer(state_dir, MQTT_PORT)
-    print(f"Mosquitto: {'up (pid %s)' % mq.pid if mq.running else 'down'}")
+    print(f"Mosquitto: {f'up (pid {mq.pid})' if mq.running else 'down'}")
     pid = procs.read_pid(state_dir / "siaga112.pid")
-    print(f"daemon: {'up (pid %s)' % pid if pid else 'down'}")
+    print(f"daemon: {f'up (pid {pid})' if pid else 'down'}")
     return 0
 
 

@@ -1,0 +1,58 @@
+# Siaga112 -- two commands on a fresh Debian 12 machine (root or sudo):
+#   make run    everything up on loopback, the daemon in the foreground
+#   make test   every test, against a real Asterisk, PostgreSQL and Mosquitto
+# Both install what is missing and are idempotent. See README.md.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STATE  := $(CURDIR)/var
+export SIAGA112_CONFIG := $(STATE)/siaga112.toml
+
+# load-test knobs (see README)
+PBX       ?= 127.0.0.1:5060
+RATE      ?= 5
+CALLS     ?= 100
+DURATION  ?= 0
+HOLD      ?= 3000
+OPERATORS ?= 8
+
+.PHONY: stack run up down status test lint load-test bench
+
+$(VENV)/.installed: pyproject.toml scripts/bootstrap.sh
+	@scripts/bootstrap.sh
+	@test -x $(BIN)/python || { echo "[siaga112] creating the virtual environment"; $(PYTHON) -m venv $(VENV); }
+	@echo "[siaga112] installing Python dependencies"
+	@$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+$(STATE)/siaga112.toml: $(VENV)/.installed
+	@$(BIN)/siaga112 stack up
+
+stack: $(VENV)/.installed
+	@$(BIN)/siaga112 stack up
+
+run: stack
+	$(BIN)/siaga112 run
+
+up: stack
+	@$(BIN)/siaga112 start
+
+down:
+	@if [ -x $(BIN)/siaga112 ]; then $(BIN)/siaga112 stack down; fi
+
+status:
+	@$(BIN)/siaga112 stack status
+
+test: stack
+	@$(BIN)/pytest
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check src tests
+	$(BIN)/mypy src
+
+load-test: stack
+	@$(BIN)/siaga112 load-test --pbx $(PBX) --rate $(RATE) --calls $(CALLS) --duration $(DURATION) --hold $(HOLD) --operators $(OPERATORS)
+
+bench: stack
+	@$(BIN)/siaga112 bench
