@@ -38,6 +38,7 @@ class Stasis:
         self.sessions: dict[str, CallSession] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.accepting = True
+        self.resynced = asyncio.Event()  # set after each (re)connect's resync
 
     # -- the reader's callback: never blocks -------------------------------------------------
 
@@ -118,6 +119,7 @@ class Stasis:
     # -- resync on (re)connect ---------------------------------------------------------------
 
     async def resync(self) -> None:
+        self.resynced.clear()
         ari = self._deps.ari
         app = await ari.application(self._deps.settings.ari.app)
         ours = set(app.channel_ids)
@@ -171,6 +173,7 @@ class Stasis:
             taken += 1
         log.info("resynced", channels=len(ours), taken_back=taken, live=len(self.sessions))
         self._deps.queue.match()
+        self.resynced.set()
 
     def _resume_of(
         self,
