@@ -1,0 +1,141 @@
+"""A small stand-in for app.Daemon, with what the HTTP API reads and calls, for the HTTP tests.
+The repository and policy are whatever the test passes (the real ones on the dev PostgreSQL,
+or a stub); the live parts (stasis, queue, desk) are fakes."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import SecretStr
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from siaga112.http_api import NO_LIVE_CALL
+from siaga112.metrics import Metrics
+from siaga112.model import LineType, OperatorSnapshot, OperatorState, QueueEntry, QueueSnapshot
+from siaga112.settings import ApiSettings, ApiToken, MqttSettings, Settings
+
+TOKENS = {
+    "supervisor": "sup-token-aaaaaaaaaaaaaaaa",
+    "operator": "op-token-bbbbbbbbbbbbbbbbbbb",
+    "admin": "admin-token-cccccccccccccccc",
+    "agency": "agency-token-ddddddddddddddd",
+}
+
+
+@dataclass(frozen=True)
+class AgencyToken:
+    """What settings.ApiToken would hold for an agency (role "agency", bound to its code)."""
+
+    token: SecretStr
+    name: str
+    agency: str
+    role: str = "agency"
+
+
+def bearer(role: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKENS[role]}"}
+
+
+def make_settings(metrics_public: bool = False, mqtt: bool = True) -> Settings:
+    tokens: list[Any] = [
+        ApiToken(token=SecretStr(TOKENS["supervisor"]), role="supervisor", name="ani"),
+        ApiToken(token=SecretStr(TOKENS["operator"]), role="operator", name="op1"),
+        ApiToken(token=SecretStr(TOKENS["admin"]), role="admin", name="root"),
+        AgencyToken(token=SecretStr(TOKENS["agency"]), name="damkar", agency="01"),
+    ]
+    api = ApiSettings.model_construct(host="127.0.0.1", port=8112, tokens=tokens)
+    if metrics_public:
+        object.__setattr__(api, "metrics_public", True)
+    settings = Settings(mqtt=MqttSettings(enabled=mqtt))
+    settings.api = api
+    return settings
+
+
+@dataclass
+class FakeStasis:
+    """Live calls by id; `answers` says what a command of a kind returns (default "ok")."""
+
+    sessions: dict[str, object] = field(default_factory=dict)
+    answers: dict[str, str] = field(default_factory=dict)
+    commands: list[tuple[str, str, str, str]] = field(default_factory=list)
+
+    async def command(self, call_id: str, kind: str, arg: str, by: str) -> str:
+        self.commands.append((call_id, kind, arg, by))
+        if call_id not in self.sessions:
+            return NO_LIVE_CALL
+        answer = self.answers.get(kind, "ok")
+        if answer == "timeout":
+            raise TimeoutError
+        return answer
+
+
+@dataclass
+class FakeQueue:
+    entries: list[QueueEntry] = field(default_factory=list)
+
+    def snapshot(self) -> QueueSnapshot:
+        return QueueSnapshot(length=len(self.entries), entries=self.entries)
+
+
+@dataclass
+class FakeDesk:
+    ops: dict[str, OperatorSnapshot] = field(default_factory=dict)
+    persisted: list[str] = field(default_factory=list)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.ops
+
+    def snapshot(self) -> list[OperatorSnapshot]:
+        return list(self.ops.values())
+
+    def choose(self, name: str, state: OperatorState, reason: str | None, persist: bool) -> None:
+        self.ops[name] = self.ops[name].model_copy(update={"state": state, "reason": reason})
+        if persist:
+            self.persisted.append(name)
+
+
+@dataclass
+class FakeEvents:
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class FakeWriter:
+    backlog: int = 0
+
+
+@dataclass
+class FakeNotifier:
+    connected: bool = True
+
+
+@dataclass
+class FakeDaemon:
+    settings: Settings
+    engine: AsyncEngine
+    repository: Any
+    policy: Any
+    stasis: FakeStasis = field(default_factory=FakeStasis)
+    queue: FakeQueue = field(default_factory=FakeQueue)
+    desk: FakeDesk = field(default_factory=FakeDesk)
+    events: FakeEvents = field(default_factory=FakeEvents)
+    notifier: object = field(default_factory=FakeNotifier)
+    metrics: Metrics = field(default_factory=lambda: Metrics(process=False))
+    writer: FakeWriter = field(default_factory=FakeWriter)
+    moving: list[tuple[str, str, str, str]] = field(default_factory=list)
+
+    def team_moving(self, agency: str, call_id: str, dispatch_id: str, by: str) -> None:
+        self.moving.append((agency, call_id, dispatch_id, by))
+
+
+def waiting_caller(call_id: str = "1700000000.1") -> QueueEntry:
+    return QueueEntry(call_id=call_id, caller="+6281234567890", line_type=LineType.MOBILE,
+                      since=datetime(2025, 1, 1, tzinfo=UTC), priority=False)
+
+
+def desk_of(*names: str) -> FakeDesk:
+    return FakeDesk({n: OperatorSnapshot(operator=n, state=OperatorState.AVAILABLE,
+                                         reachable=True) for n in names})
