@@ -1,9 +1,11 @@
 """The 15-minute promise: a clock from the report to "team moving" for every dispatch.
 
 Every few seconds it asks the records for dispatches past their deadline that have not been
-reported yet, and emits an OVERDUE event for each (logged, stored, published on MQTT). The same
-for complaints past 3x24 hours. It reads the database, so it fails quietly while PostgreSQL is
-down and catches up when it is back.
+reported yet, and emits an OVERDUE event for each (logged, stored, published on MQTT); the
+stored event sets the dispatch's overdue_at, so it is reported once. The same for complaints
+unanswered past ``complaint_deadline_hours`` (3x24 hours): logged, marked overdue in the
+database, and an OVERDUE event on the call when the complaint names one. It reads the
+database, so it fails quietly while PostgreSQL is down and catches up when it is back.
 """
 
 from __future__ import annotations
@@ -26,9 +28,14 @@ class DispatchClock:
         self._repo = repository
         self._sink = sink
         self._settings = settings
+        # Reported, and the OVERDUE event not yet stored (the writer is asynchronous).
         self._reported: set[str] = set()
 
     async def check(self) -> int:
+        """One round: report what is newly overdue. Returns how many were reported."""
+        return await self._check_dispatches() + await self._check_complaints()
+
+    async def _check_dispatches(self) -> int:
         deadline = utcnow() - timedelta(minutes=self._settings.moving_deadline_minutes)
         overdue = await self._repo.overdue_dispatches(deadline)
         n = 0
@@ -44,6 +51,27 @@ class DispatchClock:
                                 "kind": "moving",
                                 "deadline_minutes": self._settings.moving_deadline_minutes})
             )
+            n += 1
+        # Once stored, the database stops returning a dispatch: forget it here too.
+        self._reported &= {d.dispatch_id for d in overdue}
+        return n
+
+    async def _check_complaints(self) -> int:
+        hours = self._settings.complaint_deadline_hours
+        overdue = await self._repo.overdue_complaints(utcnow() - timedelta(hours=hours))
+        n = 0
+        for c in overdue:
+            # Marked first, reported only by whoever marked it: once, also with two clocks.
+            if not await self._repo.mark_complaint_overdue(c.id):
+                continue
+            log.warning("complaint_overdue", complaint_id=c.id, call_id=c.call_id,
+                        caller=c.caller, filed_at=c.filed_at.isoformat(), deadline_hours=hours)
+            if c.call_id is not None:
+                self._sink.call_event(
+                    CallEvent(call_id=c.call_id, seq=0, type=CallEventType.OVERDUE,
+                              data={"kind": "complaint", "complaint_id": c.id,
+                                    "deadline_hours": hours})
+                )
             n += 1
         return n
 

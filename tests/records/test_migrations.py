@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -7,6 +9,8 @@ from siaga112.records.migrate import current_revision, downgrade_async, upgrade_
 from siaga112.records.tables import metadata
 
 from .conftest import create_database
+
+HEAD = "0002"
 
 
 async def _tables(url: str) -> set[str]:
@@ -18,13 +22,25 @@ async def _tables(url: str) -> set[str]:
         await engine.dispose()
 
 
+async def _drift(url: str) -> list[object]:
+    """What differs between the migrated schema and tables.py (alembic autogenerate)."""
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(
+                lambda c: compare_metadata(MigrationContext.configure(c), metadata)
+            )
+    finally:
+        await engine.dispose()
+
+
 async def test_upgrade_from_empty_downgrade_to_base_and_up_again(pg_server: str) -> None:
     url = await create_database("t_migrations_cycle")
     wanted = {t.name for t in metadata.sorted_tables}
 
     await upgrade_async(url)
     assert wanted <= await _tables(url)
-    assert await current_revision(url) == "0001"
+    assert await current_revision(url) == HEAD
 
     await downgrade_async(url, "base")
     assert await _tables(url) == {"alembic_version"}
@@ -34,8 +50,24 @@ async def test_upgrade_from_empty_downgrade_to_base_and_up_again(pg_server: str)
     assert wanted <= await _tables(url)
 
 
+async def test_complaints_come_and_go_with_0002(pg_server: str) -> None:
+    url = await create_database("t_migrations_0002")
+    await upgrade_async(url, "0001")
+    assert "complaints" not in await _tables(url)
+    assert await _drift(url)  # the comparison sees what 0002 adds
+
+    await upgrade_async(url, "0002")
+    assert "complaints" in await _tables(url)
+    assert await _drift(url) == []  # the migrations build exactly what tables.py says
+
+    await downgrade_async(url, "0001")
+    assert "complaints" not in await _tables(url)
+    assert await current_revision(url) == "0001"
+    assert "calls" in await _tables(url)
+
+
 async def test_upgrade_twice_is_a_no_op(pg_server: str) -> None:
     url = await create_database("t_migrations_twice")
     await upgrade_async(url)
     await upgrade_async(url)
-    assert await current_revision(url) == "0001"
+    assert await current_revision(url) == HEAD

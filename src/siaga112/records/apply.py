@@ -7,6 +7,11 @@ first ARRIVED / ANSWERED / QUEUED / CONNECTED / AGENCY_JOINED / ENDED times win;
 is the first CONNECTED's; agencies are every AGENCY_JOINED's; the latest (by seq, then time)
 CATEGORY and RECORDING win; disposition is the latest DISPOSITION (the operator's mark),
 else ENDED's.
+
+A dispatch is every event with its data.dispatch_id (the agency bridge tags them all): its
+times are the first of each type regardless of seq, so TEAM_MOVING (seq 0, from outside the
+call's session) sets moving_at and the dispatch clock's OVERDUE (seq 0) sets overdue_at; its
+call is the AGENCY_REQUESTED event's, whatever call id a later event names.
 """
 
 from __future__ import annotations
@@ -121,7 +126,9 @@ _RECOMPUTE_DISPATCHES = text(
            WHEN s.line_failed THEN 'line_failed'
            ELSE 'requested' END
     FROM (
-      SELECT e.data->>'dispatch_id' AS dispatch_id, min(e.call_id) AS call_id,
+      SELECT e.data->>'dispatch_id' AS dispatch_id,
+        coalesce((array_agg(e.call_id ORDER BY e.at, e.seq)
+                    FILTER (WHERE e.type = 'agency_requested'))[1], min(e.call_id)) AS call_id,
         (array_agg(e.data->>'agency' ORDER BY e.at, e.seq)
            FILTER (WHERE e.data ? 'agency'))[1] AS agency,
         (array_agg(e.data->>'line' ORDER BY e.seq DESC, e.at DESC)

@@ -1,6 +1,7 @@
 """Command line for records: ``blocklist add|remove|list``, ``calls list|mark``,
-``referrals export``. The main ``siaga112`` CLI calls ``register(subparsers)``; each command
-sets ``args.func(args) -> int``. The database URL comes from Settings()."""
+``referrals export``, ``complaints file|answer|list``. The main ``siaga112`` CLI calls
+``register(subparsers)``; each command sets ``args.func(args) -> int``. The database URL
+comes from Settings()."""
 
 from __future__ import annotations
 
@@ -71,6 +72,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["csv", "json"], default="csv")
     p.add_argument("--all", action="store_true", help="also those exported before")
     p.set_defaults(func=_runner(_referrals_export))
+
+    cp = subparsers.add_parser("complaints", help="complaints (answered within 3x24 hours)")
+    cp_sub = cp.add_subparsers(dest="complaints_cmd", required=True)
+    p = cp_sub.add_parser("file", help="take a complaint down")
+    p.add_argument("--caller", required=True, help="who complains (number or name)")
+    p.add_argument("--text", required=True)
+    p.add_argument("--by", required=True, help="who takes it down")
+    p.add_argument("--call-id", help="the call complained about")
+    p.add_argument(
+        "--filed-at", type=datetime.fromisoformat, help="when it was received (default now)"
+    )
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_runner(_complaints_file))
+    p = cp_sub.add_parser("answer", help="record the answer to a complaint")
+    p.add_argument("id", type=int)
+    p.add_argument("--answer", required=True)
+    p.add_argument("--by", required=True, help="who answered")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_runner(_complaints_answer))
+    p = cp_sub.add_parser("list", help="complaints, oldest first")
+    p.add_argument("--open", action="store_true", help="only those not answered yet")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_runner(_complaints_list))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -182,6 +206,30 @@ async def _referrals_export(args: argparse.Namespace, repo: Repository, policy: 
         writer.writeheader()
         writer.writerows(dumped)
     await repo.mark_exported([r.number for r in rows])
+    return 0
+
+
+_COMPLAINT_COLUMNS = ["id", "filed_at", "caller", "call_id", "answered_at", "overdue_at", "text"]
+
+
+async def _complaints_file(args: argparse.Namespace, repo: Repository, policy: BlockPolicy) -> int:
+    c = await repo.file_complaint(
+        args.caller, args.text, args.by, call_id=args.call_id, filed_at=args.filed_at
+    )
+    _print_rows([c], args.json, _COMPLAINT_COLUMNS)
+    return 0
+
+
+async def _complaints_answer(
+    args: argparse.Namespace, repo: Repository, policy: BlockPolicy
+) -> int:
+    c = await repo.answer_complaint(args.id, args.answer, args.by)
+    _print_rows([c], args.json, _COMPLAINT_COLUMNS)
+    return 0
+
+
+async def _complaints_list(args: argparse.Namespace, repo: Repository, policy: BlockPolicy) -> int:
+    _print_rows(await repo.list_complaints(open_only=args.open), args.json, _COMPLAINT_COLUMNS)
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import and_, func, select, text, update
+from sqlalchemy import ColumnElement, and_, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from siaga112.model import BlockEntry, CallEvent, CallEventType, Disposition
@@ -16,12 +16,21 @@ from siaga112.records.schemas import (
     CallDetail,
     CallEventRecord,
     CallRecord,
+    Complaint,
     DispatchRecord,
+    DispatchRow,
     Kpis,
     OperatorKpi,
     Referral,
 )
-from siaga112.records.tables import blocklist, call_events, calls, dispatches, referrals
+from siaga112.records.tables import (
+    blocklist,
+    call_events,
+    calls,
+    complaints,
+    dispatches,
+    referrals,
+)
 from siaga112.settings import PolicySettings
 
 _ACTIVE = and_(
@@ -204,6 +213,137 @@ class Repository:
         detail = await self.get_call(call_id)
         assert detail is not None
         return detail.call
+
+    async def open_calls(self, older_than: datetime) -> list[str]:
+        """Calls that arrived before older_than and have no ENDED event, oldest first (after a
+        restart the daemon closes those that are no longer live in Asterisk)."""
+        q = (
+            select(calls.c.call_id)
+            .where(calls.c.arrived_at < older_than, calls.c.ended_at.is_(None))
+            .order_by(calls.c.arrived_at, calls.c.call_id)
+        )
+        async with self._engine.connect() as conn:
+            return list((await conn.execute(q)).scalars())
+
+    # -- dispatches --------------------------------------------------------------------------
+
+    async def overdue_dispatches(self, deadline: datetime) -> list[DispatchRow]:
+        """Dispatches requested before deadline with no team moving and not yet reported
+        overdue (an OVERDUE event sets overdue_at), oldest first."""
+        q = (
+            select(
+                dispatches.c.dispatch_id,
+                dispatches.c.call_id,
+                dispatches.c.agency,
+                dispatches.c.requested_at,
+                dispatches.c.accepted_at,
+            )
+            .where(
+                dispatches.c.requested_at < deadline,
+                dispatches.c.moving_at.is_(None),
+                dispatches.c.overdue_at.is_(None),
+            )
+            .order_by(dispatches.c.requested_at, dispatches.c.dispatch_id)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(q)).mappings().all()
+        return [DispatchRow.model_validate(dict(r)) for r in rows]
+
+    # -- complaints --------------------------------------------------------------------------
+
+    async def file_complaint(
+        self,
+        caller: str,
+        text: str,
+        by: str,
+        call_id: str | None = None,
+        filed_at: datetime | None = None,
+    ) -> Complaint:
+        """Take a complaint down. filed_at (default now) is when the centre received it: the
+        answer deadline runs from there. ValueError for an empty field or an unknown call."""
+        for name, value in (("caller", caller), ("text", text), ("by", by)):
+            if not value.strip():
+                raise ValueError(f"a complaint needs a non-empty {name}")
+        async with self._engine.begin() as conn:
+            if call_id is not None:
+                known = await conn.execute(
+                    select(calls.c.call_id).where(calls.c.call_id == call_id)
+                )
+                if known.first() is None:
+                    raise ValueError(f"no call with call_id {call_id!r}")
+            values: dict[str, object] = {
+                "caller": caller.strip(),
+                "text": text.strip(),
+                "by": by.strip(),
+                "call_id": call_id,
+            }
+            if filed_at is not None:
+                values["filed_at"] = filed_at
+            row = (
+                (await conn.execute(complaints.insert().values(values).returning(complaints)))
+                .mappings()
+                .one()
+            )
+        return Complaint.model_validate(dict(row))
+
+    async def answer_complaint(self, id: int, answer: str, by: str) -> Complaint:
+        """Record the answer. ValueError for an unknown id, an empty answer or one answered
+        before."""
+        if not answer.strip() or not by.strip():
+            raise ValueError("an answer needs a non-empty answer text and by")
+        async with self._engine.begin() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        update(complaints)
+                        .where(complaints.c.id == id, complaints.c.answered_at.is_(None))
+                        .values(answered_at=func.now(), answer=answer.strip(), answered_by=by)
+                        .returning(complaints)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            if row is None:
+                before = (
+                    await conn.execute(
+                        select(complaints.c.answered_at).where(complaints.c.id == id)
+                    )
+                ).first()
+                if before is None:
+                    raise ValueError(f"no complaint with id {id}")
+                raise ValueError(f"complaint {id} was answered already at {before.answered_at}")
+        return Complaint.model_validate(dict(row))
+
+    async def list_complaints(self, open_only: bool = False) -> list[Complaint]:
+        """Complaints, oldest first; open_only: those not answered yet."""
+        return await self._complaints(*([complaints.c.answered_at.is_(None)] if open_only else []))
+
+    async def overdue_complaints(self, deadline: datetime) -> list[Complaint]:
+        """Unanswered complaints filed before deadline and not yet marked overdue."""
+        return await self._complaints(
+            complaints.c.filed_at < deadline,
+            complaints.c.answered_at.is_(None),
+            complaints.c.overdue_at.is_(None),
+        )
+
+    async def _complaints(self, *where: ColumnElement[bool]) -> list[Complaint]:
+        q = select(complaints).where(*where).order_by(complaints.c.filed_at, complaints.c.id)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(q)).mappings().all()
+        return [Complaint.model_validate(dict(r)) for r in rows]
+
+    async def mark_complaint_overdue(self, id: int) -> bool:
+        """Set overdue_at once. False when it was set already (or there is no such id), so
+        that two clocks never report one complaint twice."""
+        async with self._engine.begin() as conn:
+            res = await conn.execute(
+                update(complaints)
+                .where(complaints.c.id == id, complaints.c.overdue_at.is_(None))
+                .values(overdue_at=func.now())
+                .returning(complaints.c.id)
+            )
+            return res.first() is not None
 
     # -- referrals ---------------------------------------------------------------------------
 

@@ -60,6 +60,29 @@ class DispatchRecord(_Row):
     overdue_at: datetime | None = None
 
 
+class DispatchRow(_Row):
+    """A dispatch the clock looks at: requested, no team moving yet."""
+
+    dispatch_id: str
+    call_id: str
+    agency: str | None = None
+    requested_at: datetime
+    accepted_at: datetime | None = None
+
+
+class Complaint(_Row):
+    id: int
+    call_id: str | None = None
+    caller: str
+    text: str
+    filed_at: datetime
+    by: str
+    answered_at: datetime | None = None
+    answer: str | None = None
+    answered_by: str | None = None
+    overdue_at: datetime | None = None
+
+
 class CallDetail(BaseModel):
     call: CallRecord
     events: list[CallEventRecord]

@@ -59,6 +59,8 @@ calls = Table(
 Index("ix_calls_arrived_at", calls.c.arrived_at)
 Index("ix_calls_caller_arrived_at", calls.c.caller, calls.c.arrived_at)
 Index("ix_calls_disposition", calls.c.disposition)
+# Calls without an end (open_calls after a restart).
+Index("ix_calls_open", calls.c.arrived_at, postgresql_where=calls.c.ended_at.is_(None))
 
 call_events = Table(
     "call_events",
@@ -150,4 +152,26 @@ referrals = Table(
     _ts("last_at", nullable=False),
     _ts("referred_at", nullable=False, server_default=func.now()),
     _ts("exported_at"),
+)
+
+# Citizens' complaints: the centre answers each within complaint_deadline_hours (3x24 h).
+complaints = Table(
+    "complaints",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("call_id", Text),  # the call complained about, when there is one
+    Column("caller", Text, nullable=False),  # who complains: a number or a name
+    Column("text", Text, nullable=False),
+    _ts("filed_at", nullable=False, server_default=func.now()),
+    Column("by", Text, nullable=False),  # who took the complaint down
+    _ts("answered_at"),
+    Column("answer", Text),
+    Column("answered_by", Text),
+    _ts("overdue_at"),  # set once, when the deadline passed unanswered
+)
+Index("ix_complaints_call_id", complaints.c.call_id)
+Index(
+    "ix_complaints_open",
+    complaints.c.filed_at,
+    postgresql_where=complaints.c.answered_at.is_(None),
 )
