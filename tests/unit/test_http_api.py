@@ -11,7 +11,10 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from http_fakes import (
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from structlog.testing import capture_logs
+from test_http_api_fakes import (
     TOKENS,
     FakeDaemon,
     FakeQueue,
@@ -20,9 +23,6 @@ from http_fakes import (
     make_settings,
     waiting_caller,
 )
-from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from structlog.testing import capture_logs
 
 from siaga112.http_api import Api, openapi
 from siaga112.http_auth import Authenticator, AuthError, Role
