@@ -19,7 +19,9 @@ from siaga112.settings import AgencySettings
 
 from .factory import ListSink, call_events
 
-SETTINGS = AgencySettings(moving_deadline_minutes=15, complaint_deadline_hours=72)
+SETTINGS = AgencySettings.model_validate(
+    {"moving_deadline_minutes": 15, "complaint_deadline_hours": 72}
+)
 
 
 Put = Callable[[list[CallEvent]], Awaitable[object]]

@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from siaga112.model import Disposition, utcnow
+from siaga112.model import CallEventType, Disposition, utcnow
 from siaga112.records.apply import store
 from siaga112.records.policy import BlockPolicy
 from siaga112.records.repository import Repository
@@ -89,3 +89,27 @@ async def test_mark_call_refuses_unknown_call_and_bad_category(known: Repository
         await known.mark_call("nope", by="sup1", disposition="prank")
     with pytest.raises(ValueError, match="category"):
         await known.mark_call("k0", by="sup1", category="13")
+
+
+async def test_open_calls_are_those_arrived_before_and_never_ended(
+    known: Repository, policy: BlockPolicy, clean: AsyncEngine
+):
+    t0 = utcnow() - timedelta(minutes=30)
+    for call_id, minutes in (("open-old", 0), ("open-older", -5), ("open-new", 29)):
+        arrived = [
+            e
+            for e in call_events(call_id, start=t0 + timedelta(minutes=minutes))
+            if e.type is not CallEventType.ENDED
+        ]
+        await store(clean, policy, arrived)
+    # An ENDED stored without its ARRIVED (journal order) is not an open call either.
+    [ended_only] = [e for e in call_events("ended-only") if e.type is CallEventType.ENDED]
+    await store(clean, policy, [ended_only])
+
+    cutoff = utcnow() - timedelta(minutes=10)
+    assert await known.open_calls(older_than=cutoff) == ["open-older", "open-old"]
+    assert await known.open_calls(older_than=utcnow() + timedelta(minutes=1)) == [
+        "open-older",
+        "open-old",
+        "open-new",
+    ]
