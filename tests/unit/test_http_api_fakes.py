@@ -1,6 +1,6 @@
 """Test doubles for the HTTP API tests (no tests here): a small stand-in for app.Daemon, with
-what the HTTP API reads and calls. The repository and policy are whatever the test passes (the real ones on the dev PostgreSQL,
-or a stub); the live parts (stasis, queue, desk) are fakes."""
+what the HTTP API reads and calls. The repository and policy are whatever the test passes (the
+real ones on the dev PostgreSQL, or a stub); the live parts (stasis, queue, desk) are fakes."""
 
 from __future__ import annotations
 
