@@ -69,7 +69,7 @@ class ChosenState(StrEnum):
 
 class OperatorStateBody(_In):
     state: ChosenState
-    reason: str = Field("", max_length=200)
+    reason: str | None = Field(None, max_length=200)
 
 
 class OperatorsAnswer(BaseModel):

@@ -253,6 +253,10 @@ async def test_operators_and_setting_a_state(
     assert daemon.desk.ops["op2"].state is OperatorState.PAUSED
     assert daemon.desk.persisted == ["op2"]
 
+    back = await client.post("/operators/op2/state", headers=bearer("operator"),
+                             json={"state": "available", "reason": None})
+    assert (await body_of(back))["state"] == "available"
+
     missing = await client.post("/operators/op9/state", headers=bearer("operator"),
                                 json={"state": "available"})
     assert missing.status == 404
