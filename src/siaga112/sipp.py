@@ -514,6 +514,13 @@ def _ms(value: float | None) -> int:
     return -1 if value is None else round(value * 1000)
 
 
+def _caller_keys(caller: str, local_ip: str) -> dict[str, str]:
+    """The From keys of the citizen scenarios; "anonymous" or "" withholds the number."""
+    if caller.lower() in ("", "anonymous"):
+        return {"caller": "anonymous", "from_host": "anonymous.invalid", "display": "Anonymous"}
+    return {"caller": caller, "from_host": local_ip, "display": caller}
+
+
 def citizen(
     local_ip: str,
     caller: str,
@@ -537,7 +544,6 @@ def citizen(
     silence). dtmf: a pcap played dtmf_at seconds after the answer (stops the audio)."""
     if (dtmf is None) != (dtmf_at is None):
         raise ValueError("give dtmf and dtmf_at together")
-    anonymous = caller.lower() in ("", "anonymous")
     return SippConfig(
         scenario=scenarios / "citizen.xml",
         local_ip=local_ip,
@@ -547,11 +553,7 @@ def citizen(
         max_calls=calls,
         rate=rate,
         call_limit=call_limit,
-        keys={
-            "caller": "anonymous" if anonymous else caller,
-            "from_host": "anonymous.invalid" if anonymous else local_ip,
-            "display": "Anonymous" if anonymous else caller,
-        },
+        keys=_caller_keys(caller, local_ip),
         variables={
             "hold_ms": _ms(hold),
             "audio": "yes" if audio else "no",
@@ -577,7 +579,6 @@ def citizen_abandon(
     scenarios: Path = SCENARIOS_DIR,
 ) -> SippConfig:
     """A citizen who hangs up (CANCEL) cancel_after seconds after dialling, before an answer."""
-    anonymous = caller.lower() in ("", "anonymous")
     return SippConfig(
         scenario=scenarios / "citizen_abandon.xml",
         local_ip=local_ip,
@@ -585,11 +586,7 @@ def citizen_abandon(
         remote=remote,
         service=service,
         max_calls=calls,
-        keys={
-            "caller": "anonymous" if anonymous else caller,
-            "from_host": "anonymous.invalid" if anonymous else local_ip,
-            "display": "Anonymous" if anonymous else caller,
-        },
+        keys=_caller_keys(caller, local_ip),
         variables={"cancel_ms": _ms(cancel_after)},
     )
 
