@@ -36,14 +36,21 @@ END_PACKETS = 3
 DEFAULT_GAP_MS = 100
 DEFAULT_VOLUME = 10  # dBm0 below full power, as the sip-tester pcaps carry
 
-EVENT_CODES = {**{str(d): d for d in range(10)}, "*": 10, "#": 11, "A": 12, "B": 13, "C": 14,
-               "D": 15}
+EVENT_CODES = {
+    **{str(d): d for d in range(10)},
+    "*": 10,
+    "#": 11,
+    "A": 12,
+    "B": 13,
+    "C": 14,
+    "D": 15,
+}
 
 # pcap framing: little-endian classic pcap, Ethernet link layer, IPv4, UDP, as the sip-tester
 # pcaps are written. SIPp replaces the addresses and ports when it plays them.
 _PCAP_MAGIC = 0xA1B2C3D4
 _LINKTYPE_ETHERNET = 1
-_ETH_HEADER = bytes.fromhex("0050bf990336" "000d8714ac24" "0800")
+_ETH_HEADER = bytes.fromhex("0050bf990336000d8714ac240800")
 _SRC_IP = bytes([192, 168, 0, 3])
 _DST_IP = bytes([192, 168, 0, 1])
 _SRC_PORT = 49176
@@ -92,8 +99,15 @@ class RtpPacket:
         if len(data) < _RTP_HEADER.size or data[0] >> 6 != 2:
             raise ValueError(f"not an RTP version 2 packet: {data[:12].hex()}")
         _vpxcc, mpt, seq, ts, ssrc = _RTP_HEADER.unpack_from(data)
-        return cls(at=at, payload_type=mpt & 0x7F, seq=seq, timestamp=ts, ssrc=ssrc,
-                   payload=data[_RTP_HEADER.size:], marker=bool(mpt & 0x80))
+        return cls(
+            at=at,
+            payload_type=mpt & 0x7F,
+            seq=seq,
+            timestamp=ts,
+            ssrc=ssrc,
+            payload=data[_RTP_HEADER.size :],
+            marker=bool(mpt & 0x80),
+        )
 
 
 @dataclass(frozen=True)
@@ -106,8 +120,9 @@ class TelephoneEvent:
     duration: int
 
     def to_bytes(self) -> bytes:
-        return struct.pack("!BBH", self.event, (0x80 if self.end else 0) | self.volume,
-                           self.duration)
+        return struct.pack(
+            "!BBH", self.event, (0x80 if self.end else 0) | self.volume, self.duration
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> TelephoneEvent:
@@ -150,10 +165,17 @@ def dtmf_packets(
             end = k >= PACKETS_PER_DIGIT - END_PACKETS
             duration = end_duration if end else (k + 1) * SAMPLES_PER_PACKET
             payload = TelephoneEvent(event, end, DEFAULT_VOLUME, duration).to_bytes()
-            packets.append(RtpPacket(
-                at=(start_ms + k * PACKET_MS) / 1000, payload_type=TELEPHONE_EVENT_PT,
-                seq=seq, timestamp=timestamp, ssrc=ssrc, payload=payload, marker=k == 0,
-            ))
+            packets.append(
+                RtpPacket(
+                    at=(start_ms + k * PACKET_MS) / 1000,
+                    payload_type=TELEPHONE_EVENT_PT,
+                    seq=seq,
+                    timestamp=timestamp,
+                    ssrc=ssrc,
+                    payload=payload,
+                    marker=k == 0,
+                )
+            )
             seq += 1
     return packets
 
@@ -172,13 +194,19 @@ def audio_packets(
         raise ValueError("no audio samples")
     packets = []
     for n, off in enumerate(range(0, len(samples), SAMPLES_PER_PACKET)):
-        chunk = samples[off:off + SAMPLES_PER_PACKET]
+        chunk = samples[off : off + SAMPLES_PER_PACKET]
         chunk += bytes([codec.silence_byte]) * (SAMPLES_PER_PACKET - len(chunk))
-        packets.append(RtpPacket(
-            at=n * PACKET_MS / 1000, payload_type=int(codec), seq=first_seq + n,
-            timestamp=first_timestamp + n * SAMPLES_PER_PACKET, ssrc=ssrc, payload=chunk,
-            marker=n == 0,
-        ))
+        packets.append(
+            RtpPacket(
+                at=n * PACKET_MS / 1000,
+                payload_type=int(codec),
+                seq=first_seq + n,
+                timestamp=first_timestamp + n * SAMPLES_PER_PACKET,
+                ssrc=ssrc,
+                payload=chunk,
+                marker=n == 0,
+            )
+        )
     return packets
 
 
@@ -194,7 +222,8 @@ def speech_samples(seconds: float, source: Path = SIPP_SPEECH_PCAP) -> bytes:
     if seconds <= 0:
         raise ValueError(f"seconds must be > 0, got {seconds}")
     voiced = b"".join(
-        p.payload for p in read_pcap(source)
+        p.payload
+        for p in read_pcap(source)
         if p.payload_type == G711.PCMA and p.payload.strip(bytes([G711.PCMA.silence_byte]))
     )
     if not voiced:
@@ -212,8 +241,11 @@ def _ipv4_checksum(header: bytes) -> int:
 
 def _frame(rtp: bytes, ip_id: int) -> bytes:
     udp = _UDP_HEADER.pack(_SRC_PORT, _DST_PORT, _UDP_HEADER.size + len(rtp), 0) + rtp
-    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), ip_id & 0xFFFF, 0, 64,
-                               17, 0, _SRC_IP, _DST_IP))
+    ip = bytearray(
+        struct.pack(
+            "!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), ip_id & 0xFFFF, 0, 64, 17, 0, _SRC_IP, _DST_IP
+        )
+    )
     struct.pack_into("!H", ip, 10, _ipv4_checksum(bytes(ip)))
     return _ETH_HEADER + bytes(ip) + udp
 
@@ -224,8 +256,9 @@ def write_pcap(path: Path, packets: Iterable[RtpPacket], epoch: int = 1_700_000_
     for n, pkt in enumerate(packets):
         frame = _frame(pkt.to_bytes(), n)
         usec_total = round(pkt.at * 1_000_000)
-        out += _RECORD_HEADER.pack(epoch + usec_total // 1_000_000, usec_total % 1_000_000,
-                                   len(frame), len(frame))
+        out += _RECORD_HEADER.pack(
+            epoch + usec_total // 1_000_000, usec_total % 1_000_000, len(frame), len(frame)
+        )
         out += frame
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -242,20 +275,21 @@ def read_pcap(path: Path) -> list[RtpPacket]:
         raise ValueError(f"{path}: too short for a pcap file")
     magic, _maj, _min, _tz, _sig, _snap, linktype = _PCAP_HEADER.unpack_from(data)
     if magic != _PCAP_MAGIC or linktype != _LINKTYPE_ETHERNET:
-        raise ValueError(f"{path}: not a little-endian Ethernet pcap (magic {magic:#x}, "
-                         f"link type {linktype})")
+        raise ValueError(
+            f"{path}: not a little-endian Ethernet pcap (magic {magic:#x}, link type {linktype})"
+        )
     packets: list[RtpPacket] = []
     off = _PCAP_HEADER.size
     first: float | None = None
     while off + _RECORD_HEADER.size <= len(data):
         sec, usec, caplen, _origlen = _RECORD_HEADER.unpack_from(data, off)
-        frame = data[off + _RECORD_HEADER.size: off + _RECORD_HEADER.size + caplen]
+        frame = data[off + _RECORD_HEADER.size : off + _RECORD_HEADER.size + caplen]
         off += _RECORD_HEADER.size + caplen
         if frame[12:14] != b"\x08\x00" or frame[23] != 17:
             continue  # not IPv4/UDP
         ihl = (frame[14] & 0x0F) * 4
         udp_len = struct.unpack_from("!H", frame, 14 + ihl + 4)[0]
-        rtp = frame[14 + ihl + _UDP_HEADER.size: 14 + ihl + udp_len]
+        rtp = frame[14 + ihl + _UDP_HEADER.size : 14 + ihl + udp_len]
         t = sec + usec / 1_000_000
         first = t if first is None else first
         packets.append(RtpPacket.from_bytes(round(t - first, 6), rtp))
@@ -274,8 +308,9 @@ def write_dtmf_pcap(outdir: Path, code: str, gap_ms: int = DEFAULT_GAP_MS) -> Pa
 
 
 def write_silence_pcap(outdir: Path, seconds: int, codec: G711 = G711.PCMA) -> Path:
-    return write_pcap(outdir / f"silence_{seconds}s.pcap",
-                      audio_packets(silence_samples(seconds, codec), codec))
+    return write_pcap(
+        outdir / f"silence_{seconds}s.pcap", audio_packets(silence_samples(seconds, codec), codec)
+    )
 
 
 def write_speech_pcap(outdir: Path, seconds: int) -> Path:
@@ -287,7 +322,11 @@ def write_speech_pcap(outdir: Path, seconds: int) -> Path:
 STANDARD_CODES: tuple[str, ...] = (
     *(f"*2{nn:02d}" for nn in range(1, 15)),
     *(f"*3{cc:02d}" for cc in range(1, 13)),
-    "*7", "*8", "1", "5", "55",
+    "*7",
+    "*8",
+    "1",
+    "5",
+    "55",
 )
 STANDARD_SECONDS: tuple[int, ...] = (10, 30, 60)
 
@@ -302,13 +341,21 @@ def write_standard_set(outdir: Path, seconds: Sequence[int] = STANDARD_SECONDS) 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m siaga112.dtmf_pcap", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m siaga112.dtmf_pcap",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("outdir", type=Path)
-    parser.add_argument("--code", action="append", default=[],
-                        help="also write this DTMF code (repeatable)")
-    parser.add_argument("--seconds", type=int, action="append",
-                        help="silence/speech lengths in seconds (default 10, 30, 60)")
+    parser.add_argument(
+        "--code", action="append", default=[], help="also write this DTMF code (repeatable)"
+    )
+    parser.add_argument(
+        "--seconds",
+        type=int,
+        action="append",
+        help="silence/speech lengths in seconds (default 10, 30, 60)",
+    )
     args = parser.parse_args(argv)
     written = write_standard_set(args.outdir, args.seconds or STANDARD_SECONDS)
     written += [write_dtmf_pcap(args.outdir, code) for code in args.code]

@@ -35,7 +35,7 @@ def test_code_is_one_stream_with_continuous_seq_and_timestamps(tmp_path: Path) -
     seqs = [p.seq for p in packets]
     assert seqs == list(range(seqs[0], seqs[0] + 32))
 
-    digits = [packets[i:i + 8] for i in range(0, 32, 8)]
+    digits = [packets[i : i + 8] for i in range(0, 32, 8)]
     events = [[TelephoneEvent.from_bytes(p.payload) for p in d] for d in digits]
     assert [e[0].event for e in events] == [10, 2, 0, 1]
     stamps = [d[0].timestamp for d in digits]
@@ -53,7 +53,7 @@ def test_code_is_one_stream_with_continuous_seq_and_timestamps(tmp_path: Path) -
 
 
 def test_pcap_framing_matches_the_sip_tester_pcaps(tmp_path: Path) -> None:
-    ours = (tmp_path / "x.pcap")
+    ours = tmp_path / "x.pcap"
     write_pcap(ours, dtmf_packets("1"))
     theirs = SIPP_SHARE / "dtmf_2833_1.pcap"
     # same global header (magic, version, snaplen, Ethernet link type)
@@ -98,7 +98,17 @@ def test_audio_tail_is_padded_with_the_codec_silence() -> None:
 def test_cli_writes_the_standard_set(tmp_path: Path) -> None:
     assert main([str(tmp_path), "--seconds", "1", "--code", "#"]) == 0
     names = {p.name for p in tmp_path.iterdir()}
-    for name in ("dtmf_star201.pcap", "dtmf_star214.pcap", "dtmf_star312.pcap", "dtmf_star7.pcap",
-                 "dtmf_star8.pcap", "dtmf_1.pcap", "dtmf_5.pcap", "dtmf_55.pcap",
-                 "dtmf_hash.pcap", "silence_1s.pcap", "speech_1s.pcap"):
+    for name in (
+        "dtmf_star201.pcap",
+        "dtmf_star214.pcap",
+        "dtmf_star312.pcap",
+        "dtmf_star7.pcap",
+        "dtmf_star8.pcap",
+        "dtmf_1.pcap",
+        "dtmf_5.pcap",
+        "dtmf_55.pcap",
+        "dtmf_hash.pcap",
+        "silence_1s.pcap",
+        "speech_1s.pcap",
+    ):
         assert name in names
