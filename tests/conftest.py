@@ -66,6 +66,7 @@ def daemon_settings(stack: Stack, tmp_path: Path, **overrides: Any) -> Any:
 async def reset_pbx(logged_in: list[str]) -> None:
     """Hang up every channel, remove our bridges, set operators' astdb state."""
     from siaga112.ari.client import AriClient, AriError
+    from siaga112.operators import reason_var, state_var
     from siaga112.settings import AriSettings
 
     async with AriClient(AriSettings()) as ari:
@@ -82,8 +83,8 @@ async def reset_pbx(logged_in: list[str]) -> None:
                     pass
         for op in OPERATORS:
             state = "available" if op in logged_in else "logged_out"
-            await ari.set_global(f"DB(siaga112/op/{op})", state)
-            await ari.set_global(f"DB(siaga112/op_reason/{op})", "")
+            await ari.set_global(state_var(op), state)
+            await ari.set_global(reason_var(op), "")
         for _ in range(50):
             if not await ari.channels():
                 break

@@ -1,8 +1,10 @@
 """Operators at their desk phones: logged in or out, paused, ringing, on a call, in wrap-up.
 
-The state an operator chose (logged in, logged out, paused and why) is kept in the PBX's astdb,
-`siaga112/op/<name>`, written by the dialplan for the desk-phone codes and by us when we pause
-an operator who did not answer. It is read again on every (re)connect. What the daemon derives
+The state an operator chose (logged in, logged out, paused and why) is kept in the PBX as global
+variables SIAGA112_OP_<name> and SIAGA112_OPREASON_<name>, written by the dialplan for the
+desk-phone codes (also while the daemon is down) and by us when we pause an operator who did
+not answer. It is read again on every (re)connect. (ARI cannot read or write the astdb: its
+global-variable calls do not evaluate DB().) What the daemon derives
 (ringing, on a call, wrap-up) is rebuilt from Asterisk's bridges by the resync.
 """
 
@@ -23,6 +25,15 @@ from siaga112.sinks import EventSink
 log = structlog.get_logger(__name__)
 
 _CHOSEN = {OperatorState.AVAILABLE, OperatorState.PAUSED, OperatorState.LOGGED_OUT}
+
+
+def state_var(operator: str) -> str:
+    """The PBX global variable that holds what an operator chose (see dialplan [opcode])."""
+    return f"SIAGA112_OP_{operator}"
+
+
+def reason_var(operator: str) -> str:
+    return f"SIAGA112_OPREASON_{operator}"
 
 
 @dataclass
@@ -91,8 +102,8 @@ class OperatorDesk:
         """Read chosen states from the astdb and reachability from the endpoints."""
         for op in self._ops.values():
             try:
-                value = await self._ari.get_global(f"DB(siaga112/op/{op.name})")
-                reason = await self._ari.get_global(f"DB(siaga112/op_reason/{op.name})")
+                value = await self._ari.get_global(state_var(op.name))
+                reason = await self._ari.get_global(reason_var(op.name))
             except AriError as exc:
                 log.warning("operator_state_unreadable", operator=op.name, error=str(exc))
                 continue
@@ -130,8 +141,8 @@ class OperatorDesk:
 
     async def _persist(self, op: Operator) -> None:
         try:
-            await self._ari.set_global(f"DB(siaga112/op/{op.name})", op.chosen.value)
-            await self._ari.set_global(f"DB(siaga112/op_reason/{op.name})", op.reason or "")
+            await self._ari.set_global(state_var(op.name), op.chosen.value)
+            await self._ari.set_global(reason_var(op.name), op.reason or "")
         except AriError as exc:
             log.error("operator_state_not_saved", operator=op.name, error=str(exc))
 

@@ -63,8 +63,6 @@ class Stasis:
             return
         channel: Channel | None = getattr(ev, "channel", None)
         if channel is None:
-            if ev.type not in ("PlaybackStarted", "PlaybackFinished", "ApplicationReplaced"):
-                log.debug("ari_event_ignored", type=ev.type)
             return
         session = self.sessions.get(legs.parse(channel.id).call_id)
         if session is not None:

@@ -68,9 +68,7 @@ class AriClient:
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                auth=aiohttp.BasicAuth(
-                    self._settings.username, self._settings.password.get_secret_value()
-                ),
+                headers=auth_headers(self._settings),
                 connector=aiohttp.TCPConnector(limit=self._settings.max_connections),
                 timeout=aiohttp.ClientTimeout(total=self._settings.request_timeout),
             )
@@ -238,6 +236,14 @@ class AriClient:
 
     async def set_global(self, variable: str, value: str) -> None:
         await self.request("POST", "/asterisk/variable", {"variable": variable, "value": value})
+
+
+def auth_headers(settings: AriSettings) -> dict[str, str]:
+    """HTTP basic authentication for ARI (aiohttp's BasicAuth is deprecated)."""
+    import base64
+
+    secret = f"{settings.username}:{settings.password.get_secret_value()}".encode()
+    return {"Authorization": "Basic " + base64.b64encode(secret).decode()}
 
 
 def _param(v: Any) -> Any:

@@ -16,6 +16,7 @@ import aiohttp
 import pydantic
 import structlog
 
+from siaga112.ari.client import auth_headers
 from siaga112.ari.models import AriEvent, parse_event
 from siaga112.settings import AriSettings
 
@@ -46,11 +47,8 @@ class EventStream:
 
     async def run(self) -> None:
         delay = self._settings.reconnect_initial
-        auth = aiohttp.BasicAuth(
-            self._settings.username, self._settings.password.get_secret_value()
-        )
         params = {"app": self._settings.app, "subscribeAll": "false"}
-        async with aiohttp.ClientSession(auth=auth) as session:
+        async with aiohttp.ClientSession(headers=auth_headers(self._settings)) as session:
             while not self._stopping:
                 try:
                     async with session.ws_connect(

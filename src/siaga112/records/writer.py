@@ -68,6 +68,7 @@ class RecordWriter:
         self.failures = 0  # batches that failed for want of the database
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._closed = False  # stopped: late events are journalled and the file closed again
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
 
@@ -88,6 +89,8 @@ class RecordWriter:
         try:
             line = b'{"k":"' + kind + b'","e":' + event.model_dump_json().encode() + b"}"
             written = self._journal.append(line)
+            if self._closed:
+                self._journal.close()  # the next start writes it to PostgreSQL
         except Exception as exc:
             self.dropped += 1
             log.critical(
@@ -110,6 +113,7 @@ class RecordWriter:
     def start(self) -> asyncio.Task[None]:
         if self._task is None or self._task.done():
             self._stopping = False
+            self._closed = False
             self._task = asyncio.create_task(self.run(), name="record-writer")
         return self._task
 
@@ -146,6 +150,7 @@ class RecordWriter:
         except OSError as exc:
             log.error("journal_sync_failed", error=str(exc))
         self._journal.close()
+        self._closed = True
         log.info("record_writer_stopped", backlog=self.backlog, dropped=self.dropped)
 
     async def wait_idle(self, timeout: float) -> bool:  # noqa: ASYNC109 (for tests)

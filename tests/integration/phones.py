@@ -1,0 +1,111 @@
+"""SIPp phones for integration tests, on the test PBX's loopback topology, each stopped by its
+pid when the test ends. Built on siaga112.sipp (the same wrapper the load test uses)."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from pathlib import Path
+from typing import Any
+
+from siaga112 import dtmf_pcap, sipp
+from siaga112.sipp import SippResult, SippRun
+
+MOBILE = "127.0.0.2"
+LANDLINE = "127.0.0.3"
+
+
+def operator_ip(n: int) -> str:
+    return f"127.0.1.{n}"
+
+
+def agency_ip(code: str, fallback: bool = False) -> str:
+    return f"127.0.{3 if fallback else 2}.{int(code)}"
+
+
+def mobile_number() -> str:
+    """A fresh, valid mobile caller ID, so that tests never share a caller's history."""
+    return "0812" + "".join(random.choice("0123456789") for _ in range(8))
+
+
+def e164(national: str) -> str:
+    return "+62" + national.lstrip("0")
+
+
+class Pcaps:
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+
+    def dtmf(self, code: str) -> Path:
+        path = self.dir / dtmf_pcap.dtmf_filename(code)
+        return path if path.exists() else dtmf_pcap.write_dtmf_pcap(self.dir, code)
+
+    def speech(self, seconds: int = 10) -> Path:
+        path = self.dir / f"speech_{seconds}s.pcap"
+        return path if path.exists() else dtmf_pcap.write_speech_pcap(self.dir, seconds)
+
+    def silence(self, seconds: int = 10) -> Path:
+        path = self.dir / f"silence_{seconds}s.pcap"
+        return path if path.exists() else dtmf_pcap.write_silence_pcap(self.dir, seconds)
+
+
+class Phones:
+    """Starts SIPp processes for one test and stops every one of them at the end."""
+
+    _ports = itertools.count(5100)
+
+    def __init__(self, root: Path, pcaps: Pcaps) -> None:
+        self.root = root
+        self.pcaps = pcaps
+        self._runs: list[SippRun] = []
+        self._n = itertools.count(1)
+
+    def _dir(self, name: str) -> Path:
+        return self.root / f"{next(self._n):02d}-{name}"
+
+    async def operator(self, n: int, **options: Any) -> SippRun:
+        """Desk phone opN, answering (see sipp.operator_phone); bound before it returns."""
+        run = SippRun(sipp.operator_phone(operator_ip(n), **options), self._dir(f"op{n}"))
+        return await self._up(run)
+
+    async def operator_noanswer(self, n: int, calls: int | None = 1) -> SippRun:
+        run = SippRun(sipp.operator_noanswer(operator_ip(n), calls=calls), self._dir(f"op{n}-na"))
+        return await self._up(run)
+
+    async def agency(self, code: str, fallback: bool = False, **options: Any) -> SippRun:
+        ip = agency_ip(code, fallback)
+        run = SippRun(sipp.agency_line(ip, **options), self._dir(f"agency{code}"))
+        return await self._up(run)
+
+    async def agency_noanswer(self, code: str, fallback: bool = False) -> SippRun:
+        ip = agency_ip(code, fallback)
+        run = SippRun(sipp.operator_noanswer(ip), self._dir(f"agency{code}-na"))
+        return await self._up(run)
+
+    async def citizen(self, caller: str, line: str = MOBILE, **options: Any) -> SippRun:
+        """A citizen dialling 112 (see sipp.citizen); returns once SIPp runs."""
+        port = next(self._ports)
+        config = sipp.citizen(line, caller, local_port=port, **options)
+        run = SippRun(config, self._dir(f"citizen-{caller}"))
+        await run.start()
+        self._runs.append(run)
+        return run
+
+    async def code(self, n: int, code: str) -> SippResult:
+        """Operator n dials a desk-phone code such as *11; waits for the result."""
+        port = next(self._ports)
+        config = sipp.operator_code(operator_ip(n), code, local_port=port, media_port=port + 1000)
+        run = SippRun(config, self._dir(f"op{n}-code"))
+        await run.start()
+        self._runs.append(run)
+        return await run.wait(15)
+
+    async def _up(self, run: SippRun) -> SippRun:
+        await run.__aenter__()
+        self._runs.append(run)
+        return run
+
+    async def stop_all(self) -> None:
+        for run in self._runs:
+            if run.running:
+                await run.stop(grace=1.0)

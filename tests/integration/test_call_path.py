@@ -1,0 +1,157 @@
+"""The call path through the real test PBX: SIPp citizens on the trunks, SIPp desk phones,
+the daemon over ARI, records in PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from siaga112 import legs
+from siaga112.ari.client import AriClient
+from siaga112.operators import state_var
+from siaga112.model import CallState, Disposition, LineType, OperatorState
+from siaga112.settings import AriSettings
+from tests.conftest import wait_for
+from tests.integration.phones import LANDLINE, MOBILE, e164, mobile_number
+
+pytestmark = pytest.mark.integration
+
+
+async def call_of(daemon, caller_e164: str, timeout: float = 10) -> str:
+    """The call id of the live call from this caller."""
+
+    def find() -> str | None:
+        for s in daemon.stasis.sessions.values():
+            if s.caller.e164 == caller_e164:
+                return s.call_id
+        return None
+
+    return await wait_for(find, timeout, f"a live call from {caller_e164}")
+
+
+async def record(daemon, call_id: str, ended: bool = True):
+    async def get():
+        await daemon.writer.wait_idle(2)
+        detail = await daemon.repository.get_call(call_id)
+        if detail is None or (ended and detail.call.ended_at is None):
+            return None
+        return detail
+
+    return await wait_for(get, 15, f"the record of {call_id}")
+
+
+async def test_mobile_call_reaches_the_daemon_and_is_answered(daemon_factory, phones) -> None:
+    daemon = await daemon_factory(logged_in=[])
+    number = mobile_number()
+    citizen = await phones.citizen(number, MOBILE, hold=1.5)
+    call_id = await call_of(daemon, e164(number))
+    result = await citizen.wait(15)
+    assert result.ok, result.explain()
+    assert result.events("answered"), "SIPp did not receive 200 OK"
+    detail = await record(daemon, call_id)
+    assert detail.call.line_type == LineType.MOBILE.value
+    assert detail.call.trunk == "trunk-mobile"
+    assert detail.call.caller == e164(number)
+    assert detail.call.caller_raw == number
+    assert detail.call.disposition == Disposition.ABANDONED.value
+    types = [e.type for e in detail.events]
+    assert types[:4] == ["arrived", "answered", "screened", "queued"]
+    assert types[-1] == "ended"
+
+
+async def test_landline_call_knows_its_trunk(daemon_factory, phones) -> None:
+    daemon = await daemon_factory(logged_in=[])
+    citizen = await phones.citizen("0254200112", LANDLINE, hold=1.0)
+    call_id = await call_of(daemon, "+62254200112")
+    session = daemon.stasis.sessions[call_id]
+    assert session.line_type is LineType.LANDLINE
+    assert session.trunk == "trunk-landline"
+    assert (await citizen.wait(15)).ok
+    detail = await record(daemon, call_id)
+    assert (detail.call.line_type, detail.call.trunk) == ("landline", "trunk-landline")
+
+
+async def test_call_reaches_a_free_operator_in_one_mixing_bridge(daemon_factory, phones) -> None:
+    daemon = await daemon_factory(logged_in=["op1"])
+    op1 = await phones.operator(1, ring=0.3, talk=None)
+    number = mobile_number()
+    citizen = await phones.citizen(number, MOBILE, hold=3.0, audio=phones.pcaps.speech(10))
+    call_id = await call_of(daemon, e164(number))
+    session = daemon.stasis.sessions[call_id]
+    await wait_for(lambda: session.state is CallState.CONNECTED, 10, "connected")
+    async with AriClient(AriSettings()) as ari:
+        bridge = await ari.get_bridge(legs.call_bridge(call_id))
+    assert bridge.bridge_type == "mixing"
+    assert sorted(bridge.channels) == sorted([call_id, session.operator_channel])
+    assert (await citizen.wait(15)).ok
+    op_result = await op1.wait(10)
+    invites = op_result.events("invite")
+    assert len(invites) == 1
+    assert invites[0]["caller"] == e164(number), "the desk phone must show the citizen's number"
+    detail = await record(daemon, call_id)
+    assert detail.call.operator == "op1"
+    assert detail.call.disposition == Disposition.GENUINE.value
+    assert detail.call.operator_answered_at is not None
+
+
+async def test_longest_idle_operator_rings_first(daemon_factory, phones) -> None:
+    # op1 and op2 start idle in that order; op1 takes the first call, so op2 has been idle
+    # longest when the second call comes.
+    daemon = await daemon_factory(logged_in=["op1", "op2"])
+    op1 = await phones.operator(1, ring=0.2, talk=1.0, calls=2)
+    op2 = await phones.operator(2, ring=0.2, talk=1.0, calls=1)
+    first = await phones.citizen(mobile_number(), MOBILE, hold=None)
+    assert (await first.wait(15)).ok
+    await wait_for(lambda: daemon.desk.get("op1").state is OperatorState.AVAILABLE, 5)
+    second = await phones.citizen(mobile_number(), MOBILE, hold=None)
+    assert (await second.wait(15)).ok
+    assert len((await op2.wait(5)).events("invite")) == 1
+    assert len(op1.logs()) and len([e for e in op1.logs() if e.event == "invite"]) == 1
+
+
+async def test_operator_who_does_not_answer_is_skipped_and_paused(daemon_factory, phones) -> None:
+    daemon = await daemon_factory(logged_in=["op1", "op2"], queue={"ring_timeout": 2})
+    silent_desk = await phones.operator_noanswer(1)
+    op2 = await phones.operator(2, ring=0.2, talk=1.0)
+    number = mobile_number()
+    citizen = await phones.citizen(number, MOBILE, hold=None)
+    assert (await citizen.wait(20)).ok
+    assert len((await silent_desk.wait(5)).events("invite")) == 1
+    assert len((await op2.wait(5)).events("invite")) == 1
+    op1 = daemon.desk.get("op1")
+    assert op1.state is OperatorState.PAUSED
+    assert op1.reason and op1.reason.startswith("no_answer")
+    async with AriClient(AriSettings()) as ari:
+        assert await ari.get_global(state_var("op1")) == "paused"
+
+
+async def test_blocked_caller_is_not_queued(daemon_factory, phones) -> None:
+    daemon = await daemon_factory(logged_in=["op1"], screening={"bypass_wait": 2.0})
+    number = mobile_number()
+    await daemon.policy.block(e164(number), hours=1, reason="test prank", by="pytest")
+    await daemon.screening.reload()
+    op1 = await phones.operator(1, ring=0.2, talk=1.0)
+    citizen = await phones.citizen(number, MOBILE, hold=None)
+    call_id = await call_of(daemon, e164(number))
+    result = await citizen.wait(20)
+    assert result.ok and result.events("bye_received"), result.explain()
+    assert op1.logs() == [], "a blocked caller must not ring an operator"
+    detail = await record(daemon, call_id)
+    assert detail.call.disposition == Disposition.BLOCKED.value
+    assert "queued" not in [e.type for e in detail.events]
+    assert "blocked_announced" in [e.type for e in detail.events]
+
+
+async def test_daemon_down_call_reaches_operator_through_dialplan(stack, phones) -> None:
+    from tests.conftest import reset_pbx
+
+    await reset_pbx(["op1"])  # no daemon connected: Stasis() fails, Queue() takes the call
+    op1 = await phones.operator(1, ring=0.2, talk=1.0)
+    number = mobile_number()
+    citizen = await phones.citizen(number, MOBILE, hold=None)
+    result = await citizen.wait(20)
+    assert result.ok, result.explain()
+    invites = (await op1.wait(5)).events("invite")
+    assert len(invites) == 1
+    assert invites[0]["caller"] in (number, e164(number))
