@@ -5,8 +5,9 @@ daemon, then clean up the calls, bridges and operator states the test made."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,21 @@ class Stack:
     state_dir: Path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def pbx_lock() -> Iterator[None]:
+    """One test run at a time on the machine's one local stack: the PBX's addresses are fixed
+    by the topology, so two runs would answer each other's calls, and some tests stop
+    PostgreSQL or Mosquitto on purpose. A second run waits for the first to end."""
+    with open("/tmp/siaga112-test-pbx.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
-def stack() -> Stack:
+def stack(pbx_lock: None) -> Stack:
     from siaga112.devstack import stack as devstack
     from siaga112.devstack.pbx import Pbx
     from siaga112.devstack.postgres import database_url
