@@ -1,0 +1,101 @@
+"""Small test doubles for unit tests of pure logic (integration tests use the real PBX)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from siaga112.ari.client import NotFound
+from siaga112.ari.models import Bridge, Channel, Endpoint, Playback
+from siaga112.model import CallEvent, OperatorEvent
+
+
+@dataclass
+class FakeAri:
+    """Records every ARI call; `fail` maps a method name to the exception it raises."""
+
+    calls: list[tuple[Any, ...]] = field(default_factory=list)
+    fail: dict[str, Exception] = field(default_factory=dict)
+    globals: dict[str, str] = field(default_factory=dict)
+
+    def _call(self, name: str, *args: Any) -> None:
+        self.calls.append((name, *args))
+        if name in self.fail:
+            raise self.fail[name]
+
+    def called(self, name: str) -> list[tuple[Any, ...]]:
+        return [c for c in self.calls if c[0] == name]
+
+    async def answer(self, channel_id: str) -> None:
+        self._call("answer", channel_id)
+
+    async def hangup(self, channel_id: str, reason: str = "normal") -> None:
+        self._call("hangup", channel_id)
+
+    async def continue_in_dialplan(self, channel_id: str, context: str | None = None,
+                                   extension: str = "s", priority: int = 1) -> None:
+        self._call("continue_in_dialplan", channel_id, context)
+
+    async def set_var(self, channel_id: str, name: str, value: str) -> None:
+        self._call("set_var", channel_id, name, value)
+
+    async def play(self, channel_id: str, media: str, playback_id: str | None = None) -> Playback:
+        self._call("play", channel_id, media)
+        return Playback(id=playback_id or "pb")
+
+    async def stop_playback(self, playback_id: str) -> None:
+        self._call("stop_playback", playback_id)
+
+    async def stop_moh(self, channel_id: str) -> None:
+        self._call("stop_moh", channel_id)
+
+    async def originate(self, **kw: Any) -> Channel:
+        self._call("originate", kw["endpoint"], kw["channel_id"])
+        return Channel(id=kw["channel_id"])
+
+    async def create_bridge(self, bridge_id: str, kind: str, name: str = "") -> Bridge:
+        self._call("create_bridge", bridge_id, kind)
+        return Bridge(id=bridge_id, bridge_type=kind)
+
+    async def destroy_bridge(self, bridge_id: str) -> None:
+        self._call("destroy_bridge", bridge_id)
+
+    async def add_to_bridge(self, bridge_id: str, channel_id: str, role: str | None = None) -> None:
+        self._call("add_to_bridge", bridge_id, channel_id)
+
+    async def remove_from_bridge(self, bridge_id: str, channel_id: str) -> None:
+        self._call("remove_from_bridge", bridge_id, channel_id)
+
+    async def bridge_moh(self, bridge_id: str, moh_class: str = "default") -> None:
+        self._call("bridge_moh", bridge_id)
+
+    async def get_global(self, variable: str) -> str:
+        self._call("get_global", variable)
+        return self.globals.get(variable, "")
+
+    async def set_global(self, variable: str, value: str) -> None:
+        self._call("set_global", variable, value)
+        self.globals[variable] = value
+
+    async def endpoints(self, technology: str = "PJSIP") -> list[Endpoint]:
+        self._call("endpoints", technology)
+        return []
+
+    async def get_channel(self, channel_id: str) -> Channel:
+        self._call("get_channel", channel_id)
+        raise NotFound("GET", f"/channels/{channel_id}", 404, "Channel not found")
+
+
+@dataclass
+class ListSink:
+    calls: list[CallEvent] = field(default_factory=list)
+    operators: list[OperatorEvent] = field(default_factory=list)
+
+    def call_event(self, event: CallEvent) -> None:
+        self.calls.append(event)
+
+    def operator_event(self, event: OperatorEvent) -> None:
+        self.operators.append(event)
+
+    def types(self) -> list[str]:
+        return [e.type.value for e in self.calls]

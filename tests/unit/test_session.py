@@ -1,0 +1,117 @@
+"""A call's session with a fake ARI: the fail-open rules and the order of a call's steps."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from siaga112.agencies import Directory
+from siaga112.ari.models import Channel, StasisStart
+from siaga112.holding import HoldingBridge
+from siaga112.model import BlockEntry, CallState, OperatorState
+from siaga112.operators import OperatorDesk
+from siaga112.queue import CallQueue
+from siaga112.screening import Screening
+from siaga112.session import CallDeps
+from siaga112.settings import Settings
+from siaga112.stasis import Stasis
+from tests.fakes import FakeAri, ListSink
+
+
+def build(ari: FakeAri, blocks: list[BlockEntry] | None = None, **settings: Any) -> tuple[
+    Stasis, OperatorDesk, ListSink
+]:
+    s = Settings(silence={"enabled": False}, queue={"wrapup": 0}, **settings)
+    sink = ListSink()
+
+    async def load() -> list[BlockEntry]:
+        return blocks or []
+
+    screening = Screening(load)
+    queue_ref: list[CallQueue] = []
+    desk = OperatorDesk(["op1", "op2"], ari, sink, 0, True,  # type: ignore[arg-type]
+                        on_change=lambda: queue_ref and queue_ref[0].match())
+    queue = CallQueue(desk, on_change=lambda snap: None)
+    queue_ref.append(queue)
+    deps = CallDeps(ari=ari, settings=s, screening=screening, queue=queue,  # type: ignore[arg-type]
+                    desk=desk, sink=sink, directory=Directory(s.agencies),
+                    holding=HoldingBridge(ari, 30))  # type: ignore[arg-type]
+    return Stasis(deps), desk, sink
+
+
+def citizen(call_id: str = "1700000000.1", number: str = "081234567890") -> StasisStart:
+    return StasisStart(
+        type="StasisStart", args=["citizen"],
+        channel=Channel(id=call_id, state="Ring", caller={"number": number},
+                        channelvars={"SIAGA112_LINE": "mobile", "SIAGA112_TRUNK": "trunk-mobile"}),
+    )
+
+
+async def settle(stasis: Stasis) -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_an_exception_in_the_handler_hands_the_call_back_to_the_dialplan() -> None:
+    ari = FakeAri(fail={"answer": RuntimeError("boom")})
+    stasis, _, sink = build(ari)
+    with capture_logs() as logs:
+        stasis.on_event(citizen())
+        await settle(stasis)
+    assert ari.called("continue_in_dialplan") == [
+        ("continue_in_dialplan", "1700000000.1", "fallback")
+    ]
+    assert sink.types()[-2:] == ["handed_back", "ended"]
+    assert sink.calls[-1].data["disposition"] == "fallback"
+    assert any(e["event"] == "call_handler_failed" for e in logs)
+    assert stasis.sessions == {}
+
+
+async def test_a_call_is_answered_screened_queued_and_offered_to_the_longest_idle() -> None:
+    ari = FakeAri()
+    stasis, desk, sink = build(ari)
+    stasis.on_event(citizen())
+    await settle(stasis)
+    assert sink.types() == ["arrived", "answered", "screened", "queued", "ringing"]
+    assert ari.called("originate")[0][1] == "PJSIP/op1"
+    assert desk.get("op1").state is OperatorState.RINGING
+    session = stasis.sessions["1700000000.1"]
+    assert session.state is CallState.RINGING_OPERATOR
+    await stasis.close()
+
+
+async def test_a_blocked_number_hears_why_and_is_not_queued() -> None:
+    ari = FakeAri()
+    block = BlockEntry(number="+6281234567890", blocked_until=None, reason="prank", by="test")
+    stasis, desk, sink = build(ari, blocks=[block])
+    await stasis._deps.screening.reload()
+    stasis.on_event(citizen())
+    await settle(stasis)
+    assert "queued" not in sink.types()
+    assert ari.called("play")[0][2] == "sound:siaga112/blocked"
+    assert stasis.sessions["1700000000.1"].state is CallState.REJECTED
+    assert not ari.called("originate")
+    await stasis.close()
+
+
+@pytest.mark.parametrize("raw", ["08abc", "x" * 200, "'; DROP TABLE calls;--", "☎️112", ""])
+async def test_garbage_caller_ids_still_reach_an_operator(raw: str) -> None:
+    ari = FakeAri()
+    stasis, _, sink = build(ari)
+    stasis.on_event(citizen(number=raw))
+    await settle(stasis)
+    assert sink.types()[-1] == "ringing"
+    assert sink.calls[0].data["caller"] is None
+    await stasis.close()
+
+
+async def test_an_unknown_event_is_ignored() -> None:
+    from siaga112.ari.models import parse_event
+
+    stasis, _, sink = build(FakeAri())
+    stasis.on_event(parse_event('{"type": "SomethingNew", "application": "siaga112"}'))
+    await settle(stasis)
+    assert sink.calls == []
