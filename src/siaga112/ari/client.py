@@ -187,9 +187,14 @@ class AriClient:
     # -- bridges -----------------------------------------------------------------------
 
     async def create_bridge(self, bridge_id: str, kind: str, name: str = "") -> Bridge:
-        res = await self.request(
-            "POST", f"/bridges/{bridge_id}", {"type": kind, "name": name or bridge_id}
-        )
+        """Create a bridge with a fixed id; one that exists already (say, after our restart)
+        is returned as it is."""
+        try:
+            res = await self.request(
+                "POST", f"/bridges/{bridge_id}", {"type": kind, "name": name or bridge_id}
+            )
+        except Conflict:
+            return await self.get_bridge(bridge_id)
         return Bridge.model_validate(res)
 
     async def get_bridge(self, bridge_id: str) -> Bridge:

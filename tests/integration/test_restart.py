@@ -1,0 +1,130 @@
+"""The daemon killed outright (kill -9) with callers waiting and a call connected: after a
+restart it takes everything back from Asterisk. A real daemon process, real SIPp phones."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from siaga112 import legs
+from siaga112.ari.client import AriClient, NotFound
+from siaga112.devstack import procs
+from siaga112.operators import state_var
+from siaga112.settings import AriSettings
+from tests.conftest import reset_pbx, wait_for
+from tests.integration.phones import LANDLINE, MOBILE, mobile_number
+
+pytestmark = pytest.mark.integration
+
+
+def write_config(path: Path, stack, state_dir: Path) -> Path:
+    path.write_text(
+        f'state_dir = "{state_dir}"\n'
+        'log_level = "debug"\n'
+        "[database]\n"
+        f'url = "{stack.db_url}"\n'
+        "[recording]\n"
+        f'dir = "{stack.recordings}"\n'
+        "[queue]\n"
+        "wrapup = 0\nring_timeout = 4\n"
+        "[silence]\n"
+        "enabled = false\n"
+        "[mqtt]\n"
+        'topic_prefix = "test-restart/siaga112"\n'
+    )
+    return path
+
+
+class DaemonProcess:
+    def __init__(self, config: Path, state_dir: Path) -> None:
+        self.config = config
+        self.state_dir = state_dir
+        self.pidfile = state_dir / "test-daemon.pid"
+        self.log = state_dir / "daemon.log"
+
+    def start(self) -> int:
+        env = dict(os.environ, SIAGA112_CONFIG=str(self.config))
+        return procs.spawn([sys.executable, "-m", "siaga112.cli", "run"], self.pidfile,
+                           self.log, env=env)
+
+    def kill9(self) -> None:
+        pid = procs.read_pid(self.pidfile)
+        assert pid is not None, "the daemon is not running"
+        os.kill(pid, signal.SIGKILL)
+        procs.stop_pid(self.pidfile, timeout=5)
+
+    def stop(self) -> None:
+        procs.stop_pid(self.pidfile, timeout=10)
+
+
+def log_events(log: Path, name: str) -> list[dict]:
+    """The daemon's JSON log lines with this event name."""
+    if not log.exists():
+        return []
+    found = []
+    for line in log.read_text().splitlines():
+        if line.startswith("{"):
+            entry = json.loads(line)
+            if entry.get("event") == name:
+                found.append(entry)
+    return found
+
+
+async def test_kill_9_loses_no_call(stack, phones, tmp_path: Path) -> None:
+    await reset_pbx(["op1"])
+    state = tmp_path / "state"
+    state.mkdir()
+    daemon = DaemonProcess(write_config(tmp_path / "siaga112.toml", stack, state), state)
+    daemon.start()
+    try:
+        await wait_for(lambda: log_events(daemon.log, "resynced"), 20, "the daemon up")
+        op1 = await phones.operator(1, ring=0.2, talk=None)  # stays on the call
+        connected = await phones.citizen(mobile_number(), MOBILE, hold=14.0)
+        async with AriClient(AriSettings()) as ari:
+
+            async def bridged_calls() -> list[str]:
+                return [b.id for b in await ari.bridges()
+                        if legs.call_of_bridge(b.id) and len(b.channels) == 2]
+
+            first_bridge = (await wait_for(bridged_calls, 10, "the first call connected"))[0]
+            waiting = [await phones.citizen(mobile_number(), LANDLINE, hold=None)
+                       for _ in range(2)]
+
+            async def holding_count() -> int:
+                try:
+                    return len((await ari.get_bridge(legs.HOLDING_BRIDGE)).channels)
+                except NotFound:
+                    return 0
+
+            await wait_for(lambda: _ge(holding_count(), 2), 10, "two callers waiting")
+            daemon.kill9()
+            # With the daemon gone, the calls stay as they are in Asterisk.
+            await asyncio.sleep(1.0)
+            assert await holding_count() == 2
+            assert len((await ari.get_bridge(first_bridge)).channels) == 2
+            # op2 logs in while the daemon is down (as *11 through the dialplan would).
+            await ari.set_global(state_var("op2"), "available")
+            op2 = await phones.operator(2, ring=0.2, talk=1.0, calls=2)
+            daemon.start()
+            for w in waiting:
+                result = await w.wait(30)
+                assert result.ok, result.explain()
+            assert len((await op2.wait(10)).events("invite")) == 2
+            # The connected call was never cut: still the same bridge until the citizen's BYE.
+            result = await connected.wait(20)
+            assert result.ok and result.events("bye_sent"), result.explain()
+            assert len((await op1.wait(5)).events("invite")) == 1
+        resyncs = log_events(daemon.log, "resynced")
+        assert [r["taken_back"] for r in resyncs] == [0, 3], resyncs
+    finally:
+        daemon.stop()
+
+
+async def _ge(value, n: int) -> bool:
+    return (await value) >= n
