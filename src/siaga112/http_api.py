@@ -246,7 +246,7 @@ class Api:
         self._d = daemon
         self._settings = daemon.settings.api
         self._auth = Authenticator(self._settings.tokens)
-        self._metrics_public = bool(getattr(self._settings, "metrics_public", False))
+        self._metrics_public = self._settings.metrics_public
         self.routes = self._routes()
         self.app = web.Application(middlewares=[self._middleware], client_max_size=MAX_BODY)
         for r in self.routes:

@@ -28,7 +28,7 @@ _RANK = {Role.AGENCY: 0, Role.SUPERVISOR: 1, Role.OPERATOR: 2, Role.ADMIN: 3}
 
 
 class TokenLike(Protocol):
-    """settings.ApiToken; `agency` is read when present (the agency code of an agency token)."""
+    """settings.ApiToken: `agency` is the code an agency token speaks for (None otherwise)."""
 
     @property
     def token(self) -> SecretStr: ...
@@ -36,6 +36,8 @@ class TokenLike(Protocol):
     def role(self) -> str: ...
     @property
     def name(self) -> str: ...
+    @property
+    def agency(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ class Authenticator:
         self._tokens = [
             (
                 t.token.get_secret_value().encode(),
-                Principal(name=t.name, role=Role(t.role), agency=getattr(t, "agency", None)),
+                Principal(name=t.name, role=Role(t.role), agency=t.agency),
             )
             for t in tokens
         ]

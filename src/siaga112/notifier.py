@@ -231,8 +231,9 @@ class MqttNotifier:
             messages.insert(0, Message(self.topics.call(event.call_id), payload))
         else:
             log.error("mqtt_bad_topic_level", call_id=event.call_id, event_type=event.type)
-        if event.type in AGENCY_EVENTS:
-            code = str(event.data.get("agency", ""))
+        # An OVERDUE of kind "complaint" concerns the centre, not an agency: no agency topic.
+        if event.type in AGENCY_EVENTS and event.data.get("agency") is not None:
+            code = str(event.data["agency"])
             if _segment_ok(code):
                 messages.append(Message(self.topics.agency_dispatches(code), payload))
             else:

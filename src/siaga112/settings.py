@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -97,14 +97,28 @@ class AgencySettings(BaseModel):
 
 class ApiToken(BaseModel):
     token: SecretStr
-    role: Literal["supervisor", "operator", "admin"]
+    # supervisor (read), operator (acts on calls), admin (also the blocklist); agency: may
+    # only report its own team moving, and names its two-digit code in `agency`.
+    role: Literal["supervisor", "operator", "admin", "agency"]
     name: str
+    agency: str | None = Field(None, pattern=r"^[0-9]{2}$")
+
+    @model_validator(mode="after")
+    def _agency_bound(self) -> ApiToken:
+        if self.role == "agency" and self.agency is None:
+            raise ValueError(f"api token {self.name!r} has role agency but no agency code "
+                             "(e.g. agency = \"01\")")
+        if self.role != "agency" and self.agency is not None:
+            raise ValueError(f"api token {self.name!r} has agency {self.agency} but role "
+                             f"{self.role}: only an agency token names an agency")
+        return self
 
 
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8112, ge=1, le=65535)
     tokens: list[ApiToken] = []
+    metrics_public: bool = False  # true: /metrics needs no token (a scraper on loopback)
 
 
 class RecordingSettings(BaseModel):

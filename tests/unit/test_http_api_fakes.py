@@ -25,30 +25,18 @@ TOKENS = {
 }
 
 
-@dataclass(frozen=True)
-class AgencyToken:
-    """What settings.ApiToken would hold for an agency (role "agency", bound to its code)."""
-
-    token: SecretStr
-    name: str
-    agency: str
-    role: str = "agency"
-
-
 def bearer(role: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKENS[role]}"}
 
 
 def make_settings(metrics_public: bool = False, mqtt: bool = True) -> Settings:
-    tokens: list[Any] = [
+    tokens = [
         ApiToken(token=SecretStr(TOKENS["supervisor"]), role="supervisor", name="ani"),
         ApiToken(token=SecretStr(TOKENS["operator"]), role="operator", name="op1"),
         ApiToken(token=SecretStr(TOKENS["admin"]), role="admin", name="root"),
-        AgencyToken(token=SecretStr(TOKENS["agency"]), name="damkar", agency="01"),
+        ApiToken(token=SecretStr(TOKENS["agency"]), role="agency", name="damkar", agency="01"),
     ]
-    api = ApiSettings.model_construct(host="127.0.0.1", port=8112, tokens=tokens)
-    if metrics_public:
-        object.__setattr__(api, "metrics_public", True)
+    api = ApiSettings(host="127.0.0.1", port=8112, tokens=tokens, metrics_public=metrics_public)
     settings = Settings(mqtt=MqttSettings(enabled=mqtt))
     settings.api = api
     return settings

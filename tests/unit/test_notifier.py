@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from structlog.testing import capture_logs
+
 from siaga112.model import (
     CallEvent,
     CallEventType,
@@ -109,3 +111,17 @@ def test_an_agency_event_without_an_agency_code_still_reaches_the_call_topics() 
     n = MqttNotifier(MqttSettings(topic_prefix="p"))
     n.call_event(CallEvent(call_id="c1", seq=1, type=CallEventType.OVERDUE, data={}))
     assert topics_of(n._buffer) == [["p/calls/c1/events", "p/events/calls"]]
+
+
+def test_a_complaint_overdue_has_no_agency_topic_and_is_no_error() -> None:
+    n = MqttNotifier(MqttSettings(topic_prefix="p"))
+    with capture_logs() as logs:
+        n.call_event(CallEvent(call_id="c1", seq=0, type=CallEventType.OVERDUE,
+                               data={"kind": "complaint", "complaint_id": 7}))
+        n.call_event(CallEvent(call_id="c1", seq=0, type=CallEventType.OVERDUE,
+                               data={"kind": "moving", "agency": "0/1"}))
+    assert topics_of(n._buffer) == [
+        ["p/calls/c1/events", "p/events/calls"],
+        ["p/calls/c1/events", "p/events/calls"],
+    ]
+    assert [e["event"] for e in logs] == ["mqtt_bad_agency_code"]  # only the bad code
