@@ -142,6 +142,7 @@ class CallSession:
         self._citizen_digits = ""
         self._talked = False
         self._silent_prompted = False
+        self._prompt: str | None = None  # playback id of a prompt that may still be playing
         self.disposition: Disposition | None = None
         self._hangup_cause = ""
         self.agencies = AgencyLegs(self, deps.ari, deps.directory, deps.settings.agency,
@@ -270,7 +271,8 @@ class CallSession:
             self.timer("blocked_hangup", 8.0)
             return
         self.transition(CallState.REJECTED, strict=False, waiting_for=screening.bypass_digit)
-        await self.deps.ari.play(self.call_id, "sound:siaga112/blocked", f"{self.call_id}-blocked")
+        self._prompt = f"{self.call_id}-blocked"
+        await self.deps.ari.play(self.call_id, "sound:siaga112/blocked", self._prompt)
         self.emit(CallEventType.BLOCKED_ANNOUNCED)
         self.timer("bypass", screening.bypass_wait)
 
@@ -313,12 +315,24 @@ class CallSession:
         self._citizen_digits = ""
         self.emit(CallEventType.SILENT_PROMPT)
         log.info("silent_prompt")
-        await self.deps.ari.play(self.call_id, "sound:siaga112/silent-check")
+        self._prompt = f"{self.call_id}-silent"
+        await self.deps.ari.play(self.call_id, "sound:siaga112/silent-check", self._prompt)
         self.timer("silent_keys", self.deps.settings.silence.keys_wait)
 
     def _stop_silence_check(self) -> None:
         self.cancel_timer("silent")
         self.cancel_timer("silent_keys")
+
+    async def _stop_prompt(self) -> None:
+        """Cut the prompt the caller may still be hearing. A channel's own playback holds the
+        channel: until it ends the caller cannot leave the holding bridge for an operator."""
+        playback, self._prompt = self._prompt, None
+        if playback is None:
+            return
+        try:
+            await self.deps.ari.stop_playback(playback)
+        except AriError:
+            pass  # it had ended
 
     # -- the citizen's leg ---------------------------------------------------------------
 
@@ -328,6 +342,8 @@ class CallSession:
                 log.info("caller_speaks")
             self._talked = True
             self._stop_silence_check()
+            if self._silent_prompted:
+                await self._stop_prompt()
         elif isinstance(ev, ChannelDtmfReceived):
             await self._citizen_dtmf(ev.digit)
         elif isinstance(ev, ChannelHangupRequest):
@@ -346,10 +362,7 @@ class CallSession:
                 self.disposition = None
                 self.emit(CallEventType.BYPASS, digit=digit)
                 log.info("blocked_bypass")
-                try:
-                    await self.deps.ari.stop_playback(f"{self.call_id}-blocked")
-                except AriError:
-                    pass
+                await self._stop_prompt()
                 self.priority = True
                 self.flags.append("blocked_bypass")
                 await self._enqueue()
@@ -360,6 +373,7 @@ class CallSession:
             self.emit(CallEventType.SILENT_EMERGENCY)
             log.info("silent_emergency")
             self._promote("silent_emergency")
+            await self._stop_prompt()
 
     # -- ringing and connecting an operator -------------------------------------------------
 
@@ -405,6 +419,7 @@ class CallSession:
             if not current or self.state is not CallState.RINGING_OPERATOR:
                 await self._hangup_quietly(channel_id)  # answered too late: caller gone or moved
                 return
+            await self._stop_prompt()
             await connect_operator(self.deps.ari, self.deps.holding, self.call_id, channel_id)
             self._stop_silence_check()
             self.deps.desk.connected(leg.party, self.call_id)
