@@ -134,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     from siaga112.records import cli as records_cli
 
     records_cli.register(sub)
+
+    from siaga112.loadtest import cli as loadtest_cli
+
+    loadtest_cli.register(sub)
     return parser
 
 
