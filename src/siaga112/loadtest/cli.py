@@ -1,0 +1,189 @@
+"""`siaga112 load-test` and `siaga112 bench` (the Makefile's `make load-test` and `make bench`).
+
+Both take the test-PBX lock (/tmp/siaga112-test-pbx.lock, the one the test suite takes), make
+sure a daemon is connected, bring up the desk phones, run the citizens' load, print the report
+and write it as JSON, text and a PNG plot under the reports directory (var/reports/...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fcntl
+import os
+import random
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import ValidationError
+
+LOCK = Path("/tmp/siaga112-test-pbx.lock")
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "load-test", help="citizens' load against the test PBX and the daemon, with a report")
+    p.add_argument("--pbx", default="127.0.0.1:5060", help="the test PBX's SIP address host:port")
+    p.add_argument("--rate", type=float, default=5.0, help="calls per second, both trunks")
+    p.add_argument("--calls", type=int, default=100, help="number of calls (unless --duration)")
+    p.add_argument("--duration", type=float, default=0.0,
+                   help="seconds of load; > 0 sets the calls to rate x duration")
+    p.add_argument("--hold", type=float, default=3000,
+                   help="ms each caller stays on the line after the PBX answers; "
+                        "0: until the PBX hangs up")
+    p.add_argument("--operators", type=int, default=8, help="desk phones logged in (1..8)")
+    p.add_argument("--ring", type=float, default=0.5, help="s a desk phone rings before answering")
+    p.add_argument("--talk", type=float, default=2.0, help="s an operator talks, then hangs up")
+    p.add_argument("--wrapup", type=float, default=1.0,
+                   help="s of wrap-up after each call (only for a daemon this command starts)")
+    p.add_argument("--max-seconds", type=float, default=0.0,
+                   help="bound of the whole run (default: offering time + hold + 60 s)")
+    p.add_argument("--reports", type=Path, help="reports directory (default STATE_DIR/reports)")
+    p.add_argument("--progress", type=float, default=5.0, help="s between progress lines")
+    p.set_defaults(func=_load_test)
+
+    p = subparsers.add_parser(
+        "bench", help="the daemon's path against Asterisk's own app_queue, side by side")
+    p.add_argument("--pbx", default="127.0.0.1:5060")
+    p.add_argument("--rates", default="10,20,40,60,80,100,140,180,240,300,400",
+                   help="comma-separated rates (calls/s) stepped up until a call fails")
+    p.add_argument("--step-seconds", type=float, default=8.0, help="s of load per rate step")
+    p.add_argument("--hold", type=float, default=1.0, help="s callers hold in the rate steps")
+    p.add_argument("--burst-calls", type=int, default=200)
+    p.add_argument("--burst-rate", type=float, default=50.0)
+    p.add_argument("--flood-seconds", type=float, default=10.0)
+    p.add_argument("--genuine-rate", type=float, default=2.0,
+                   help="genuine callers per second alongside the flood")
+    p.add_argument("--skip", default="", help="comma-separated parts to skip: steps,burst,flood")
+    p.add_argument("--reports", type=Path)
+    p.set_defaults(func=_bench)
+
+
+@contextmanager
+def pbx_lock() -> Iterator[None]:
+    """One user of the local test PBX at a time (the test suite takes the same lock)."""
+    with open(LOCK, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"waiting for the test PBX ({LOCK} is held: a test run or another load run)")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _settings():  # noqa: ANN202 - late import, like the main CLI
+    from siaga112.devstack.stack import repo_root
+    from siaga112.settings import Settings
+
+    if "SIAGA112_CONFIG" not in os.environ:
+        local = repo_root() / "var" / "siaga112.toml"
+        if local.is_file():
+            os.environ["SIAGA112_CONFIG"] = str(local)  # the local stack's, also for the daemon
+    try:
+        return Settings()
+    except ValidationError as exc:
+        print(f"siaga112: bad settings:\n{exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+
+
+def _reports_dir(args: argparse.Namespace, settings, kind: str) -> Path:  # noqa: ANN001
+    base = args.reports or settings.state_dir / "reports"
+    return base / f"{kind}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+
+
+def national_number(prefix: str, digits: int) -> str:
+    """A random national number for this run's callers, so that its records are its own."""
+    return prefix + "".join(random.choice("0123456789") for _ in range(digits))
+
+
+def _load_test(args: argparse.Namespace) -> int:
+    from siaga112.loadtest.daemon import restore_operators, set_operators
+    from siaga112.loadtest.phones import LANDLINE_TRUNK, MOBILE_TRUNK, CallerGroup, DeskPlan
+    from siaga112.loadtest.runner import CallPath, LoadPlan
+
+    if args.rate <= 0:
+        raise SystemExit(f"--rate must be above 0, got {args.rate}")
+    calls = round(args.rate * args.duration) if args.duration > 0 else args.calls
+    if calls < 1:
+        raise SystemExit(f"no calls to make: --calls {args.calls}, --duration {args.duration}")
+    hold = None if args.hold <= 0 else args.hold / 1000
+    mobile_calls = (calls + 1) // 2
+    landline_calls = calls - mobile_calls
+    groups = [CallerGroup("mobile", MOBILE_TRUNK, national_number("0811", 8),
+                          rate=args.rate * (mobile_calls / calls), calls=mobile_calls, hold=hold)]
+    if landline_calls:
+        groups.append(CallerGroup("landline", LANDLINE_TRUNK, national_number("0254", 6),
+                                  rate=args.rate * (landline_calls / calls),
+                                  calls=landline_calls, hold=hold))
+    codes = ["*201"] + [f"*3{(n % 12) + 1:02d}" for n in range(1, 8)]
+    desk = DeskPlan(operators=args.operators, ring=args.ring, talk=args.talk, codes=codes,
+                    agencies=("01", "02", "03", "04"))
+    offering = calls / args.rate
+    bound = args.max_seconds or offering + (hold or args.talk * calls / args.operators) + 60
+    plan = LoadPlan("load", CallPath.DAEMON, groups, desk, max_seconds=bound)
+    settings = _settings()
+    out = _reports_dir(args, settings, "load")
+    overrides = {"SIAGA112_QUEUE__WRAPUP": f"{args.wrapup:g}"}
+
+    async def main() -> int:
+        from siaga112.loadtest.daemon import daemon_running
+        from siaga112.loadtest.plot import plot_reports
+        from siaga112.loadtest.report import render
+        from siaga112.loadtest.runner import RunContext, run_load
+
+        async with daemon_running(settings, overrides, say) as daemon:
+            names = list(settings.queue.operators)
+            before = await set_operators(daemon.api, names, args.operators)
+            try:
+                ctx = RunContext(settings, args.pbx, out, say, api=daemon.api,
+                                 progress_every=args.progress,
+                                 extra_notes=[f"daemon settings: {daemon.settings_note}"])
+                report = await run_load(plan, ctx)
+            finally:
+                await restore_operators(daemon.api, before)
+        text = render(report)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_text(report.model_dump_json(indent=2))
+        (out / "report.txt").write_text(text + "\n")
+        png = plot_reports([report], out / "report.png", "siaga112 load test")
+        say(text)
+        say(f"report: {out / 'report.json'}, {out / 'report.txt'}, {png}")
+        return 0 if report.clean else 1
+
+    say(f"load test: {calls} calls at {args.rate:g}/s against {args.pbx}, "
+        f"{args.operators} operators; bound {bound:.0f} s; reports in {out}")
+    started = time.monotonic()
+    with pbx_lock():
+        rc = asyncio.run(main())
+    say(f"load test done in {time.monotonic() - started:.0f} s")
+    return rc
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from siaga112.loadtest.bench import BenchOptions, run_bench
+
+    rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    if not rates or any(r <= 0 for r in rates):
+        raise SystemExit(f"--rates must be positive numbers, got {args.rates!r}")
+    options = BenchOptions(
+        remote=args.pbx, rates=rates, step_seconds=args.step_seconds, hold=args.hold,
+        burst_calls=args.burst_calls, burst_rate=args.burst_rate,
+        flood_seconds=args.flood_seconds, genuine_rate=args.genuine_rate,
+        skip=frozenset(s.strip() for s in args.skip.split(",") if s.strip()),
+    )
+    settings = _settings()
+    out = _reports_dir(args, settings, "bench")
+    say(f"bench: reports in {out}")
+    with pbx_lock():
+        return asyncio.run(run_bench(settings, options, out, say))

@@ -1,0 +1,126 @@
+"""What the PBX and the daemon recorded about the run's calls: the calls and their ANSWERED
+events in PostgreSQL (daemon path), and app_queue's queue_log (dialplan path)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+_CALLS = text("""
+SELECT c.call_id, c.operator, c.disposition, c.wait_seconds, c.talk_seconds,
+       c.operator_answered_at IS NOT NULL AS connected, c.ended_at IS NOT NULL AS ended,
+       (SELECT (e.data->>'latency_ms')::float FROM call_events e
+         WHERE e.call_id = c.call_id AND e.type = 'answered' LIMIT 1) AS latency_ms
+  FROM calls c
+ WHERE c.caller = ANY(:callers) AND c.arrived_at >= :since
+""")
+
+
+@dataclass(frozen=True)
+class CallRow:
+    call_id: str
+    operator: str | None
+    disposition: str | None
+    wait_seconds: float | None
+    talk_seconds: float | None
+    connected: bool
+    ended: bool
+    latency_ms: float | None
+
+
+@dataclass
+class RunRecords:
+    calls: list[CallRow] = field(default_factory=list)
+
+    @property
+    def answer_latencies_ms(self) -> list[float]:
+        return [c.latency_ms for c in self.calls if c.latency_ms is not None]
+
+    @property
+    def waits_s(self) -> list[float]:
+        return [c.wait_seconds for c in self.calls if c.connected and c.wait_seconds is not None]
+
+    def talk_by_operator(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for c in self.calls:
+            if c.operator and c.talk_seconds:
+                out[c.operator] = out.get(c.operator, 0.0) + c.talk_seconds
+        return out
+
+    def dispositions(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for c in self.calls:
+            key = c.disposition or "open"
+            out[key] = out.get(key, 0) + 1
+        return out
+
+
+async def read_calls(db_url: str, callers: Sequence[str], since: datetime, expect: int,
+                     settle_s: float = 20.0) -> RunRecords:
+    """The run's calls (by caller E.164 and arrival), waiting up to settle_s for the daemon's
+    writer to flush: until `expect` calls are there and all have ended, or the count stops
+    moving for 3 s."""
+    engine = create_async_engine(db_url, pool_size=1, max_overflow=0)
+    try:
+        deadline = time.monotonic() + settle_s
+        last_count, stable_since = -1, time.monotonic()
+        while True:
+            async with engine.connect() as conn:
+                rows = (await conn.execute(_CALLS, {"callers": list(callers),
+                                                    "since": since})).all()
+            records = RunRecords([CallRow(*row) for row in rows])
+            done = len(rows) >= expect and all(c.ended for c in records.calls)
+            if len(rows) != last_count:
+                last_count, stable_since = len(rows), time.monotonic()
+            now = time.monotonic()
+            if done or now > deadline or (rows and now - stable_since > 3
+                                          and all(c.ended for c in records.calls)):
+                return records
+            await asyncio.sleep(0.5)
+    finally:
+        await engine.dispose()
+
+
+@dataclass
+class QueueLog:
+    """app_queue's queue_log lines of one queue since a time: waits and talk per member."""
+
+    waits_s: list[float] = field(default_factory=list)
+    talk_by_member: dict[str, float] = field(default_factory=dict)
+    abandoned: int = 0
+
+    @classmethod
+    def read(cls, path: Path, queue: str, since_epoch: float) -> QueueLog:
+        """Lines "epoch|uniqueid|queue|member|EVENT|data1|data2|...": CONNECT's data1 is the
+        hold time; COMPLETECALLER/COMPLETEAGENT's data2 the talk time; ABANDON counts."""
+        out = cls()
+        try:
+            lines = path.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return out
+        for line in lines:
+            parts = line.split("|")
+            if len(parts) < 5 or parts[2] != queue:
+                continue
+            try:
+                if float(parts[0]) < since_epoch:
+                    continue
+                event = parts[4]
+                if event == "CONNECT" and len(parts) > 5:
+                    out.waits_s.append(float(parts[5]))
+                elif event in ("COMPLETECALLER", "COMPLETEAGENT") and len(parts) > 6:
+                    member = parts[3]
+                    out.talk_by_member[member] = out.talk_by_member.get(member, 0.0) + float(
+                        parts[6])
+                elif event == "ABANDON":
+                    out.abandoned += 1
+            except ValueError:
+                continue  # a line of another format (a reload, a member event)
+        return out

@@ -1,0 +1,231 @@
+"""One load run: desk phones up, citizens calling, progress while it runs, then the report from
+what SIPp counted, what the daemon recorded in PostgreSQL (or app_queue in its queue_log) and
+what its /metrics said. Every wait is bounded in time; all traffic stays on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+
+import structlog
+
+from siaga112.ari.client import AriClient, AriError
+from siaga112.callerid import normalise
+from siaga112.loadtest import report as rp
+from siaga112.loadtest.daemon import DaemonApi, DaemonError
+from siaga112.loadtest.phones import (
+    Caller,
+    CallerGroup,
+    DeskPlan,
+    LoadPcaps,
+    desk_phones,
+    start_callers,
+)
+from siaga112.loadtest.records import QueueLog, read_calls
+from siaga112.settings import Settings
+from siaga112.sipp import SippStats
+
+log = structlog.get_logger(__name__)
+
+Say = Callable[[str], None]
+FALLBACK_QUEUE = "siaga112-fallback"
+
+
+class CallPath(StrEnum):
+    DAEMON = "daemon"  # trunks -> Stasis -> the daemon
+    DIALPLAN = "dialplan"  # trunk-bench -> Queue(siaga112-fallback)
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    name: str
+    path: CallPath
+    groups: Sequence[CallerGroup]
+    desk: DeskPlan
+    max_seconds: float  # the whole run's bound, SIPp stopped after it
+    audio_seconds: int = 10  # length of the speech pcap the callers play
+
+    def __post_init__(self) -> None:
+        if not self.groups:
+            raise ValueError(f"{self.name}: a load plan needs at least one caller group")
+        if self.max_seconds <= 0:
+            raise ValueError(f"{self.name}: max_seconds must be above 0")
+
+
+@dataclass
+class RunContext:
+    """What a run needs from outside: where the PBX is, where to write, whom to ask."""
+
+    settings: Settings
+    remote: str  # the test PBX's SIP address, host:port
+    out_dir: Path
+    say: Say
+    api: DaemonApi | None = None  # the daemon under test (daemon path)
+    queue_log: Path | None = None  # app_queue's queue_log (dialplan path, local PBX)
+    progress_every: float = 5.0
+    drain_seconds: float = 30.0
+    extra_notes: list[str] = field(default_factory=list)
+
+
+async def _progress(callers: Sequence[Caller]) -> tuple[int, int, int, int]:
+    created = successful = failed = current = 0
+    for c in callers:
+        s = SippStats.from_csv(c.run.run_dir / "stat.csv")
+        if s is not None:
+            created += s.created
+            successful += s.successful
+            failed += s.failed
+            current += s.current
+    return created, successful, failed, current
+
+
+async def _wait_callers(plan: LoadPlan, ctx: RunContext, callers: Sequence[Caller],
+                        start: float, queue: list[tuple[float, float]]) -> None:
+    """Until every caller's SIPp ends or the plan's bound, sampling the daemon's queue each
+    second and printing a progress line every ctx.progress_every seconds."""
+    deadline = start + plan.max_seconds
+    total = sum(g.calls for g in plan.groups)
+    next_line = time.monotonic() + ctx.progress_every
+    while any(c.run.running for c in callers):
+        if time.monotonic() > deadline:
+            ctx.say(f"  {plan.name}: time limit of {plan.max_seconds:.0f} s reached; "
+                    f"stopping the callers")
+            break
+        if ctx.api is not None:
+            try:
+                queue.append((time.time(), float(await ctx.api.queue_length())))
+            except DaemonError as exc:
+                log.warning("queue_sample_failed", error=str(exc)[:200])
+        if time.monotonic() >= next_line:
+            created, ok, failed, current = await _progress(callers)
+            q = f", queue {queue[-1][1]:.0f}" if queue else ""
+            ctx.say(f"  {plan.name}: {time.monotonic() - start:5.0f} s  offered {created}/{total}"
+                    f"  ended ok {ok}  failed {failed}  in progress {current}{q}")
+            next_line += ctx.progress_every
+        await asyncio.sleep(1.0)
+    for c in callers:
+        if c.run.running:
+            await c.run.wait(max(1.0, deadline - time.monotonic()))
+
+
+async def _drain(settings: Settings, seconds: float) -> int:
+    """Wait until the PBX has no channel left (bounded); the number left."""
+    deadline = time.monotonic() + seconds
+    left = -1
+    try:
+        async with AriClient(settings.ari) as ari:
+            while time.monotonic() < deadline:
+                left = len(await ari.channels())
+                if left == 0:
+                    break
+                await asyncio.sleep(0.5)
+    except AriError as exc:
+        log.warning("drain_check_failed", error=str(exc)[:200])
+    return left
+
+
+async def run_load(plan: LoadPlan, ctx: RunContext) -> rp.LoadReport:
+    root = ctx.out_dir / plan.name
+    pcaps = LoadPcaps(ctx.out_dir / "pcaps")
+    before = rp.Scrape.parse(await ctx.api.metrics()) if ctx.api else None
+    since = datetime.now(UTC)
+    queue: list[tuple[float, float]] = []
+    async with desk_phones(plan.desk, root, pcaps, ctx.remote) as desk:
+        start_mono, start = time.monotonic(), time.time()
+        ctx.say(f"  {plan.name}: " + "; ".join(
+            f"{g.name} {g.calls} calls at {g.rate:g}/s, hold "
+            f"{'until hung up' if g.hold is None else f'{g.hold:g} s'}" for g in plan.groups))
+        callers = await start_callers(plan.groups, root, pcaps, ctx.remote, plan.audio_seconds)
+        await _wait_callers(plan, ctx, callers, start_mono, queue)
+        end = time.time()
+        left = await _drain(ctx.settings, ctx.drain_seconds)
+    notes = list(ctx.extra_notes)
+    if left > 0:
+        notes.append(f"{left} channels were still up {ctx.drain_seconds:.0f} s after the load")
+    after = rp.Scrape.parse(await ctx.api.metrics()) if ctx.api else None
+    report = _build(plan, callers, start, end, queue)
+    report.notes = notes
+    if before is not None and after is not None:
+        report.metrics = rp.summarise_metrics(before, after,
+                                              max((q for _, q in queue), default=0.0))
+    operators = list(desk.operators)
+    if plan.path is CallPath.DAEMON:
+        callers_e164 = sorted({normalise(g.caller).e164 or g.caller for g in plan.groups})
+        recs = await read_calls(ctx.settings.database.url, callers_e164, since,
+                                expect=report.answered)
+        report.records = len(recs.calls)
+        report.answer_latency_ms = rp.Spread.of(recs.answer_latencies_ms)
+        report.wait_to_operator_s = rp.Spread.of(recs.waits_s)
+        report.dispositions = recs.dispositions()
+        report.connected = sum(1 for c in recs.calls if c.connected)
+        report.occupancy = rp.occupancy(recs.talk_by_operator(), operators, end - start)
+        report.occupancy_source = "talk time in the records"
+    elif ctx.queue_log is not None:
+        qlog = QueueLog.read(ctx.queue_log, FALLBACK_QUEUE, start - 1)
+        report.wait_to_operator_s = rp.Spread.of(qlog.waits_s)
+        report.connected = len(qlog.waits_s)
+        report.occupancy = rp.occupancy(qlog.talk_by_member, operators, end - start)
+        report.occupancy_source = "talk time in app_queue's queue_log"
+    return report
+
+
+def _build(plan: LoadPlan, callers: Sequence[Caller], start: float, end: float,
+           queue: list[tuple[float, float]]) -> rp.LoadReport:
+    groups: list[rp.GroupReport] = []
+    stat_rows: list[rp.StatRow] = []
+    rtts: list[rp.Rtt] = []
+    for c in callers:
+        result = c.run.result
+        assert result is not None  # waited for above
+        stats = result.stats
+        rtt_files = sorted(c.run.run_dir.glob("*_rtt.csv"))
+        call_rtts = [r for f in rtt_files for r in rp.read_rtt(f, c.started_at)]
+        rtts += call_rtts
+        stat_rows += rp.read_stat_rows(c.run.run_dir / "stat.csv")
+        groups.append(rp.GroupReport(
+            name=c.group.name,
+            offered=stats.created if stats else 0,
+            answered=len(result.events("answered")),
+            successful=stats.successful if stats else 0,
+            failed=stats.failed if stats else 0,
+            failed_by_reason=rp.failed_by_reason(stats.raw) if stats else {},
+            hung_up_by_pbx=len(result.events("bye_received")),
+            timed_out=result.timed_out,
+            exit=str(result.exit),
+            run_dir=str(c.run.run_dir),
+        ))
+    offered = sum(g.offered for g in groups)
+    answered = sum(g.answered for g in groups)
+    window = max((g.offer_seconds for g in plan.groups), default=0.0)
+    reasons: dict[str, int] = {}
+    for g in groups:
+        for k, v in g.failed_by_reason.items():
+            reasons[k] = reasons.get(k, 0) + v
+    plan_dict = {
+        "groups": [asdict(g) for g in plan.groups],
+        "desk": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(plan.desk).items()},
+        "max_seconds": plan.max_seconds,
+    }
+    return rp.LoadReport(
+        name=plan.name,
+        path=plan.path.value,
+        started_at=datetime.fromtimestamp(start, UTC).isoformat(timespec="seconds"),
+        duration_s=round(end - start, 2),
+        offer_window_s=round(window, 2),
+        plan=plan_dict,
+        groups=groups,
+        offered=offered,
+        answered=answered,
+        failed=sum(g.failed for g in groups),
+        failed_by_reason=reasons,
+        offered_cps=round(rp.rate(offered, window), 2),
+        answered_cps=round(rp.rate(answered, window), 2),
+        sip_answer_ms=rp.Spread.of([r.ms for r in rtts]),
+        timeline=rp.timeline(start, stat_rows, rtts, queue),
+    )
