@@ -90,6 +90,9 @@ def _settings():  # noqa: ANN202 - late import, like the main CLI
         local = repo_root() / "var" / "siaga112.toml"
         if local.is_file():
             os.environ["SIAGA112_CONFIG"] = str(local)  # the local stack's, also for the daemon
+    from siaga112 import logs
+
+    logs.configure("warning", "console")  # the report is the output; warnings still show
     try:
         return Settings()
     except ValidationError as exc:

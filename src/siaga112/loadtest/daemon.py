@@ -16,7 +16,6 @@ from typing import Any
 import aiohttp
 import structlog
 
-from siaga112.ari.client import AriClient, AriError
 from siaga112.devstack import procs
 from siaga112.settings import Settings
 
@@ -111,15 +110,6 @@ class DaemonHandle:
     settings_note: str  # which settings the daemon under test runs with
 
 
-async def _ari_app_registered(settings: Settings) -> bool:
-    try:
-        async with AriClient(settings.ari) as ari:
-            await ari.application(settings.ari.app)
-    except AriError:
-        return False
-    return True
-
-
 async def _wait(predicate: Callable[[], Any], seconds: float, what: str) -> None:
     deadline = time.monotonic() + seconds
     while True:
@@ -150,11 +140,6 @@ async def daemon_running(
             yield DaemonHandle(api, started_by_us=False, pid=None,
                                settings_note="the running daemon's own settings")
             return
-        if await _ari_app_registered(settings):
-            raise DaemonError(
-                f"ARI application {settings.ari.app!r} is registered, but no daemon answers "
-                f"{base}/health: another daemon (a test run?) holds the PBX; stop it first"
-            )
         state = settings.state_dir
         state.mkdir(parents=True, exist_ok=True)
         pidfile, logfile = state / "siaga112.pid", state / "loadtest-daemon.log"

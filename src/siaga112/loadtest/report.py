@@ -95,6 +95,7 @@ class StatRow:
     """One periodic row of SIPp's statistics CSV: the period's (P) counts at wall time `at`."""
 
     at: float  # epoch seconds
+    since: float  # the previous row's time: this row counts (since, at]
     created: int
     successful: int
     failed: int
@@ -124,16 +125,18 @@ def read_stat_rows(path: Path) -> list[StatRow]:
         text = path.read_text(errors="replace")
     except FileNotFoundError:
         return []
-    return [
-        StatRow(
-            at=_epoch(row.get("CurrentTime") or ""),
+    out: list[StatRow] = []
+    for row in csv.DictReader(text.splitlines(), delimiter=";"):
+        at = _epoch(row.get("CurrentTime") or "")
+        out.append(StatRow(
+            at=at,
+            since=out[-1].at if out else at,
             created=_int(row, "OutgoingCall(P)") + _int(row, "IncomingCall(P)"),
             successful=_int(row, "SuccessfulCall(P)"),
             failed=_int(row, "FailedCall(P)"),
             current=_int(row, "CurrentCall"),
-        )
-        for row in csv.DictReader(text.splitlines(), delimiter=";")
-    ]
+        ))
+    return out
 
 
 def failed_by_reason(raw: Mapping[str, str]) -> dict[str, int]:
@@ -348,7 +351,7 @@ def timeline(
         return points.setdefault(second, Point(t=second))
 
     for row in stats:
-        p = at(row.at - 0.5)  # a row counts the second before it
+        p = at((row.since + row.at) / 2)  # the middle of the period the row counts
         p.offered += row.created
         p.failed += row.failed
     latencies: dict[int, list[float]] = {}

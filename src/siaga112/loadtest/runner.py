@@ -109,9 +109,8 @@ async def _wait_callers(plan: LoadPlan, ctx: RunContext, callers: Sequence[Calle
                     f"  ended ok {ok}  failed {failed}  in progress {current}{q}")
             next_line += ctx.progress_every
         await asyncio.sleep(1.0)
-    for c in callers:
-        if c.run.running:
-            await c.run.wait(max(1.0, deadline - time.monotonic()))
+    for c in callers:  # collects each result; stops (bounded) any still running
+        await c.run.wait(max(1.0, deadline - time.monotonic()))
 
 
 async def _drain(settings: Settings, seconds: float) -> int:
