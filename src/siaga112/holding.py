@@ -21,10 +21,6 @@ class HoldingBridge:
 
     async def ensure(self) -> None:
         await self._ari.create_bridge(HOLDING_BRIDGE, "holding", "siaga112 queue")
-        try:
-            await self._ari.bridge_moh(HOLDING_BRIDGE)
-        except AriError as exc:
-            log.warning("holding_moh_failed", error=str(exc))
         self._ready = True
 
     async def add(self, channel_id: str) -> None:
@@ -38,6 +34,16 @@ class HoldingBridge:
             # Someone destroyed our bridge: make it again and retry once.
             await self.ensure()
             await self._ari.add_to_bridge(HOLDING_BRIDGE, channel_id, role="participant")
+        await self._music()
+
+    async def _music(self) -> None:
+        """Music for the waiting callers. Asterisk takes the bridge's music channel away when
+        the last caller leaves, so a caller who then waits alone would hear nothing (and his
+        recording would be empty): start it with every caller (a no-op while it plays)."""
+        try:
+            await self._ari.bridge_moh(HOLDING_BRIDGE)
+        except AriError as exc:
+            log.warning("holding_moh_failed", error=str(exc))
 
     async def remove(self, channel_id: str) -> None:
         try:
