@@ -11,7 +11,6 @@ import argparse
 import asyncio
 import fcntl
 import os
-import random
 import sys
 import time
 from collections.abc import Iterator
@@ -60,6 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--burst-calls", type=int, default=200)
     p.add_argument("--burst-rate", type=float, default=50.0)
     p.add_argument("--flood-seconds", type=float, default=10.0)
+    p.add_argument("--flood-rate", type=float, default=0.0,
+                   help="prank calls/s (default: the highest rate app_queue took in the steps)")
     p.add_argument("--genuine-rate", type=float, default=2.0,
                    help="genuine callers per second alongside the flood")
     p.add_argument("--skip", default="", help="comma-separated parts to skip: steps,burst,flood")
@@ -105,14 +106,15 @@ def _reports_dir(args: argparse.Namespace, settings, kind: str) -> Path:  # noqa
     return base / f"{kind}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
 
 
-def national_number(prefix: str, digits: int) -> str:
-    """A random national number for this run's callers, so that its records are its own."""
-    return prefix + "".join(random.choice("0123456789") for _ in range(digits))
-
-
 def _load_test(args: argparse.Namespace) -> int:
     from siaga112.loadtest.daemon import restore_operators, set_operators
-    from siaga112.loadtest.phones import LANDLINE_TRUNK, MOBILE_TRUNK, CallerGroup, DeskPlan
+    from siaga112.loadtest.phones import (
+        LANDLINE_TRUNK,
+        MOBILE_TRUNK,
+        CallerGroup,
+        DeskPlan,
+        national_number,
+    )
     from siaga112.loadtest.runner import CallPath, LoadPlan
 
     if args.rate <= 0:
@@ -182,7 +184,8 @@ def _bench(args: argparse.Namespace) -> int:
     options = BenchOptions(
         remote=args.pbx, rates=rates, step_seconds=args.step_seconds, hold=args.hold,
         burst_calls=args.burst_calls, burst_rate=args.burst_rate,
-        flood_seconds=args.flood_seconds, genuine_rate=args.genuine_rate,
+        flood_seconds=args.flood_seconds, flood_rate=args.flood_rate,
+        genuine_rate=args.genuine_rate,
         skip=frozenset(s.strip() for s in args.skip.split(",") if s.strip()),
     )
     settings = _settings()

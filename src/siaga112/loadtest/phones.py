@@ -6,6 +6,7 @@ is stopped by its pid.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -26,6 +27,11 @@ def operator_ip(n: int) -> str:
 
 def agency_ip(code: str) -> str:
     return f"127.0.2.{int(code)}"
+
+
+def national_number(prefix: str, digits: int) -> str:
+    """A random national number for one run's callers, so that its records are its own."""
+    return prefix + "".join(random.choice("0123456789") for _ in range(digits))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,271 @@
+"""`siaga112 bench`: the same citizens' load through (a) Asterisk's own dialplan, app_queue
+ringing the desk phones (trunk-bench, 127.0.0.4 -> Queue(siaga112-fallback)), and (b) the
+daemon's full path (the mobile and landline trunks -> Stasis -> the daemon), one after the other
+in one run on the same desk phones, printed side by side with their ratio.
+
+Three parts: rate steps (the highest rate with no failed call, per path), a burst (200 callers
+within a few seconds on 8 operators) and a blocked-number flood (a prank dialer on a blocked
+number at the highest rate the PBX took, beside genuine callers: the daemon sheds the flood).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from siaga112.devstack.pbx import DEFAULT_ROOT
+from siaga112.loadtest import report as rp
+from siaga112.loadtest.daemon import (
+    DaemonApi,
+    Say,
+    daemon_running,
+    restore_operators,
+    set_operators,
+)
+from siaga112.loadtest.phones import (
+    BENCH_TRUNK,
+    LANDLINE_TRUNK,
+    MOBILE_TRUNK,
+    CallerGroup,
+    DeskPlan,
+    national_number,
+)
+from siaga112.loadtest.plot import plot_reports
+from siaga112.loadtest.runner import CallPath, LoadPlan, RunContext, run_load
+from siaga112.settings import Settings
+
+LOCAL_PBX = "127.0.0.1:5060"
+# The daemon under bench: no wrap-up (app_queue's wrapuptime is 0 too), and a blocked caller
+# hung up one second after the announcement starts, so that the flood is shed quickly.
+DAEMON_OVERRIDES = {"SIAGA112_QUEUE__WRAPUP": "0", "SIAGA112_SCREENING__BYPASS_WAIT": "1"}
+DESK = DeskPlan(operators=8, ring=0.3, talk=1.0, code_at=0.5,
+                codes=[f"*3{n:02d}" for n in (1, 2, 5, 6, 7, 9, 11, 12)])
+FLOOD_HOLD = 5.0  # s a prank caller stays on if nobody hangs up on them
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    remote: str = LOCAL_PBX
+    rates: Sequence[float] = (10, 20, 40, 80)
+    step_seconds: float = 8.0
+    hold: float = 1.0
+    burst_calls: int = 200
+    burst_rate: float = 50.0
+    flood_seconds: float = 10.0
+    flood_rate: float = 0.0  # 0: the highest rate the dialplan path took in the steps
+    genuine_rate: float = 2.0
+    skip: frozenset[str] = frozenset()
+
+
+@dataclass
+class Step:
+    rate: float
+    daemon: rp.LoadReport | None = None
+    dialplan: rp.LoadReport | None = None
+
+
+@dataclass
+class BenchResult:
+    steps: list[Step] = field(default_factory=list)
+    burst: dict[str, rp.LoadReport] = field(default_factory=dict)
+    flood: dict[str, rp.LoadReport] = field(default_factory=dict)
+
+    def highest_clean(self, path: CallPath) -> float | None:
+        rates = [s.rate for s in self.steps if (r := getattr(s, path.value)) and clean(r)]
+        return max(rates) if rates else None
+
+
+def clean(report: rp.LoadReport) -> bool:
+    """No failed call, every call answered, every SIPp ended by itself, and on the daemon's
+    path no call handed back to the dialplan."""
+    return (report.clean and report.answered == report.offered
+            and not report.dispositions.get("fallback"))
+
+
+def groups(path: CallPath, name: str, rate: float, calls: int, hold: float | None,
+           callers: tuple[str, str]) -> list[CallerGroup]:
+    """The load split in two SIPp callers: mobile and landline trunks (daemon path) or two
+    ports of trunk-bench (dialplan path)."""
+    first = (calls + 1) // 2
+    second = calls - first
+    if path is CallPath.DAEMON:
+        ips, ports, media = (MOBILE_TRUNK, LANDLINE_TRUNK), (5060, 5060), (6000, 6000)
+    else:
+        ips, ports, media = (BENCH_TRUNK, BENCH_TRUNK), (5060, 5061), (6000, 6100)
+    out = [CallerGroup(f"{name}-1", ips[0], callers[0], rate=rate * first / calls, calls=first,
+                       hold=hold, port=ports[0], media_port=media[0])]
+    if second:
+        out.append(CallerGroup(f"{name}-2", ips[1], callers[1], rate=rate * second / calls,
+                               calls=second, hold=hold, port=ports[1], media_port=media[1]))
+    return out
+
+
+class Bench:
+    def __init__(self, settings: Settings, options: BenchOptions, out: Path, say: Say,
+                 api: DaemonApi) -> None:
+        self.settings = settings
+        self.options = options
+        self.out = out
+        self.say = say
+        self.api = api
+        self.callers = (national_number("0811", 8), national_number("0254", 6))
+        local = options.remote == LOCAL_PBX
+        self.queue_log = DEFAULT_ROOT / "var/log/asterisk/queue_log" if local else None
+
+    async def run(self, plan: LoadPlan) -> rp.LoadReport:
+        daemon = plan.path is CallPath.DAEMON
+        ctx = RunContext(self.settings, self.options.remote, self.out, self.say,
+                         api=self.api if daemon else None,
+                         queue_log=None if daemon else self.queue_log)
+        report = await run_load(plan, ctx)
+        self.say(rp.render(report))
+        return report
+
+    async def steps(self, result: BenchResult) -> None:
+        o = self.options
+        for path in (CallPath.DAEMON, CallPath.DIALPLAN):
+            for rate in o.rates:
+                calls = max(2, round(rate * o.step_seconds))
+                plan = LoadPlan(f"{path.value}-{rate:g}cps", path,
+                                groups(path, "citizens", rate, calls, o.hold, self.callers),
+                                DESK, max_seconds=o.step_seconds + o.hold + 40)
+                report = await self.run(plan)
+                step = next((s for s in result.steps if s.rate == rate), None)
+                if step is None:
+                    step = Step(rate)
+                    result.steps.append(step)
+                setattr(step, path.value, report)
+                if not clean(report):
+                    self.say(f"  {path.value}: calls failed at {rate:g}/s; stepping stops")
+                    break
+
+    async def burst(self, result: BenchResult) -> None:
+        o = self.options
+        for path in (CallPath.DAEMON, CallPath.DIALPLAN):
+            plan = LoadPlan(f"{path.value}-burst", path,
+                            groups(path, "burst", o.burst_rate, o.burst_calls, None,
+                                   self.callers),
+                            DESK, max_seconds=180)
+            result.burst[path.value] = await self.run(plan)
+
+    async def flood(self, result: BenchResult) -> None:
+        o = self.options
+        rate = o.flood_rate or result.highest_clean(CallPath.DIALPLAN) or 100.0
+        prank = national_number("0819", 8)
+        prank_e164 = "+62" + prank[1:]
+        genuine_calls = max(1, round(o.genuine_rate * o.flood_seconds))
+        await self.api.block(prank_e164, hours=1, reason="bench: blocked-number flood")
+        await asyncio.sleep(1.0)  # the daemon reloads its blocklist when told of a change
+        try:
+            for path in (CallPath.DAEMON, CallPath.DIALPLAN):
+                daemon = path is CallPath.DAEMON
+                flood_calls = max(1, round(rate * o.flood_seconds))
+                plan = LoadPlan(f"{path.value}-flood", path, [
+                    CallerGroup("prank", MOBILE_TRUNK if daemon else BENCH_TRUNK, prank,
+                                rate=rate, calls=flood_calls, hold=FLOOD_HOLD, audio=False),
+                    CallerGroup("genuine", LANDLINE_TRUNK if daemon else BENCH_TRUNK,
+                                self.callers[1], rate=o.genuine_rate, calls=genuine_calls,
+                                hold=None, port=5060 if daemon else 5061,
+                                media_port=6000 if daemon else 6100),
+                ], DESK, max_seconds=o.flood_seconds + FLOOD_HOLD + 120)
+                result.flood[path.value] = await self.run(plan)
+        finally:
+            await self.api.unblock(prank_e164, reason="bench over")
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}" if a and b else "n/a"
+
+
+def _row(label: str, r: rp.LoadReport | None) -> str:
+    if r is None:
+        return f"{label:<9} -"
+    return (f"{label:<9} offered {r.offered:>5} answered {r.answered:>5} failed {r.failed:>4}  "
+            f"INVITE->200 p50 {_ms(r.sip_answer_ms.p50)} p99 {_ms(r.sip_answer_ms.p99)}  "
+            f"wait p50 {_s(r.wait_to_operator_s.p50)} p95 {_s(r.wait_to_operator_s.p95)}")
+
+
+def _ms(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.0f} ms"
+
+
+def _s(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.1f} s"
+
+
+def summary(result: BenchResult) -> str:
+    lines = ["", "=== bench summary ==="]
+    if result.steps:
+        lines.append("rate steps (callers hold after the answer; no failed call = clean):")
+        for s in result.steps:
+            for label, r in (("daemon", s.daemon), ("dialplan", s.dialplan)):
+                mark = "" if r is None else ("  clean" if clean(r) else "  FAILED")
+                lines.append(f"  {s.rate:>5g}/s {_row(label, r)}{mark}")
+        d, q = result.highest_clean(CallPath.DAEMON), result.highest_clean(CallPath.DIALPLAN)
+        lines.append(f"highest rate with no failed call: daemon {d or 'none'}/s, dialplan "
+                     f"app_queue {q or 'none'}/s; ratio daemon/app_queue {_ratio(d, q)}")
+    for title, part in (("burst", result.burst), ("flood", result.flood)):
+        if not part:
+            continue
+        lines.append(f"{title}:")
+        for label in ("daemon", "dialplan"):
+            r = part.get(label)
+            lines.append(f"  {_row(label, r)}")
+            if r is not None:
+                for g in r.groups:
+                    lines.append(f"      {g.name:<10} offered {g.offered}, answered {g.answered}, "
+                                 f"failed {g.failed}, ended by the PBX {g.hung_up_by_pbx}")
+                if r.dispositions:
+                    lines.append(f"      records: {r.dispositions}; reached an operator "
+                                 f"{r.connected}")
+                elif r.connected:
+                    lines.append(f"      reached an operator (queue_log) {r.connected}")
+    return "\n".join(lines)
+
+
+async def run_bench(settings: Settings, options: BenchOptions, out: Path, say: Say) -> int:
+    result = BenchResult()
+    async with daemon_running(settings, DAEMON_OVERRIDES, say) as daemon:
+        before = await set_operators(daemon.api, list(settings.queue.operators), DESK.operators)
+        bench = Bench(settings, options, out, say, daemon.api)
+        try:
+            if "steps" not in options.skip:
+                await bench.steps(result)
+            if "burst" not in options.skip:
+                await bench.burst(result)
+            if "flood" not in options.skip:
+                await bench.flood(result)
+        finally:
+            await restore_operators(daemon.api, before)
+    text = summary(result)
+    say(text)
+    _write(result, text, out)
+    say(f"bench reports in {out}")
+    return 0
+
+
+def _write(result: BenchResult, text: str, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.txt").write_text(text + "\n")
+    doc = {
+        "highest_clean_cps": {p.value: result.highest_clean(p) for p in CallPath},
+        "steps": [{"rate": s.rate,
+                   "daemon": s.daemon.model_dump() if s.daemon else None,
+                   "dialplan": s.dialplan.model_dump() if s.dialplan else None}
+                  for s in result.steps],
+        "burst": {k: v.model_dump() for k, v in result.burst.items()},
+        "flood": {k: v.model_dump() for k, v in result.flood.items()},
+    }
+    (out / "bench.json").write_text(json.dumps(doc, indent=2, default=str))
+    for name, part in (("burst", result.burst), ("flood", result.flood)):
+        if part:
+            plot_reports(list(part.values()), out / f"{name}.png", f"bench: {name}")
+    best = [s for s in result.steps if s.daemon and s.dialplan]
+    if best:
+        top = best[-1]
+        assert top.daemon and top.dialplan
+        plot_reports([top.daemon, top.dialplan], out / "steps-top.png",
+                     f"bench: {top.rate:g} calls/s")
