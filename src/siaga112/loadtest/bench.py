@@ -148,7 +148,7 @@ class Bench:
             plan = LoadPlan(f"{path.value}-burst", path,
                             groups(path, "burst", o.burst_rate, o.burst_calls, None,
                                    self.callers),
-                            DESK, max_seconds=180)
+                            DESK, max_seconds=300)
             result.burst[path.value] = await self.run(plan)
 
     async def flood(self, result: BenchResult) -> None:
