@@ -241,10 +241,13 @@ def _delta(after: Mapping[str, float], before: Mapping[str, float]) -> dict[str,
 
 def summarise_metrics(before: Scrape, after: Scrape, queue_max: float = 0) -> MetricsSummary:
     ns = "siaga112_"
-    answer = _delta(dict(after.buckets(ns + "answer_latency_seconds")),
-                    dict(before.buckets(ns + "answer_latency_seconds")))
-    wait = _delta(dict(after.buckets(ns + "wait_seconds")),
-                  dict(before.buckets(ns + "wait_seconds")))
+    def buckets(name: str) -> dict[float, float]:
+        """A histogram's buckets over the run (every bound kept, also those that stayed 0)."""
+        was = dict(before.buckets(ns + name))
+        return {le: v - was.get(le, 0.0) for le, v in after.buckets(ns + name)}
+
+    answer = buckets("answer_latency_seconds")
+    wait = buckets("wait_seconds")
 
     def quantiles(buckets: Mapping[float, float], scale: float) -> dict[str, float | None]:
         items = list(buckets.items())
@@ -378,6 +381,10 @@ def occupancy(
     return out
 
 
+def _counts(counts: Mapping[str, float]) -> dict[str, int]:
+    return {k: round(v) for k, v in counts.items()}
+
+
 def _pct(v: float) -> str:
     return f"{v * 100:.0f}%"
 
@@ -416,8 +423,8 @@ def render(report: LoadReport) -> str:
     m = r.metrics
     if m is not None:
         lines.append(
-            f"  /metrics  calls {m.calls_by_outcome}; answered {m.answered:.0f}, answer latency "
-            f"ms {m.answer_latency_ms}; wait s {m.wait_seconds}; queue max "
+            f"  /metrics  calls {_counts(m.calls_by_outcome)}; answered {m.answered:.0f}, "
+            f"answer latency ms {m.answer_latency_ms}; wait s {m.wait_seconds}; queue max "
             f"{m.queue_length_max:.0f}; ARI requests {m.ari_requests:.0f}, reconnects "
             f"{m.ari_reconnects:.0f}; journal backlog {m.journal_backlog:.0f}; MQTT dropped "
             f"{m.mqtt_dropped:.0f}; daemon CPU {m.cpu_seconds:.1f} s, RSS {m.resident_mb} MB"

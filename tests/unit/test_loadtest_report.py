@@ -1,0 +1,230 @@
+"""The load test's figures: percentiles, rates, Prometheus histograms, SIPp's files, the
+queue_log, and the report a person reads. Pure functions, no PBX."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from siaga112.loadtest import report as rp
+from siaga112.loadtest.bench import clean
+from siaga112.loadtest.phones import CallerGroup, DeskPlan, national_number
+from siaga112.loadtest.records import QueueLog
+from siaga112.metrics import Metrics
+from siaga112.model import Disposition
+
+# --- maths -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "q", "expected"),
+    [
+        ([1, 2, 3, 4], 50, 2.5),  # between the two middle ranks
+        ([1, 2, 3, 4], 0, 1),
+        ([1, 2, 3, 4], 100, 4),
+        ([10], 99, 10),
+        (list(range(1, 101)), 95, 95.05),  # numpy.percentile(range(1, 101), 95)
+        ([5, 1, 3], 50, 3),  # unsorted input
+    ],
+)
+def test_percentile_interpolates_linearly(values, q, expected) -> None:
+    assert rp.percentile(values, q) == pytest.approx(expected)
+
+
+def test_percentile_of_nothing_is_none_and_q_is_checked() -> None:
+    assert rp.percentile([], 50) is None
+    with pytest.raises(ValueError, match="0..100"):
+        rp.percentile([1.0], 101)
+
+
+def test_spread_of_a_sample() -> None:
+    s = rp.Spread.of([float(v) for v in range(1, 101)])
+    assert (s.n, s.p50, s.max) == (100, 50.5, 100)
+    assert s.p99 == pytest.approx(99.01)
+    assert "p50 50.5 ms" in s.text("ms")
+    assert rp.Spread.of([]).text("ms") == "n/a"
+
+
+def test_rate_guards_an_empty_window() -> None:
+    assert rp.rate(50, 10) == 5
+    assert rp.rate(5, 0) == 0
+
+
+def test_histogram_quantile_as_prometheus_computes_it() -> None:
+    # 10 observations: 4 under 0.01, 4 more under 0.1, 2 more under 1.
+    buckets = [(0.01, 4), (0.1, 8), (1.0, 10), (float("inf"), 10)]
+    assert rp.histogram_quantile(buckets, 0.5) == pytest.approx(0.01 + 0.09 * (5 - 4) / 4)
+    assert rp.histogram_quantile(buckets, 0.2) == pytest.approx(0.01 * 2 / 4)
+    assert rp.histogram_quantile(buckets, 1.0) == pytest.approx(1.0)
+    # Observations above the highest finite bound: the bound is the answer.
+    assert rp.histogram_quantile([(1.0, 0), (float("inf"), 3)], 0.5) == 1.0
+    assert rp.histogram_quantile([(1.0, 0), (float("inf"), 0)], 0.5) is None
+
+
+def test_occupancy_per_operator_and_overall() -> None:
+    occ = rp.occupancy({"op1": 30.0, "op2": 90.0, "op9": 5.0}, ["op1", "op2"], span_s=60)
+    assert occ == {"op1": 0.5, "op2": 1.0, "all": 0.75}
+    assert rp.occupancy({}, ["op1"], 0) == {}
+
+
+# --- SIPp's files ------------------------------------------------------------------------------
+
+STAT_HEADER = ("StartTime;CurrentTime;OutgoingCall(P);IncomingCall(P);SuccessfulCall(P);"
+               "FailedCall(P);CurrentCall;FailedCall(C);FailedMaxUDPRetrans(C);"
+               "FailedCallRejected(C);FailedUnexpectedMessage(C);")
+
+
+def _stat(path: Path, rows: list[str]) -> Path:
+    path.write_text("\n".join([STAT_HEADER, *rows]) + "\n")
+    return path
+
+
+def test_stat_rows_keep_the_period_and_epoch(tmp_path: Path) -> None:
+    path = _stat(tmp_path / "stat.csv", [
+        "x;2026-11-26\t14:09:09.0\t1000.0;0;0;0;0;0;0;0;0;0;",
+        "x;2026-11-26\t14:09:10.0\t1001.0;5;0;2;1;3;1;1;0;0;",
+    ])
+    rows = rp.read_stat_rows(path)
+    assert [(r.at, r.since, r.created, r.successful, r.failed, r.current) for r in rows] == [
+        (1000.0, 1000.0, 0, 0, 0, 0), (1001.0, 1000.0, 5, 2, 1, 3)]
+    assert rp.read_stat_rows(tmp_path / "missing.csv") == []
+
+
+def test_a_bad_stat_value_names_its_column(tmp_path: Path) -> None:
+    path = _stat(tmp_path / "stat.csv", ["x;a\tb\t1000.0;five;0;0;0;0;0;0;0;0;"])
+    with pytest.raises(ValueError, match=r"OutgoingCall\(P\)"):
+        rp.read_stat_rows(path)
+
+
+def test_failed_by_reason_lists_the_non_zero_counters() -> None:
+    raw = {"FailedCall(C)": "4", "FailedMaxUDPRetrans(C)": "3", "FailedCallRejected(C)": "1",
+           "FailedUnexpectedMessage(C)": "0", "FailedMaxUDPRetrans(P)": "2",
+           "SuccessfulCall(C)": "9"}
+    assert rp.failed_by_reason(raw) == {"max_udp_retrans": 3, "call_rejected": 1}
+
+
+def test_rtt_lines_are_placed_on_the_wall_clock(tmp_path: Path) -> None:
+    path = tmp_path / "citizen_123_rtt.csv"
+    path.write_text("Date_ms;response_time_ms;rtd_no\n204.001;4;1\n1404.5;12;1\n")
+    assert rp.read_rtt(path, started_at=1000.0) == [
+        rp.Rtt(at=pytest.approx(1000.204001), ms=4.0), rp.Rtt(at=pytest.approx(1001.4045), ms=12.0)]
+
+
+def test_timeline_bins_offered_answered_queue_and_latency_per_second() -> None:
+    stats = [rp.StatRow(at=1001.0, since=1000.0, created=3, successful=0, failed=0, current=3),
+             rp.StatRow(at=1002.0, since=1001.0, created=2, successful=1, failed=1, current=3)]
+    rtts = [rp.Rtt(1000.2, 4), rp.Rtt(1000.7, 8), rp.Rtt(1001.1, 6)]
+    queue = [(1000.1, 1.0), (1000.9, 2.0), (1001.5, 0.0)]
+    points = rp.timeline(1000.0, stats, rtts, queue)
+    assert [(p.t, p.offered, p.answered, p.failed, p.queue, p.latency_ms) for p in points] == [
+        (0, 3, 2, 0, 2.0, 6.0), (1, 2, 1, 1, 0.0, 6.0)]
+
+
+# --- the daemon's /metrics, from the daemon's own Metrics -------------------------------------
+
+
+def test_metrics_summary_is_the_delta_over_the_run() -> None:
+    m = Metrics(process=False)
+    m.call_answered(0.002)
+    m.call_ended(Disposition.GENUINE)
+    before = rp.Scrape.parse(m.render().decode())
+    for latency in (0.003, 0.004, 0.02, 0.2):
+        m.call_answered(latency)
+    m.call_ended(Disposition.GENUINE)
+    m.call_ended(Disposition.BLOCKED)
+    m.call_waited(3.0)
+    m.ari_request("get", 0.001)
+    after = rp.Scrape.parse(m.render().decode())
+    s = rp.summarise_metrics(before, after, queue_max=7)
+    assert s.calls_by_outcome == {"genuine": 1.0, "blocked": 1.0}
+    assert s.answered == 4
+    assert s.ari_requests == 1
+    assert s.queue_length_max == 7
+    # Two of four in the 0.0025..0.005 bucket: the median is that bucket's top.
+    assert s.answer_latency_ms["p50"] == pytest.approx(5.0)
+    assert s.wait_seconds["p50"] == pytest.approx(3.5)  # one observation in 2..5 s
+
+
+# --- app_queue's queue_log ----------------------------------------------------------------------
+
+
+def test_queue_log_gives_waits_talk_and_abandons(tmp_path: Path) -> None:
+    path = tmp_path / "queue_log"
+    path.write_text("\n".join([
+        "900|1.1|siaga112-fallback|op1|CONNECT|9|2.2|1",  # before the run
+        "1000|1.2|siaga112-fallback|op1|CONNECT|2|2.3|1",
+        "1001|1.2|siaga112-fallback|op1|COMPLETEAGENT|2|5|1",
+        "1002|1.3|siaga112-fallback|op2|CONNECT|0|2.4|0",
+        "1003|1.3|siaga112-fallback|op2|COMPLETECALLER|0|3|1",
+        "1004|1.4|siaga112-fallback|NONE|ABANDON|1|1|4",
+        "1005|1.5|other-queue|op3|CONNECT|7|2.5|0",
+        "1006|NONE|NONE|NONE|CONFIGRELOAD|",
+    ]) + "\n")
+    q = QueueLog.read(path, "siaga112-fallback", since_epoch=1000)
+    assert q.waits_s == [2.0, 0.0]
+    assert q.talk_by_member == {"op1": 5.0, "op2": 3.0}
+    assert q.abandoned == 1
+    assert QueueLog.read(tmp_path / "none", "siaga112-fallback", 0).waits_s == []
+
+
+# --- the report -------------------------------------------------------------------------------
+
+
+def _report(**kw: object) -> rp.LoadReport:
+    base: dict[str, object] = {
+        "name": "load", "path": "daemon", "started_at": "2026-11-26T14:00:00+00:00",
+        "duration_s": 12.0, "offer_window_s": 10.0, "offered": 50, "answered": 50,
+        "failed": 0, "offered_cps": 5.0, "answered_cps": 5.0,
+        "groups": [rp.GroupReport(name="mobile", offered=50, answered=50, successful=50,
+                                  failed=0)],
+        "answer_latency_ms": rp.Spread.of([1.5, 2.0, 2.5]),
+        "dispositions": {"genuine": 50}, "records": 50, "connected": 50,
+        "occupancy": {"op1": 0.5, "all": 0.5}, "occupancy_source": "records",
+    }
+    base.update(kw)
+    return rp.LoadReport.model_validate(base)
+
+
+def test_render_gives_the_figures_a_person_asks_for() -> None:
+    text = rp.render(_report(metrics=rp.MetricsSummary(calls_by_outcome={"genuine": 50})))
+    assert "offered   50 calls in 10.0 s = 5.0 calls/s" in text
+    assert "answered  50 = 5.0 calls/s" in text
+    assert "answer latency (StasisStart->answer, records) p50 2.00 ms" in text
+    assert "occupancy 50%" in text
+    assert "/metrics  calls {'genuine': 50}" in text
+
+
+def test_report_survives_json() -> None:
+    r = _report(timeline=[rp.Point(t=0, offered=5, answered=5, queue=1.0)])
+    assert rp.LoadReport.model_validate_json(r.model_dump_json()) == r
+
+
+def test_a_clean_run_has_no_failure_no_timeout_and_no_hand_back() -> None:
+    assert clean(_report())
+    assert not clean(_report(failed=1, failed_by_reason={"max_udp_retrans": 1}))
+    assert not clean(_report(answered=49))
+    assert not clean(_report(dispositions={"genuine": 49, "fallback": 1}))
+    timed_out = rp.GroupReport(name="m", offered=1, answered=1, successful=1, failed=0,
+                               timed_out=True)
+    assert not clean(_report(groups=[timed_out]))
+
+
+# --- plans --------------------------------------------------------------------------------------
+
+
+def test_caller_groups_and_desks_refuse_bad_plans() -> None:
+    with pytest.raises(ValueError, match="rate must be above 0"):
+        CallerGroup("m", "127.0.0.2", "0811", rate=0, calls=1, hold=1)
+    with pytest.raises(ValueError, match="loopback only"):
+        CallerGroup("m", "10.0.0.2", "0811", rate=1, calls=1, hold=1)
+    with pytest.raises(ValueError, match="operators must be 1..8"):
+        DeskPlan(operators=9, ring=0.5, talk=2)
+    assert CallerGroup("m", "127.0.0.2", "0811", rate=4, calls=10, hold=1).offer_seconds == 2.5
+
+
+def test_national_numbers_are_fresh_and_valid() -> None:
+    from siaga112.callerid import normalise
+
+    number = national_number("0811", 8)
+    assert normalise(number).e164 == "+62" + number[1:]
