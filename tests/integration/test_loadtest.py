@@ -1,0 +1,66 @@
+"""A tiny load through the real path (SIPp citizens on both trunks, SIPp desk phones, the test
+PBX, an in-process daemon, PostgreSQL): the report's counts agree with what was sent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from siaga112.loadtest.daemon import DaemonApi
+from siaga112.loadtest.phones import (
+    LANDLINE_TRUNK,
+    MOBILE_TRUNK,
+    CallerGroup,
+    DeskPlan,
+    national_number,
+)
+from siaga112.loadtest.plot import plot_reports
+from siaga112.loadtest.report import LoadReport, render
+from siaga112.loadtest.runner import CallPath, LoadPlan, RunContext, run_load
+
+pytestmark = pytest.mark.integration
+
+
+async def test_tiny_load_is_counted_from_sipp_records_and_metrics(
+    daemon_factory, tmp_path: Path
+) -> None:
+    daemon = await daemon_factory(logged_in=["op1", "op2"])
+    plan = LoadPlan(
+        "tiny",
+        CallPath.DAEMON,
+        [
+            CallerGroup("mobile", MOBILE_TRUNK, national_number("0811", 8), rate=1, calls=3,
+                        hold=2.0),
+            CallerGroup("landline", LANDLINE_TRUNK, national_number("0254", 6), rate=1, calls=2,
+                        hold=2.0),
+        ],
+        DeskPlan(operators=2, ring=0.3, talk=1.0, code_at=0.5, codes=["*306", "*301"]),
+        max_seconds=60,
+    )
+    lines: list[str] = []
+    async with aiohttp.ClientSession() as session:
+        api = DaemonApi(f"http://127.0.0.1:{daemon.settings.api.port}", "admin-token", session)
+        ctx = RunContext(daemon.settings, "127.0.0.1:5060", tmp_path, lines.append, api=api,
+                         progress_every=1.0)
+        report = await run_load(plan, ctx)
+
+    explain = render(report)
+    assert (report.offered, report.answered, report.failed) == (5, 5, 0), explain
+    assert [(g.name, g.offered, g.answered) for g in report.groups] == [
+        ("mobile", 3, 3), ("landline", 2, 2)]
+    assert report.clean, explain
+    assert report.records == 5, explain
+    assert report.answer_latency_ms.n == 5
+    assert report.sip_answer_ms.n == 5
+    assert sum(report.dispositions.values()) == 5
+    assert report.metrics is not None and report.metrics.answered == 5
+    assert sum(report.metrics.calls_by_outcome.values()) == 5
+    assert sum(p.offered for p in report.timeline) == 5
+    assert sum(p.answered for p in report.timeline) == 5
+    assert set(report.occupancy) == {"op1", "op2", "all"}
+    assert any("offered" in line for line in lines), "a progress line was printed"
+    assert LoadReport.model_validate_json(report.model_dump_json()) == report
+    png = plot_reports([report], tmp_path / "report.png")
+    assert png.stat().st_size > 1000
