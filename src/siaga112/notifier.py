@@ -7,6 +7,8 @@ backoff while the broker is down. The buffer rule (docs/mqtt.md):
 
 - events (history) are kept up to ``buffer_max``; past that the OLDEST is dropped and counted;
 - retained state topics (queue, operators) keep only their latest value: coalesced, never lost;
+  a snapshot equal to the last one emitted for its topic is not sent again, and every (re)connect
+  publishes the latest of each again, so a broker that lost its retained messages has them back;
 - everything kept is delivered in order when the broker is back (at least once: consumers
   dedupe by ``event_id``).
 
@@ -209,6 +211,9 @@ class MqttNotifier:
         # queues agencies' QoS 1 messages while we reconnect.
         self._client_id = client_id or f"{self.topics.prefix.replace('/', '-')}-notifier"
         self._buffer = OutBuffer(settings.buffer_max)
+        # Retained state topic -> (what it says, the message): the latest emitted, re-published
+        # on every connect; an emit that says the same again is not sent.
+        self._state: dict[str, tuple[bytes, Message]] = {}
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -249,15 +254,17 @@ class MqttNotifier:
         self._add_event((Message(self.topics.operator_events, event.model_dump_json().encode()),))
 
     def queue_changed(self, snapshot: QueueSnapshot) -> None:
-        self._set_state(Message(self.topics.queue, snapshot.model_dump_json().encode(), True))
+        said = snapshot.model_dump_json(exclude={"at"}).encode()  # `at` alone is no change
+        self._set_state(Message(self.topics.queue, snapshot.model_dump_json().encode(), True),
+                        said)
 
     def operators_changed(self, operators: list[OperatorSnapshot]) -> None:
         for op in operators:
             if not _segment_ok(op.operator):
                 log.error("mqtt_bad_topic_level", operator=op.operator)
                 continue
-            topic = self.topics.operator(op.operator)
-            self._set_state(Message(topic, op.model_dump_json().encode(), True))
+            payload = op.model_dump_json().encode()
+            self._set_state(Message(self.topics.operator(op.operator), payload, True), payload)
 
     def _add_event(self, messages: tuple[Message, ...]) -> None:
         if self._stopping:
@@ -268,9 +275,14 @@ class MqttNotifier:
             self._count_drops(dropped)
         self._wake.set()
 
-    def _set_state(self, message: Message) -> None:
+    def _set_state(self, message: Message, said: bytes) -> None:
+        """Coalesced per topic; not sent when it says what the topic's latest already says."""
         if self._stopping:
             return
+        latest = self._state.get(message.topic)
+        if latest is not None and latest[0] == said:
+            return
+        self._state[message.topic] = (said, message)
         self._buffer.set_state(message)
         self._wake.set()
 
@@ -362,6 +374,8 @@ class MqttNotifier:
             self._log_drops()
             await client.subscribe(self.topics.team_moving, qos=QOS)
             await client.publish(self.topics.status, b"online", qos=QOS, retain=True)
+            for _, message in self._state.values():  # the broker may have lost them
+                self._buffer.set_state(message)
             reader = asyncio.create_task(self._read(client), name="mqtt-inbound")
             try:
                 await self._publish_loop(client, reader)

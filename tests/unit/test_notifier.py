@@ -125,3 +125,17 @@ def test_a_complaint_overdue_has_no_agency_topic_and_is_no_error() -> None:
         ["p/calls/c1/events", "p/events/calls"],
     ]
     assert [e["event"] for e in logs] == ["mqtt_bad_agency_code"]  # only the bad code
+
+
+def test_state_that_says_nothing_new_is_not_sent_again() -> None:
+    n = MqttNotifier(MqttSettings(topic_prefix="p"))
+    ops = [OperatorSnapshot(operator=f"op{i}", state=OperatorState.AVAILABLE, reachable=True)
+           for i in (1, 2)]
+    n.operators_changed(ops)
+    n.queue_changed(QueueSnapshot(length=0, entries=[]))
+    n._buffer.remove(n._buffer.head(10))  # published
+    # A burst: op1 rings, the queue snapshot is taken again (a new `at`, nothing else new).
+    for _ in range(50):
+        n.operators_changed([ops[0].model_copy(update={"state": OperatorState.RINGING}), ops[1]])
+        n.queue_changed(QueueSnapshot(length=0, entries=[]))
+    assert topics_of(n._buffer) == [["p/operators/op1"]]
