@@ -228,3 +228,19 @@ def test_national_numbers_are_fresh_and_valid() -> None:
 
     number = national_number("0811", 8)
     assert normalise(number).e164 == "+62" + number[1:]
+
+
+def test_bench_finds_the_highest_clean_and_prompt_rates() -> None:
+    from siaga112.loadtest.bench import BenchResult, Step
+    from siaga112.loadtest.runner import CallPath
+
+    fast = rp.Spread.of([4.0, 8.0])
+    slow = rp.Spread.of([4.0, 5000.0])
+    result = BenchResult(steps=[
+        Step(10, daemon=_report(sip_answer_ms=fast)),
+        Step(20, daemon=_report(sip_answer_ms=slow)),
+        Step(40, daemon=_report(failed=3, sip_answer_ms=fast)),
+    ])
+    assert result.highest_clean(CallPath.DAEMON) == 20
+    assert result.highest_prompt(CallPath.DAEMON) == 10
+    assert result.highest_clean(CallPath.DIALPLAN) is None
