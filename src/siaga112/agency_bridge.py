@@ -52,9 +52,18 @@ class AgencyLegs:
         self._settings = settings
         self._app = app
         self._by_code: dict[str, Dispatch] = {}
+        self._announcement: str | None = None  # the call bridge's current prompt (playback id)
+
+    def dispatch(self, code: str) -> Dispatch | None:
+        """This call's dispatch of agency `code`, while it is dialled or on the call."""
+        return self._by_code.get(code)
 
     def joined(self) -> list[str]:
         return [d.code for d in self._by_code.values() if d.joined]
+
+    def dialling(self) -> list[str]:
+        """Agencies whose duty line rings now (asked for, not on the call yet)."""
+        return [d.code for d in self._by_code.values() if d.channel and not d.joined]
 
     def channels(self) -> list[str]:
         return [d.channel for d in self._by_code.values() if d.channel]
@@ -83,7 +92,7 @@ class AgencyLegs:
         self._session.emit(CallEventType.AGENCY_REQUESTED, agency=code, dispatch_id=d.dispatch_id,
                            by=by, name=agency.name)
         log.info("agency_requested", agency=code, name=agency.name)
-        await self._tell_operator("connecting-agency")
+        await self._announce("connecting-agency")
         await self._dial(d)
         return "dialling"
 
@@ -121,7 +130,9 @@ class AgencyLegs:
             return
         log.warning("agency_unreachable", agency=d.code, tried=d.failed_lines)
         del self._by_code[d.code]
+        await self._stop_announcement()
         await self._tell_operator("agency-failed")
+        await self._session.agency_left()  # the operator may have gone meanwhile
 
     async def on_event(self, ev: AriEvent, leg: legs.Leg) -> None:
         d = self._by_code.get(leg.party)
@@ -138,17 +149,22 @@ class AgencyLegs:
             self._session.emit(CallEventType.AGENCY_JOINED, agency=d.code, line=line,
                                dispatch_id=d.dispatch_id)
             log.info("agency_joined", agency=d.code, line=line)
-            await self._tell_operator("agency-joined")
+            await self._announce("agency-joined")
             try:
-                await self._ari.play(channel_id, "sound:siaga112/accept-case")
-            except AriError:
-                pass
+                await self._ari.play(channel_id, "sound:siaga112/accept-case",
+                                     _accept_prompt(channel_id))
+            except AriError as exc:
+                log.info("agency_prompt_failed", prompt="accept-case", error=str(exc))
         elif isinstance(ev, ChannelDtmfReceived):
             if ev.digit == "1" and d.joined and not d.accepted:
                 d.accepted = True
                 self._session.emit(CallEventType.AGENCY_ACCEPTED, agency=d.code,
                                    dispatch_id=d.dispatch_id)
                 log.info("agency_accepted", agency=d.code)
+                try:
+                    await self._ari.stop_playback(_accept_prompt(channel_id))
+                except AriError:
+                    pass  # the prompt had ended
         elif isinstance(ev, ChannelDestroyed):
             if not d.joined:
                 cause = ev.cause_txt or str(ev.cause)
@@ -164,16 +180,42 @@ class AgencyLegs:
         log.debug("agency_timer", name=name)
 
     async def _tell_operator(self, prompt: str) -> None:
+        """A prompt for the operator's ear only (played on the operator's leg in the bridge)."""
         channel = self._session.operator_channel
         if channel is None:
             return
         try:
             await self._ari.play(channel, f"sound:siaga112/{prompt}")
+        except AriError as exc:
+            log.info("agency_prompt_failed", prompt=prompt, error=str(exc))
+
+    async def _announce(self, prompt: str) -> None:
+        """A prompt to everyone on the call (citizen, operator, agencies already there). It
+        cuts the one before: "agency joined" is heard when it happens, not after "connecting"."""
+        await self._stop_announcement()
+        try:
+            playback = await self._ari.bridge_play(legs.call_bridge(self._session.call_id),
+                                                   f"sound:siaga112/{prompt}")
+            self._announcement = playback.id
+        except AriError as exc:
+            log.info("agency_prompt_failed", prompt=prompt, error=str(exc))
+
+    async def _stop_announcement(self) -> None:
+        playback, self._announcement = self._announcement, None
+        if playback is None:
+            return
+        try:
+            await self._ari.stop_playback(playback)
         except AriError:
-            pass
+            pass  # it had ended
 
     async def _hangup(self, channel_id: str) -> None:
         try:
             await self._ari.hangup(channel_id)
         except AriError:
             pass
+
+
+def _accept_prompt(channel_id: str) -> str:
+    """The playback id of the "press 1 to accept" prompt on an agency's leg."""
+    return f"{channel_id}-accept"

@@ -444,8 +444,10 @@ class CallSession:
         self.emit(CallEventType.OPERATOR_LEFT, operator=operator)
         self.deps.desk.released(operator, self.call_id)
         self.operator_channel = None
-        if self.agencies.joined():
-            log.info("operator_left_agency_stays", agencies=self.agencies.joined())
+        if self.agencies.joined() or self.agencies.dialling():
+            # The citizen stays with the agencies, also with one whose duty line still rings.
+            log.info("operator_left_agency_stays", agencies=self.agencies.joined(),
+                     dialling=self.agencies.dialling())
             return
         await self._end(self._default_disposition(), by="operator", hangup_citizen=True)
 
@@ -481,8 +483,10 @@ class CallSession:
         self.emit(CallEventType.DISPOSITION, disposition=disposition.value, by=by)
 
     async def agency_left(self) -> None:
-        """An agency hung up. With neither operator nor agency left, the citizen is alone."""
-        if self.operator_channel is None and not self.agencies.joined():
+        """An agency hung up or could not be reached. With neither operator nor agency left
+        (nor one being dialled), the citizen is alone."""
+        if self.operator_channel is None and not (self.agencies.joined()
+                                                  or self.agencies.dialling()):
             await self._end(self._default_disposition(), by="agency", hangup_citizen=True)
 
     # -- timers and commands -------------------------------------------------------------

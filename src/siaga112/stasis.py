@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from datetime import datetime
 
 import structlog
@@ -39,6 +40,7 @@ class Stasis:
         self._tasks: set[asyncio.Task[None]] = set()
         self.accepting = True
         self.resynced = asyncio.Event()  # set after each (re)connect's resync
+        self._echoes = _Echoes()
 
     # -- the reader's callback: never blocks -------------------------------------------------
 
@@ -63,6 +65,8 @@ class Stasis:
             return
         channel: Channel | None = getattr(ev, "channel", None)
         if channel is None:
+            return
+        if self._echoes.seen(ev, channel.id):
             return
         session = self.sessions.get(legs.parse(channel.id).call_id)
         if session is not None:
@@ -251,6 +255,28 @@ class Stasis:
             await self._deps.ari.hangup(channel_id)
         except AriError:
             pass
+
+
+class _Echoes:
+    """A channel's events reach the app twice: through the channel's own subscription and
+    through the endpoint:PJSIP subscription (for EndpointStateChange). Both copies are one
+    Asterisk message with one timestamp; the second is dropped, so that a DTMF digit counts
+    once (else the operator's *201 reads as *220). The last `size` keys are kept."""
+
+    def __init__(self, size: int = 512) -> None:
+        self._size = size
+        self._keys: OrderedDict[tuple[object, ...], None] = OrderedDict()
+
+    def seen(self, ev: AriEvent, channel_id: str) -> bool:
+        if ev.timestamp is None or isinstance(ev, StasisStart | StasisEnd):
+            return False  # sent to the app only, never echoed
+        key = (ev.type, channel_id, ev.timestamp, getattr(ev, "digit", None))
+        if key in self._keys:
+            return True
+        self._keys[key] = None
+        if len(self._keys) > self._size:
+            self._keys.popitem(last=False)
+        return False
 
 
 def _endpoint_of(channel_name: str) -> str:

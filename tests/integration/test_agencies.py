@@ -1,0 +1,134 @@
+"""Agency duty lines through the real test PBX (issue 5): the operator's *2NN brings an agency
+onto the call, a duty line that does not answer gives way to its fallback, the citizen and the
+agency stay together when the operator hangs up, the agency's 1 accepts the case, and the
+15-minute clock reports a dispatch whose team is not moving. SIPp plays citizen, operator and
+agencies; the records are read back from PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import pytest
+
+from siaga112 import legs
+from siaga112.ari.client import AriClient, AriError
+from siaga112.ari.models import AriEvent, PlaybackFinished
+from siaga112.settings import AriSettings
+from tests.conftest import wait_for
+from tests.integration.phones import MOBILE, e164, mobile_number
+from tests.integration.test_call_path import call_of, record
+
+pytestmark = pytest.mark.integration
+
+API = "http://127.0.0.1:8112"
+OPERATOR_TOKEN = {"Authorization": "Bearer operator-token"}  # from daemon_settings
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+async def bridge_members(call_id: str) -> set[str]:
+    async with AriClient(AriSettings()) as ari:
+        try:
+            return set((await ari.get_bridge(legs.call_bridge(call_id))).channels)
+        except AriError:
+            return set()
+
+
+async def bridge_holds(call_id: str, channels: set[str], what: str) -> None:
+    async def check() -> bool:
+        return await bridge_members(call_id) == channels
+
+    await wait_for(check, 10, what)
+
+
+async def joined(session: Any, code: str) -> str:
+    """The channel of agency `code` once it is on the call."""
+
+    def channel() -> str | None:
+        d = session.agencies.dispatch(code)
+        return d.channel if d is not None and d.joined else None
+
+    return await wait_for(channel, 15, f"agency {code} on the call")
+
+
+def played(daemon: Any) -> list[PlaybackFinished]:
+    """Every PlaybackFinished the daemon receives from now on (prompts it played)."""
+    seen: list[PlaybackFinished] = []
+    route = daemon.events._on_event
+
+    def spy(ev: AriEvent) -> None:
+        if isinstance(ev, PlaybackFinished):
+            seen.append(ev)
+        route(ev)
+
+    daemon.events._on_event = spy
+    return seen
+
+
+def prompts_to(seen: list[PlaybackFinished], target: str) -> dict[str, str]:
+    """Prompt name -> how its playback ended, for one target ("channel:ID" or "bridge:ID")."""
+    return {p.playback.media_uri.removeprefix("sound:siaga112/"): p.playback.state
+            for p in seen if p.playback.target_uri == target}
+
+
+async def citizen_with_operator(daemon: Any, phones: Any, *, code: str, op_talk: float | None,
+                                hold: float | None) -> tuple[Any, Any, str]:
+    """A citizen talking to op1, who keys `code` 1 s after answering and hangs up op_talk s
+    after answering (None: stays until the call ends). hold: the citizen hangs up then."""
+    op1 = await phones.operator(1, ring=0.2, talk=op_talk, dtmf=phones.pcaps.dtmf(code),
+                                dtmf_at=1.0)
+    number = mobile_number()
+    citizen = await phones.citizen(number, MOBILE, hold=hold, audio=phones.pcaps.speech(10))
+    return op1, citizen, await call_of(daemon, e164(number))
+
+
+def types(detail: Any) -> list[str]:
+    return [e.type for e in detail.events]
+
+
+def events_of(detail: Any, type_: str) -> list[dict[str, Any]]:
+    return [e.data for e in detail.events if e.type == type_]
+
+
+async def api_post(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    async with aiohttp.ClientSession(headers=OPERATOR_TOKEN) as http:
+        async with http.post(API + path, json=body) as resp:
+            return resp.status, await resp.json()
+
+
+# -- tests ------------------------------------------------------------------------------------
+
+
+async def test_operator_code_puts_agency_on_the_call_with_both(daemon_factory, phones) -> None:
+    daemon = await daemon_factory(logged_in=["op1"])
+    prompts = played(daemon)
+    agency = await phones.agency("01", ring=0.2)
+    op1, citizen, call_id = await citizen_with_operator(daemon, phones, code="*201",
+                                                        op_talk=None, hold=8.0)
+    session = daemon.stasis.sessions[call_id]
+    operator_channel = session.operator_channel
+    channel = await joined(session, "01")
+    await bridge_holds(call_id, {call_id, operator_channel, channel},
+                       "citizen, operator and agency in the call's bridge")
+    assert (await citizen.wait(15)).ok
+    invites = (await agency.wait(10)).events("invite")
+    assert [i["caller"] for i in invites] == [e164(citizen.config.keys["caller"])], (
+        "the duty line must show the citizen's number")
+    assert (await op1.wait(10)).events("bye_received")
+    assert agency.result and agency.result.events("bye_received"), "agency leg hung up at the end"
+    detail = await record(daemon, call_id)
+    assert detail.call.agencies == ["01"]
+    assert types(detail).count("agency_requested") == 1
+    assert types(detail).count("agency_joined") == 1
+    (requested,) = events_of(detail, "agency_requested")
+    assert requested["by"] == "op1"
+    (dispatch,) = detail.dispatches
+    assert (dispatch.agency, dispatch.line) == ("01", "PJSIP/agency01")
+    assert dispatch.requested_at and dispatch.answered_at
+    # Everyone on the call hears "connecting", cut short by "agency joined" when it joins.
+    heard = prompts_to(prompts, f"bridge:{legs.call_bridge(call_id)}")
+    assert list(heard) == ["connecting-agency", "agency-joined"], heard
+    assert heard["agency-joined"] == "done", heard
+    assert "accept-case" in prompts_to(prompts, f"channel:{channel}")
