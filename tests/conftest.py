@@ -23,6 +23,7 @@ OPERATORS = [f"op{n}" for n in range(1, 9)]
 class Stack:
     db_url: str
     recordings: Path
+    fallback_journal: Path
     state_dir: Path
 
 
@@ -48,6 +49,7 @@ def stack(pbx_lock: None) -> Stack:
     devstack.up(REPO, STATE)
     pbx = Pbx(repo=REPO, state_dir=STATE)
     return Stack(db_url=database_url(devstack.PG_PORT), recordings=pbx.recordings,
+                 fallback_journal=pbx.fallback_journal,
                  state_dir=STATE)
 
 
@@ -57,6 +59,7 @@ def daemon_settings(stack: Stack, tmp_path: Path, **overrides: Any) -> Any:
 
     base: dict[str, Any] = {
         "state_dir": tmp_path / "state",
+        "fallback_journal": stack.fallback_journal,
         "log_level": "debug",
         "database": {"url": stack.db_url, "flush_interval": 0.05, "retry_interval": 0.2},
         "recording": {"dir": stack.recordings},

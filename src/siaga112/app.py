@@ -20,11 +20,13 @@ from siaga112.agencies import Directory
 from siaga112.ari.client import AriClient
 from siaga112.ari.events import EventStream
 from siaga112.dispatch_clock import DispatchClock
+from siaga112.fallback_import import FallbackImporter
 from siaga112.holding import HoldingBridge
 from siaga112.metrics import Metrics
 from siaga112.model import BlockEntry, CallEvent, CallEventType, QueueSnapshot
 from siaga112.notifier import MqttNotifier, NullNotifier
 from siaga112.operators import OperatorDesk
+from siaga112.orphans import OrphanCloser
 from siaga112.queue import CallQueue
 from siaga112.records.policy import BlockPolicy
 from siaga112.records.repository import Repository
@@ -79,6 +81,10 @@ class Daemon:
             on_reconnect_attempt=self.metrics.ari_reconnected,
         )
         self.clock = DispatchClock(self.repository, self.sink, settings.agency)
+        self.fallback = FallbackImporter(settings.fallback_journal, self.sink,
+                                         settings.recording.dir)
+        self.orphans = OrphanCloser(self.repository, self.writer, self.sink,
+                                    live=lambda: self.stasis.sessions.keys())
         from siaga112.http_api import Api  # late: the API reads every part built above
 
         self.api = Api(self)
@@ -131,6 +137,8 @@ class Daemon:
         self._spawn(self.events.run(), "ari-events")
         self._spawn(self.holding.run_announcements(), "holding-announcements")
         self._spawn(self.clock.run(), "dispatch-clock")
+        self._spawn(self.fallback.run(), "fallback-import")
+        self._spawn(self.orphans.after_resync(self.stasis.resynced), "orphan-records")
         await self.api.start()
         log.info("daemon_started", app=self.settings.ari.app, api_port=self.settings.api.port)
 

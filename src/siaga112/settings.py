@@ -137,6 +137,9 @@ class Settings(BaseSettings):
     )
 
     state_dir: Path = STATE_DIR_DEFAULT
+    # The dialplan's record of calls handled while the daemon was not there (as this host sees
+    # the PBX's /var/spool/asterisk/siaga112-fallback/calls.log).
+    fallback_journal: Path = Path("/var/spool/asterisk/siaga112-fallback/calls.log")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
     ari: AriSettings = AriSettings()

@@ -3,14 +3,12 @@ the daemon over ARI, records in PostgreSQL."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from siaga112 import legs
 from siaga112.ari.client import AriClient
-from siaga112.operators import state_var
 from siaga112.model import CallState, Disposition, LineType, OperatorState
+from siaga112.operators import state_var
 from siaga112.settings import AriSettings
 from tests.conftest import wait_for
 from tests.integration.phones import LANDLINE, MOBILE, e164, mobile_number
@@ -143,7 +141,9 @@ async def test_blocked_caller_is_not_queued(daemon_factory, phones) -> None:
     assert "blocked_announced" in [e.type for e in detail.events]
 
 
-async def test_daemon_down_call_reaches_operator_through_dialplan(stack, phones) -> None:
+async def test_daemon_down_call_reaches_operator_and_leaves_its_record(
+    stack, phones, daemon_factory
+) -> None:
     from tests.conftest import reset_pbx
 
     await reset_pbx(["op1"])  # no daemon connected: Stasis() fails, Queue() takes the call
@@ -155,3 +155,15 @@ async def test_daemon_down_call_reaches_operator_through_dialplan(stack, phones)
     invites = (await op1.wait(5)).events("invite")
     assert len(invites) == 1
     assert invites[0]["caller"] in (number, e164(number))
+    # Nothing lost: when the daemon is back, the dialplan's line becomes the call's record.
+    daemon = await daemon_factory(logged_in=["op1"], reset=False)
+
+    async def fallback_record():
+        await daemon.writer.wait_idle(2)
+        found = await daemon.repository.list_calls(caller=e164(number))
+        return found and found[0].ended_at is not None and found[0]
+
+    call = await wait_for(fallback_record, 20, "the fallback call's record")
+    assert call.disposition == Disposition.FALLBACK.value
+    assert call.operator == "op1"
+    assert call.line_type == "mobile"

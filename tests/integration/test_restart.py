@@ -26,6 +26,7 @@ pytestmark = pytest.mark.integration
 def write_config(path: Path, stack, state_dir: Path) -> Path:
     path.write_text(
         f'state_dir = "{state_dir}"\n'
+        f'fallback_journal = "{stack.fallback_journal}"\n'
         'log_level = "debug"\n'
         "[database]\n"
         f'url = "{stack.db_url}"\n'

@@ -32,6 +32,10 @@ class Pbx:
         return self.state_dir / "asterisk.pid"
 
     @property
+    def fallback_journal(self) -> Path:
+        return self.root / "var/spool/asterisk/siaga112-fallback/calls.log"
+
+    @property
     def recordings(self) -> Path:
         return self.root / "var/spool/asterisk/monitor/siaga112"
 
@@ -63,9 +67,12 @@ class Pbx:
         tmp.rename(self.root)
         say("test PBX root built")
 
-    def install_config(self) -> None:
-        """Replace the distribution's sample configs with ours; write hosts; install prompts."""
+    def install_config(self) -> bool:
+        """Replace the distribution's sample configs with ours; write hosts; install prompts.
+        Returns whether the module list changed (a reload cannot load or unload modules)."""
         etc = self.root / "etc/asterisk"
+        modules = etc / "modules.conf"
+        old_modules = modules.read_text() if modules.exists() else ""
         samples = self.root / "etc/asterisk.samples"
         if not samples.exists():
             etc.rename(samples)
@@ -79,10 +86,12 @@ class Pbx:
         (self.root / "etc/hosts").write_text(f"127.0.0.1 localhost\n127.0.0.1 {hostname}\n")
         (self.root / "run/asterisk").mkdir(parents=True, exist_ok=True)
         self.recordings.mkdir(parents=True, exist_ok=True)
+        self.fallback_journal.parent.mkdir(parents=True, exist_ok=True)
         sounds = self.repo / "build/sounds"
         dest = self.root / "usr/share/asterisk/sounds/siaga112"
         if sounds.is_dir():
             shutil.copytree(sounds, dest, dirs_exist_ok=True)
+        return modules.read_text() != old_modules
 
     # -- running ---------------------------------------------------------------------------
 
@@ -91,10 +100,13 @@ class Pbx:
 
     def up(self, timeout: float = 60) -> None:
         self.ensure_root()
-        self.install_config()
+        modules_changed = self.install_config()
         if self.running():
-            self.cli("core reload")
-            return
+            if not modules_changed:
+                self.cli("core reload")
+                return
+            say("the PBX's module list changed: restarting the test PBX")
+            self.down()
         if procs.port_open("127.0.0.1", 8088):
             raise RuntimeError(
                 "something not started by siaga112 listens on 127.0.0.1:8088 (an Asterisk of "

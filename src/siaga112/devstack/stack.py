@@ -65,6 +65,7 @@ def write_dev_settings(state_dir: Path, db_url: str, pbx: Pbx) -> Path:
     conf.write_text(
         "# Written by `siaga112 stack up` for the local stack. Do not edit: it is rewritten.\n"
         f'state_dir = "{state_dir}"\n'
+        f'fallback_journal = "{pbx.fallback_journal}"\n'
         'log_format = "json"\n\n'
         "[database]\n"
         f'url = "{db_url}"\n\n'
