@@ -119,25 +119,47 @@ def groups(path: CallPath, name: str, rate: float, calls: int, hold: float | Non
 
 
 class Bench:
-    def __init__(self, settings: Settings, options: BenchOptions, out: Path, say: Say,
-                 api: DaemonApi) -> None:
+    """Runs the plans of the three parts. Each daemon-path run gets a daemon of its own (unless
+    one was already running, which is then used throughout), so that one run's leftovers in
+    the daemon (operators' states) never weigh on the next."""
+
+    def __init__(self, settings: Settings, options: BenchOptions, out: Path, say: Say) -> None:
         self.settings = settings
         self.options = options
         self.out = out
         self.say = say
-        self.api = api
         self.callers = (national_number("0811", 8), national_number("0254", 6))
         local = options.remote == LOCAL_PBX
         self.queue_log = DEFAULT_ROOT / "var/log/asterisk/queue_log" if local else None
 
-    async def run(self, plan: LoadPlan) -> rp.LoadReport:
-        daemon = plan.path is CallPath.DAEMON
-        ctx = RunContext(self.settings, self.options.remote, self.out, self.say,
-                         api=self.api if daemon else None,
-                         queue_log=None if daemon else self.queue_log)
-        report = await run_load(plan, ctx)
+    async def run(self, plan: LoadPlan, blocked: str | None = None) -> rp.LoadReport:
+        """One plan; blocked: a number the daemon blocks for this run only."""
+        if plan.path is CallPath.DIALPLAN:
+            ctx = RunContext(self.settings, self.options.remote, self.out, self.say,
+                             queue_log=self.queue_log)
+            report = await run_load(plan, ctx)
+        else:
+            async with daemon_running(self.settings, DAEMON_OVERRIDES, self.say) as daemon:
+                report = await self._on_daemon(plan, daemon.api, blocked)
+                if not daemon.started_by_us:
+                    report.notes.append("a daemon was already running: its own settings")
         self.say(rp.render(report))
         return report
+
+    async def _on_daemon(self, plan: LoadPlan, api: DaemonApi,
+                         blocked: str | None) -> rp.LoadReport:
+        names = list(self.settings.queue.operators)
+        before = await set_operators(api, names, plan.desk.operators)
+        try:
+            if blocked:
+                await api.block(blocked, hours=1, reason="bench: blocked-number flood")
+                await asyncio.sleep(1.0)  # the daemon reloads its blocklist when told
+            ctx = RunContext(self.settings, self.options.remote, self.out, self.say, api=api)
+            return await run_load(plan, ctx)
+        finally:
+            if blocked:
+                await api.unblock(blocked, reason="bench over")
+            await restore_operators(api, before)
 
     async def steps(self, result: BenchResult) -> None:
         o = self.options
@@ -170,25 +192,19 @@ class Bench:
         o = self.options
         rate = o.flood_rate or result.highest_clean(CallPath.DIALPLAN) or 100.0
         prank = national_number("0819", 8)
-        prank_e164 = "+62" + prank[1:]
         genuine_calls = max(1, round(o.genuine_rate * o.flood_seconds))
-        await self.api.block(prank_e164, hours=1, reason="bench: blocked-number flood")
-        await asyncio.sleep(1.0)  # the daemon reloads its blocklist when told of a change
-        try:
-            for path in (CallPath.DAEMON, CallPath.DIALPLAN):
-                daemon = path is CallPath.DAEMON
-                flood_calls = max(1, round(rate * o.flood_seconds))
-                plan = LoadPlan(f"{path.value}-flood", path, [
-                    CallerGroup("prank", MOBILE_TRUNK if daemon else BENCH_TRUNK, prank,
-                                rate=rate, calls=flood_calls, hold=FLOOD_HOLD, audio=False),
-                    CallerGroup("genuine", LANDLINE_TRUNK if daemon else BENCH_TRUNK,
-                                self.callers[1], rate=o.genuine_rate, calls=genuine_calls,
-                                hold=None, port=5060 if daemon else 5061,
-                                media_port=6000 if daemon else 6100),
-                ], DESK, max_seconds=o.flood_seconds + FLOOD_HOLD + 120)
-                result.flood[path.value] = await self.run(plan)
-        finally:
-            await self.api.unblock(prank_e164, reason="bench over")
+        for path in (CallPath.DAEMON, CallPath.DIALPLAN):
+            daemon = path is CallPath.DAEMON
+            flood_calls = max(1, round(rate * o.flood_seconds))
+            plan = LoadPlan(f"{path.value}-flood", path, [
+                CallerGroup("prank", MOBILE_TRUNK if daemon else BENCH_TRUNK, prank,
+                            rate=rate, calls=flood_calls, hold=FLOOD_HOLD, audio=False),
+                CallerGroup("genuine", LANDLINE_TRUNK if daemon else BENCH_TRUNK,
+                            self.callers[1], rate=o.genuine_rate, calls=genuine_calls,
+                            hold=None, port=5060 if daemon else 5061,
+                            media_port=6000 if daemon else 6100),
+            ], DESK, max_seconds=o.flood_seconds + FLOOD_HOLD + 120)
+            result.flood[path.value] = await self.run(plan, blocked="+62" + prank[1:])
 
 
 def _ratio(a: float | None, b: float | None) -> str:
@@ -247,18 +263,13 @@ def summary(result: BenchResult) -> str:
 
 async def run_bench(settings: Settings, options: BenchOptions, out: Path, say: Say) -> int:
     result = BenchResult()
-    async with daemon_running(settings, DAEMON_OVERRIDES, say) as daemon:
-        before = await set_operators(daemon.api, list(settings.queue.operators), DESK.operators)
-        bench = Bench(settings, options, out, say, daemon.api)
-        try:
-            if "steps" not in options.skip:
-                await bench.steps(result)
-            if "burst" not in options.skip:
-                await bench.burst(result)
-            if "flood" not in options.skip:
-                await bench.flood(result)
-        finally:
-            await restore_operators(daemon.api, before)
+    bench = Bench(settings, options, out, say)
+    if "steps" not in options.skip:
+        await bench.steps(result)
+    if "burst" not in options.skip:
+        await bench.burst(result)
+    if "flood" not in options.skip:
+        await bench.flood(result)
     text = summary(result)
     say(text)
     _write(result, text, out)

@@ -11,16 +11,37 @@ import argparse
 import asyncio
 import fcntl
 import os
+import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
 LOCK = Path("/tmp/siaga112-test-pbx.lock")
+
+
+def run_main(coro: Coroutine[Any, Any, int]) -> int:
+    """asyncio.run, with SIGTERM and SIGINT cancelling the run, so that its phones and the
+    daemon it started are stopped by their pids before it exits."""
+
+    async def guarded() -> int:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            return await coro
+        except asyncio.CancelledError:
+            say("stopped by a signal; phones and daemon were stopped")
+            return 130
+
+    return asyncio.run(guarded())
 
 
 def say(msg: str) -> None:
@@ -170,7 +191,7 @@ def _load_test(args: argparse.Namespace) -> int:
         f"{args.operators} operators; bound {bound:.0f} s; reports in {out}")
     started = time.monotonic()
     with pbx_lock():
-        rc = asyncio.run(main())
+        rc = run_main(main())
     say(f"load test done in {time.monotonic() - started:.0f} s")
     return rc
 
@@ -192,4 +213,4 @@ def _bench(args: argparse.Namespace) -> int:
     out = _reports_dir(args, settings, "bench")
     say(f"bench: reports in {out}")
     with pbx_lock():
-        return asyncio.run(run_bench(settings, options, out, say))
+        return run_main(run_bench(settings, options, out, say))

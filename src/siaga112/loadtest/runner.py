@@ -129,6 +129,17 @@ async def _drain(settings: Settings, seconds: float) -> int:
     return left
 
 
+async def _busy_operators(api: DaemonApi) -> dict[str, str]:
+    """Operators the daemon holds ringing or on a call (asked once the PBX has no channel)."""
+    try:
+        ops = await api.operators()
+    except DaemonError as exc:
+        log.warning("operators_check_failed", error=str(exc)[:200])
+        return {}
+    return {str(o["operator"]): str(o["state"]) for o in ops
+            if o.get("state") in ("ringing", "on_call")}
+
+
 async def run_load(plan: LoadPlan, ctx: RunContext) -> rp.LoadReport:
     root = ctx.out_dir / plan.name
     pcaps = LoadPcaps(ctx.out_dir / "pcaps")
@@ -147,6 +158,11 @@ async def run_load(plan: LoadPlan, ctx: RunContext) -> rp.LoadReport:
     notes = list(ctx.extra_notes)
     if left > 0:
         notes.append(f"{left} channels were still up {ctx.drain_seconds:.0f} s after the load")
+    if ctx.api is not None and left == 0:
+        stuck = await _busy_operators(ctx.api)
+        if stuck:
+            notes.append(f"with no call left on the PBX the daemon still holds operators busy: "
+                         f"{stuck} (they take no more calls)")
     after = rp.Scrape.parse(await ctx.api.metrics()) if ctx.api else None
     report = _build(plan, callers, start, end, queue)
     report.notes = notes
