@@ -219,9 +219,9 @@ class CallSession:
             await self._on_command(item)
         else:
             channel = getattr(item, "channel", None)
-            leg = legs.parse(channel.id) if channel is not None else None
-            if leg is None:
+            if channel is None:
                 return
+            leg = legs.parse(channel.id)
             if leg.kind is legs.LegKind.CITIZEN:
                 await self._on_citizen(item)
             elif leg.kind is legs.LegKind.OPERATOR:
@@ -578,11 +578,18 @@ class CallSession:
         if self.deps.settings.recording.enabled:
             asyncio.get_running_loop().call_later(1.0, self._recorded)
 
-    def _recorded(self) -> None:
+    def _recorded(self, last_size: int = -1, looks: int = 10) -> None:
+        """Note the recording in the record once MixMonitor is done with it: the file is there
+        and its size held still for a second (MixMonitor's thread writes on after hang-up)."""
         path = Path(self.deps.settings.recording.dir) / f"{self.call_id}.wav"
         try:
             size = path.stat().st_size
         except OSError:
+            size = -1
+        if (size < 0 or size != last_size) and looks > 1:
+            asyncio.get_running_loop().call_later(1.0, self._recorded, size, looks - 1)
+            return
+        if size < 0:
             log.warning("recording_missing", path=str(path), call_id=self.call_id)
             return
         seconds = max(0.0, (size - 44) / 16000)  # 8 kHz, 16-bit mono WAV

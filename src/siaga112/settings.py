@@ -30,36 +30,36 @@ class AriSettings(BaseModel):
     password: SecretStr = SecretStr("change-me-ari")
     app: str = "siaga112"
     # Connections to Asterisk's HTTP server; http.conf sessionlimit must be above this.
-    max_connections: int = Field(20, ge=1, le=500)
-    request_timeout: float = Field(5.0, gt=0)
-    reconnect_initial: float = Field(0.2, gt=0)
-    reconnect_max: float = Field(5.0, gt=0)
+    max_connections: int = Field(default=20, ge=1, le=500)
+    request_timeout: float = Field(default=5.0, gt=0)
+    reconnect_initial: float = Field(default=0.2, gt=0)
+    reconnect_max: float = Field(default=5.0, gt=0)
 
 
 class DatabaseSettings(BaseModel):
     url: str = "postgresql+asyncpg://siaga112@127.0.0.1:5432/siaga112"
-    batch_size: int = Field(200, ge=1)
-    flush_interval: float = Field(0.2, gt=0)
-    retry_interval: float = Field(1.0, gt=0)
+    batch_size: int = Field(default=200, ge=1)
+    flush_interval: float = Field(default=0.2, gt=0)
+    retry_interval: float = Field(default=1.0, gt=0)
     # Bounded local journal: records wait here while PostgreSQL is down.
-    journal_max_bytes: int = Field(512 * 1024 * 1024, ge=1024)
+    journal_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
 
 
 class MqttSettings(BaseModel):
     enabled: bool = True
     host: str = "127.0.0.1"
-    port: int = Field(1883, ge=1, le=65535)
+    port: int = Field(default=1883, ge=1, le=65535)
     username: str | None = None
     password: SecretStr | None = None
     topic_prefix: str = "siaga112"
     # Events kept in memory while the broker is unreachable; older ones are dropped and counted.
-    buffer_max: int = Field(10_000, ge=1)
+    buffer_max: int = Field(default=10_000, ge=1)
 
 
 class QueueSettings(BaseModel):
-    ring_timeout: float = Field(15.0, gt=0, description="seconds an operator's phone rings")
-    wrapup: float = Field(10.0, ge=0, description="seconds of wrap-up after each call")
-    announce_interval: float = Field(30.0, gt=0)
+    ring_timeout: float = Field(default=15.0, gt=0, description="seconds an operator's phone rings")
+    wrapup: float = Field(default=10.0, ge=0, description="seconds of wrap-up after each call")
+    announce_interval: float = Field(default=30.0, gt=0)
     operators: list[str] = [f"op{n}" for n in range(1, 9)]
     # Operators start logged in, so that a fresh centre takes calls before anyone dials *11.
     operators_start_logged_in: bool = True
@@ -67,32 +67,35 @@ class QueueSettings(BaseModel):
 
 class ScreeningSettings(BaseModel):
     # Digit that lets a blocked caller through to the priority lane.
-    bypass_digit: str = Field("5", pattern=r"^[0-9*#]$")
-    bypass_wait: float = Field(8.0, gt=0)
+    bypass_digit: str = Field(default="5", pattern=r"^[0-9*#]$")
+    bypass_wait: float = Field(default=8.0, gt=0)
     strict: bool = False  # announce and hang up, no way through: off by default
 
 
 class PolicySettings(BaseModel):
-    prank_block_threshold: int = Field(5, ge=1, description="more than this in the window blocks")
-    referral_threshold: int = Field(10, ge=1, description="more than this refers to the ministry")
-    window_hours: float = Field(24 * 30, gt=0)
-    block_hours: float = Field(24.0, gt=0)
+    # more than this in the window blocks
+    prank_block_threshold: int = Field(default=5, ge=1)
+    # more than this refers to the ministry
+    referral_threshold: int = Field(default=10, ge=1)
+    window_hours: float = Field(default=24 * 30, gt=0)
+    block_hours: float = Field(default=24.0, gt=0)
 
 
 class SilenceSettings(BaseModel):
     enabled: bool = True
     # TALK_DETECT thresholds: ms of silence before talking stops, energy level of speech.
-    dsp_silence_ms: int = Field(1200, ge=100)
-    dsp_talking_threshold: int = Field(128, ge=1)
-    silent_after: float = Field(6.0, gt=0, description="seconds of silence before the prompt")
-    keys_wait: float = Field(8.0, gt=0, description="seconds to press 5 5 after the prompt")
+    dsp_silence_ms: int = Field(default=1200, ge=100)
+    dsp_talking_threshold: int = Field(default=128, ge=1)
+    # seconds of silence before the prompt
+    silent_after: float = Field(default=6.0, gt=0)
+    keys_wait: float = Field(default=8.0, gt=0, description="seconds to press 5 5 after the prompt")
 
 
 class AgencySettings(BaseModel):
-    answer_timeout: float = Field(20.0, gt=0)
-    moving_deadline_minutes: float = Field(15.0, gt=0)
-    complaint_deadline_hours: float = Field(72.0, gt=0)
-    overdue_check_interval: float = Field(10.0, gt=0)
+    answer_timeout: float = Field(default=20.0, gt=0)
+    moving_deadline_minutes: float = Field(default=15.0, gt=0)
+    complaint_deadline_hours: float = Field(default=72.0, gt=0)
+    overdue_check_interval: float = Field(default=10.0, gt=0)
 
 
 class ApiToken(BaseModel):
@@ -101,7 +104,7 @@ class ApiToken(BaseModel):
     # only report its own team moving, and names its two-digit code in `agency`.
     role: Literal["supervisor", "operator", "admin", "agency"]
     name: str
-    agency: str | None = Field(None, pattern=r"^[0-9]{2}$")
+    agency: str | None = Field(default=None, pattern=r"^[0-9]{2}$")
 
     @model_validator(mode="after")
     def _agency_bound(self) -> ApiToken:
@@ -116,7 +119,7 @@ class ApiToken(BaseModel):
 
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
-    port: int = Field(8112, ge=1, le=65535)
+    port: int = Field(default=8112, ge=1, le=65535)
     tokens: list[ApiToken] = []
     metrics_public: bool = False  # true: /metrics needs no token (a scraper on loopback)
 
@@ -126,7 +129,7 @@ class RecordingSettings(BaseModel):
     # Where the PBX's MixMonitor writes (dialplan: siaga112/<call id>.wav under its monitor
     # spool), as this host sees it. For the test PBX that is inside its chroot.
     dir: Path = Path("/var/cache/siaga112/pbx-root/var/spool/asterisk/monitor/siaga112")
-    retention_days: int = Field(90, ge=1)
+    retention_days: int = Field(default=90, ge=1)
 
 
 class Settings(BaseSettings):

@@ -273,8 +273,8 @@ class SippConfig:
             args += ["-timeout", f"{self.global_timeout_s:g}s", "-timeout_error"]
         for name, value in self.keys.items():
             args += ["-key", name, str(value)]
-        for name, value in self.variables.items():
-            args += ["-set", name, str(value)]
+        for var, setting in self.variables.items():
+            args += ["-set", var, str(setting)]
         args += list(self.extra_args)
         if self.remote is not None:
             args.append(self.remote)
