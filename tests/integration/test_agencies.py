@@ -132,3 +132,98 @@ async def test_operator_code_puts_agency_on_the_call_with_both(daemon_factory, p
     assert list(heard) == ["connecting-agency", "agency-joined"], heard
     assert heard["agency-joined"] == "done", heard
     assert "accept-case" in prompts_to(prompts, f"channel:{channel}")
+
+
+async def test_duty_line_without_answer_falls_back_to_next_line(daemon_factory, phones) -> None:
+    daemon = await daemon_factory(logged_in=["op1"], agency={"answer_timeout": 2})
+    duty = await phones.agency_noanswer("02")
+    fallback = await phones.agency("02", fallback=True, ring=0.2)
+    await phones.operator(1, ring=0.2, talk=None)
+    number = mobile_number()
+    citizen = await phones.citizen(number, MOBILE, hold=8.0, audio=phones.pcaps.speech(10))
+    call_id = await call_of(daemon, e164(number))
+    session = daemon.stasis.sessions[call_id]
+    await wait_for(lambda: session.operator_channel and session.state.value == "connected", 10)
+    status, answer = await api_post(f"/calls/{call_id}/agencies", {"agency": "02"})  # as *202
+    assert (status, answer["result"]) == (202, "dialling"), answer
+    channel = await joined(session, "02")
+    assert legs.parse(channel).line == 1, "the fallback line took the call"
+    await bridge_holds(call_id, {call_id, session.operator_channel, channel}, "fallback on call")
+    assert (await citizen.wait(15)).ok
+    assert len((await duty.wait(5)).events("invite")) == 1
+    assert (await fallback.wait(5)).events("bye_received")
+    detail = await record(daemon, call_id)
+    steps = [(e.type, e.data.get("line")) for e in detail.events if e.type.startswith("agency")]
+    assert steps == [("agency_requested", None), ("agency_line_failed", "PJSIP/agency02"),
+                     ("agency_joined", "PJSIP/agency02-fb")], steps
+    (failed,) = events_of(detail, "agency_line_failed")
+    assert failed["reason"].startswith("no answer"), failed
+    (dispatch,) = detail.dispatches
+    assert (dispatch.line, dispatch.outcome) == ("PJSIP/agency02-fb", "answered")
+
+
+async def test_operator_hangs_up_citizen_and_agency_stay(daemon_factory, phones) -> None:
+    daemon = await daemon_factory(logged_in=["op1"])
+    agency = await phones.agency("01", ring=0.2)
+    op1, citizen, call_id = await citizen_with_operator(daemon, phones, code="*201",
+                                                        op_talk=3.0, hold=7.0)
+    session = daemon.stasis.sessions[call_id]
+    channel = await joined(session, "01")
+    await wait_for(lambda: session.operator_channel is None, 10, "the operator hung up")
+    await bridge_holds(call_id, {call_id, channel}, "citizen and agency still together")
+    assert (await op1.wait(10)).events("bye_sent")
+    result = await citizen.wait(15)
+    assert result.ok and result.events("bye_sent") and not result.events("bye_received"), (
+        "the citizen's call lasted until the citizen hung up")
+    assert (await agency.wait(10)).events("bye_received"), "the agency leg is hung up at the end"
+    detail = await record(daemon, call_id)
+    assert types(detail).index("operator_left") < types(detail).index("ended")
+    (ended,) = events_of(detail, "ended")
+    assert (ended["hangup_by"], ended["disposition"]) == ("caller", "genuine")
+    assert detail.call.agencies == ["01"]
+    assert await bridge_members(call_id) == set(), "the call's bridge is gone"
+
+
+async def test_two_agencies_acceptance_moving_and_overdue(daemon_factory, phones) -> None:
+    # "Team moving" is due 6 s after the request here (15 minutes in service).
+    daemon = await daemon_factory(logged_in=["op1"], agency={
+        "moving_deadline_minutes": 0.1, "overdue_check_interval": 0.2})
+    fire = await phones.agency("01", ring=0.2, dtmf=phones.pcaps.dtmf("1"), dtmf_at=1.0)
+    police = await phones.agency("02", ring=0.2)
+    op1, citizen, call_id = await citizen_with_operator(daemon, phones, code="*201*202",
+                                                        op_talk=None, hold=5.0)
+    session = daemon.stasis.sessions[call_id]
+    ch01, ch02 = await joined(session, "01"), await joined(session, "02")
+    await bridge_holds(call_id, {call_id, session.operator_channel, ch01, ch02},
+                       "citizen, operator and both agencies")
+    fire_dispatch = session.agencies.dispatch("01").dispatch_id
+    police_dispatch = session.agencies.dispatch("02").dispatch_id
+    status, _ = await api_post(f"/dispatches/{fire_dispatch}/moving",
+                               {"call_id": call_id, "agency": "01"})
+    assert status == 202
+    await wait_for(lambda: session.agencies.dispatch("01").accepted, 10, "01 pressed 1")
+    assert (await citizen.wait(15)).ok
+    assert (await fire.wait(5)).events("dtmf_sent") and (await police.wait(5)).ok
+
+    async def overdue_recorded() -> Any:
+        detail = await record(daemon, call_id)
+        return detail if any(d.overdue_at for d in detail.dispatches) else None
+
+    detail = await wait_for(overdue_recorded, 20, "the police dispatch reported overdue")
+    by_agency = {d.agency: d for d in detail.dispatches}
+    fire_row, police_row = by_agency["01"], by_agency["02"]
+    assert fire_row.dispatch_id == fire_dispatch and police_row.dispatch_id == police_dispatch
+    assert fire_row.requested_at < fire_row.answered_at < fire_row.accepted_at
+    assert fire_row.moving_at is not None and fire_row.outcome == "moving"
+    assert fire_row.overdue_at is None, "a team on the move is never overdue"
+    assert police_row.answered_at and police_row.accepted_at is None
+    assert police_row.moving_at is None and police_row.overdue_at is not None
+    (overdue,) = events_of(detail, "overdue")
+    assert (overdue["agency"], overdue["dispatch_id"], overdue["kind"]) == (
+        "02", police_dispatch, "moving")
+    steps = {(e.type, e.data.get("agency")) for e in detail.events}
+    for step in [("agency_requested", "01"), ("agency_joined", "01"), ("agency_accepted", "01"),
+                 ("team_moving", "01"), ("agency_requested", "02"), ("agency_joined", "02"),
+                 ("overdue", "02"), ("ended", None)]:
+        assert step in steps, f"{step} missing from the record: {sorted(steps)}"
+    assert sorted(detail.call.agencies) == ["01", "02"]
