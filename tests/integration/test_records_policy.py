@@ -54,6 +54,14 @@ async def complete(daemon, call_id: str) -> CallDetail:
     return await wait_for(get, 15, f"the recording of {call_id} in its record")
 
 
+def invites_from(phone, *numbers: str) -> list[str]:
+    """The callers of the INVITEs this desk phone got from these numbers (national or E.164;
+    another run's calls on the shared PBX may ring it too)."""
+    wanted = {*numbers, *(e164(n) for n in numbers)}
+    callers = [e.fields.get("caller", "") for e in phone.logs() if e.event == "invite"]
+    return [c for c in callers if c in wanted]
+
+
 def assert_complete(detail: CallDetail) -> None:
     """Exactly one complete record: arrived, ended, one 'ended' event, unique event ids, and
     a recording that exists, is not empty and whose path and length are in the record."""
@@ -106,7 +114,7 @@ async def test_six_pranks_block_the_number_and_five_is_the_way_through(
     await phones.stop_all()
     for n in ops:
         daemon.desk.choose(f"op{n}", OperatorState.LOGGED_OUT, reason="test", persist=True)
-    op7 = await phones.operator(7, ring=0.2, talk=1.0)
+    op7 = await phones.operator(7, ring=0.2, talk=1.0, calls=None)
     daemon.desk.choose("op7", OperatorState.AVAILABLE, reason="test", persist=True)
     seventh = await phones.citizen(number, MOBILE, hold=None)
     seventh_id = await call_of(daemon, e164(number))
@@ -116,7 +124,7 @@ async def test_six_pranks_block_the_number_and_five_is_the_way_through(
     types = [e.type for e in blocked.events]
     assert blocked.call.disposition == Disposition.BLOCKED.value
     assert "blocked_announced" in types and "queued" not in types, types
-    assert op7.logs() == [], "a blocked caller must not ring an operator"
+    assert invites_from(op7, number) == [], "a blocked caller must not ring an operator"
     assert_complete(blocked)
 
     eighth = await phones.citizen(number, MOBILE, hold=None, dtmf=phones.pcaps.dtmf("5"),
@@ -124,7 +132,7 @@ async def test_six_pranks_block_the_number_and_five_is_the_way_through(
     eighth_id = await call_of(daemon, e164(number))
     result = await eighth.wait(20)
     assert result.ok, result.explain()
-    assert len((await op7.wait(5)).events("invite")) == 1
+    assert len(invites_from(op7, number)) == 1
     bypass = await complete(daemon, eighth_id)
     assert bypass.call.operator == "op7"
     assert bypass.call.priority is True
@@ -190,7 +198,7 @@ async def test_silent_caller_who_presses_55_goes_ahead_of_a_waiting_caller(
     prompt and sends 5 5; resumed, op1 rings the silent caller first. The speaking caller is
     heard by TALK_DETECT (no prompt, not cut off as a ghost) and is answered next."""
     daemon = await daemon_factory(logged_in=[], **QUICK, silence=SILENCE)
-    op1 = await phones.operator(1, ring=0.2, talk=1.0, calls=2)
+    op1 = await phones.operator(1, ring=0.2, talk=1.0, calls=None)
     talker_no, silent_no = mobile_number(), mobile_number()
     talker = await phones.citizen(talker_no, MOBILE, hold=None, audio=phones.pcaps.speech(30))
     talker_id = await call_of(daemon, e164(talker_no))
@@ -207,8 +215,7 @@ async def test_silent_caller_who_presses_55_goes_ahead_of_a_waiting_caller(
     for citizen in (silent, talker):
         result = await citizen.wait(30)
         assert result.ok and result.events("bye_received"), result.explain()
-    invites = (await op1.wait(10)).events("invite")
-    assert [i.fields["caller"] for i in invites] == [e164(silent_no), e164(talker_no)]
+    assert invites_from(op1, silent_no, talker_no) == [e164(silent_no), e164(talker_no)]
 
     first = await complete(daemon, silent_id)
     types = [e.type for e in first.events]
