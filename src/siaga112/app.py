@@ -28,6 +28,7 @@ from siaga112.notifier import MqttNotifier, NullNotifier
 from siaga112.operators import OperatorDesk
 from siaga112.orphans import OrphanCloser
 from siaga112.queue import CallQueue
+from siaga112.records.agencies import keep_synced
 from siaga112.records.policy import BlockPolicy
 from siaga112.records.repository import Repository
 from siaga112.records.writer import RecordWriter
@@ -137,6 +138,8 @@ class Daemon:
         self._spawn(self.events.run(), "ari-events")
         self._spawn(self.holding.run_announcements(), "holding-announcements")
         self._spawn(self.clock.run(), "dispatch-clock")
+        self._spawn(keep_synced(self.engine, self.directory.all(),
+                                self.settings.database.retry_interval), "agency-directory")
         self._spawn(self.fallback.run(), "fallback-import")
         self._spawn(self.orphans.after_resync(self.stasis.resynced), "orphan-records")
         await self.api.start()

@@ -10,7 +10,7 @@ from siaga112.records.tables import metadata
 
 from .conftest import create_database
 
-HEAD = "0002"
+HEAD = "0003"
 
 
 async def _tables(url: str) -> set[str]:
@@ -58,12 +58,24 @@ async def test_complaints_come_and_go_with_0002(pg_server: str) -> None:
 
     await upgrade_async(url, "0002")
     assert "complaints" in await _tables(url)
-    assert await _drift(url) == []  # the migrations build exactly what tables.py says
+    # the migrations build exactly what tables.py says, but for what 0003 adds
+    assert [(d[0], d[1].name) for d in await _drift(url)] == [("add_table", "agencies")]
 
     await downgrade_async(url, "0001")
     assert "complaints" not in await _tables(url)
     assert await current_revision(url) == "0001"
     assert "calls" in await _tables(url)
+
+
+async def test_agencies_come_and_go_with_0003(pg_server: str) -> None:
+    url = await create_database("t_migrations_0003")
+    await upgrade_async(url, "0003")
+    assert "agencies" in await _tables(url)
+    assert await _drift(url) == []  # the migrations build exactly what tables.py says
+
+    await downgrade_async(url, "0002")
+    assert "agencies" not in await _tables(url)
+    assert "complaints" in await _tables(url)
 
 
 async def test_upgrade_twice_is_a_no_op(pg_server: str) -> None:

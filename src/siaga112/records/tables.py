@@ -175,3 +175,17 @@ Index(
     complaints.c.filed_at,
     postgresql_where=complaints.c.answered_at.is_(None),
 )
+
+# The agency directory as settings last gave it (records/agencies.py syncs it at start). An
+# agency dropped from settings stays, inactive, so that old dispatches still name it.
+agencies = Table(
+    "agencies",
+    metadata,
+    Column("code", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("scope", Text, nullable=False),  # agencies.Scope values
+    Column("lines", ARRAY(Text), nullable=False),  # dial strings: duty line, then fallbacks
+    Column("categories", ARRAY(Text), nullable=False, server_default=text("'{}'")),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+    _ts("updated_at", nullable=False, server_default=func.now()),
+)
