@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -27,21 +27,30 @@ class Stack:
     state_dir: Path
 
 
-@pytest.fixture(scope="session", autouse=True)
-def pbx_lock() -> Iterator[None]:
+LOCK_FILE = "/tmp/siaga112-test-pbx.lock"
+_lock: list[IO[str]] = []
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
     """One test run at a time on the machine's one local stack: the PBX's addresses are fixed
     by the topology, so two runs would answer each other's calls, and some tests stop
-    PostgreSQL or Mosquitto on purpose. A second run waits for the first to end."""
-    with open("/tmp/siaga112-test-pbx.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    PostgreSQL or Mosquitto on purpose. A second run waits here for the first to end (before
+    any test starts, so the wait is not counted in a test's timeout). `siaga112 load-test` and
+    `siaga112 bench` take the same lock."""
+    fh = open(LOCK_FILE, "w")  # noqa: SIM115 - held for the whole session
+    fcntl.flock(fh, fcntl.LOCK_EX)
+    _lock.append(fh)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    while _lock:
+        fh = _lock.pop()
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        fh.close()
 
 
 @pytest.fixture(scope="session")
-def stack(pbx_lock: None) -> Stack:
+def stack() -> Stack:
     from siaga112.devstack import stack as devstack
     from siaga112.devstack.pbx import Pbx
     from siaga112.devstack.postgres import database_url
@@ -134,9 +143,9 @@ async def daemon_factory(stack: Stack, tmp_path: Path) -> AsyncIterator[DaemonFa
     await reset_pbx(["op1"])
 
 
-async def wait_for(predicate: Callable[[], Any], timeout: float = 10, what: str = "") -> Any:
+async def wait_for(predicate: Callable[[], Any], seconds: float = 10, what: str = "") -> Any:
     """Poll until predicate() is truthy (or an awaitable resolving truthy)."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + seconds
     while True:
         value = predicate()
         if asyncio.iscoroutine(value):
@@ -144,5 +153,5 @@ async def wait_for(predicate: Callable[[], Any], timeout: float = 10, what: str 
         if value:
             return value
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+            raise AssertionError(f"timed out after {seconds}s waiting for {what or predicate}")
         await asyncio.sleep(0.05)

@@ -16,7 +16,7 @@ from tests.integration.phones import LANDLINE, MOBILE, e164, mobile_number
 pytestmark = pytest.mark.integration
 
 
-async def call_of(daemon, caller_e164: str, timeout: float = 10) -> str:
+async def call_of(daemon, caller_e164: str, seconds: float = 10) -> str:
     """The call id of the live call from this caller."""
 
     def find() -> str | None:
@@ -25,7 +25,7 @@ async def call_of(daemon, caller_e164: str, timeout: float = 10) -> str:
                 return s.call_id
         return None
 
-    return await wait_for(find, timeout, f"a live call from {caller_e164}")
+    return await wait_for(find, seconds, f"a live call from {caller_e164}")
 
 
 async def record(daemon, call_id: str, ended: bool = True):
@@ -167,3 +167,39 @@ async def test_daemon_down_call_reaches_operator_and_leaves_its_record(
     assert call.disposition == Disposition.FALLBACK.value
     assert call.operator == "op1"
     assert call.line_type == "mobile"
+
+
+async def test_desk_phone_codes_log_in_pause_resume_log_out(daemon_factory, phones) -> None:
+    daemon = await daemon_factory(logged_in=[])
+    desk = daemon.desk
+    steps = [("*11", OperatorState.AVAILABLE), ("*13", OperatorState.PAUSED),
+             ("*14", OperatorState.AVAILABLE), ("*12", OperatorState.LOGGED_OUT)]
+    async with AriClient(AriSettings()) as ari:
+        for code, state in steps:
+            result = await phones.code(3, code)
+            assert result.ok, result.explain()
+            await wait_for(lambda s=state: desk.get("op3").state is s, 5, f"op3 {state}, {code}")
+            # Kept in the PBX, where a restarted daemon (or the dialplan alone) finds it.
+            assert await ari.get_global(state_var("op3")) == state.value
+        # A code that does not exist changes nothing.
+        result = await phones.code(3, "*19")
+        assert result.ok, result.explain()
+        assert desk.get("op3").state is OperatorState.LOGGED_OUT
+
+
+async def test_operator_on_a_call_is_not_rung_again(daemon_factory, phones) -> None:
+    daemon = await daemon_factory(logged_in=["op1"])
+    op1 = await phones.operator(1, ring=0.2, talk=None, calls=1)
+    first_number = mobile_number()
+    first = await phones.citizen(first_number, MOBILE, hold=4.0)
+    first_id = await call_of(daemon, e164(first_number))
+    await wait_for(lambda: daemon.stasis.sessions[first_id].state is CallState.CONNECTED, 10)
+    number = mobile_number()
+    second = await phones.citizen(number, LANDLINE, hold=1.5)
+    second_id = await call_of(daemon, e164(number))
+    assert daemon.stasis.sessions[second_id].state is CallState.QUEUED
+    assert daemon.queue.position(second_id) == 1
+    assert (await second.wait(15)).ok
+    assert (await first.wait(15)).ok
+    assert len((await op1.wait(5)).events("invite")) == 1
+

@@ -36,7 +36,9 @@ def test_indonesian_numbers_become_e164(raw: str, e164: str) -> None:
         ("12345678", CallerIdProblem.NOT_INDONESIAN),
     ],
 )
-def test_unusable_caller_ids_are_named_never_raised(raw: str | None, problem: CallerIdProblem) -> None:
+def test_unusable_caller_ids_are_named_never_raised(
+    raw: str | None, problem: CallerIdProblem
+) -> None:
     got = normalise(raw)
     assert got.e164 is None
     assert got.problem is problem

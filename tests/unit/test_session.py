@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
+from tests.fakes import FakeAri, ListSink
 
 from siaga112.agencies import Directory
 from siaga112.ari.models import Channel, StasisStart
@@ -18,7 +19,6 @@ from siaga112.screening import Screening
 from siaga112.session import CallDeps
 from siaga112.settings import Settings
 from siaga112.stasis import Stasis
-from tests.fakes import FakeAri, ListSink
 
 
 def build(ari: FakeAri, blocks: list[BlockEntry] | None = None, **settings: Any) -> tuple[
