@@ -55,6 +55,12 @@ def stack() -> Stack:
     from siaga112.devstack.pbx import Pbx
     from siaga112.devstack.postgres import database_url
 
+    from siaga112.devstack import procs
+
+    pid = procs.read_pid(STATE / "siaga112.pid")
+    if pid is not None:
+        pytest.exit(f"a siaga112 daemon (pid {pid}, from `make up`) is connected to the test "
+                    "PBX and would take the tests' calls: run `make down` first", returncode=3)
     devstack.up(REPO, STATE)
     pbx = Pbx(repo=REPO, state_dir=STATE)
     return Stack(db_url=database_url(devstack.PG_PORT), recordings=pbx.recordings,
