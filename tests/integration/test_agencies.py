@@ -227,3 +227,27 @@ async def test_two_agencies_acceptance_moving_and_overdue(daemon_factory, phones
                  ("overdue", "02"), ("ended", None)]:
         assert step in steps, f"{step} missing from the record: {sorted(steps)}"
     assert sorted(detail.call.agencies) == ["01", "02"]
+
+
+async def test_directory_from_settings_is_in_the_database(daemon_factory) -> None:
+    from sqlalchemy import select
+
+    from siaga112.agencies import DEFAULT_DIRECTORY
+    from siaga112.records.tables import agencies
+
+    renamed = "Damkar Kota Serang (test)"
+    directory = [a.model_copy(update={"name": renamed}) if a.code == "01" else a
+                 for a in DEFAULT_DIRECTORY if a.code != "14"]
+    daemon = await daemon_factory(logged_in=[], agencies=[a.model_dump() for a in directory])
+
+    async def synced() -> dict[str, Any] | None:
+        async with daemon.engine.connect() as conn:
+            rows = {r["code"]: r for r in (await conn.execute(select(agencies))).mappings()}
+        return rows if "01" in rows and rows["01"]["name"] == renamed else None
+
+    rows = await wait_for(synced, 10, "the directory synced at start")
+    assert not rows["14"]["active"], "an agency dropped from settings stays, inactive"
+    for a in directory:
+        row = rows[a.code]
+        assert (row["name"], row["scope"], row["lines"], row["categories"], row["active"]) == (
+            a.name, a.scope.value, a.lines, a.categories, True)
