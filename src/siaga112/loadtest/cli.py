@@ -127,6 +127,14 @@ def _reports_dir(args: argparse.Namespace, settings, kind: str) -> Path:  # noqa
     return base / f"{kind}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
 
 
+def capacity_note(args: argparse.Namespace) -> str:
+    """What the desk can take: above it callers queue, and leave after their hold."""
+    cycle = args.ring + args.talk + args.wrapup
+    return (f"the desk takes about {args.operators / cycle:.1f} calls/s ({args.operators} "
+            f"operators x (ring {args.ring:g} + talk {args.talk:g} + wrap-up {args.wrapup:g} s))"
+            f"; above that callers wait, and leave after their hold")
+
+
 def _load_test(args: argparse.Namespace) -> int:
     from siaga112.loadtest.daemon import restore_operators, set_operators
     from siaga112.loadtest.phones import (
@@ -174,7 +182,8 @@ def _load_test(args: argparse.Namespace) -> int:
             try:
                 ctx = RunContext(settings, args.pbx, out, say, api=daemon.api,
                                  progress_every=args.progress,
-                                 extra_notes=[f"daemon settings: {daemon.settings_note}"])
+                                 extra_notes=[f"daemon settings: {daemon.settings_note}",
+                                              capacity_note(args)])
                 report = await run_load(plan, ctx)
             finally:
                 await restore_operators(daemon.api, before)
