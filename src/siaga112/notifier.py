@@ -267,8 +267,12 @@ class MqttNotifier:
             self._set_state(Message(self.topics.operator(op.operator), payload, True), payload)
 
     def _add_event(self, messages: tuple[Message, ...]) -> None:
-        if self._stopping:
-            log.warning("mqtt_event_after_stop", topic=messages[0].topic)
+        if self._stopping:  # nowhere to go: counted as dropped, and said
+            self.dropped += 1
+            if self._metrics is not None:
+                self._metrics.mqtt_dropped(1)
+            log.warning("mqtt_event_after_stop", topic=messages[0].topic,
+                        dropped_total=self.dropped)
             return
         dropped = self._buffer.add_event(messages)
         if dropped:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from structlog.testing import capture_logs
 
+from siaga112.metrics import Metrics
 from siaga112.model import (
     CallEvent,
     CallEventType,
@@ -139,3 +140,14 @@ def test_state_that_says_nothing_new_is_not_sent_again() -> None:
         n.operators_changed([ops[0].model_copy(update={"state": OperatorState.RINGING}), ops[1]])
         n.queue_changed(QueueSnapshot(length=0, entries=[]))
     assert topics_of(n._buffer) == [["p/operators/op1"]]
+
+
+async def test_an_event_after_stop_is_counted_as_dropped() -> None:
+    metrics = Metrics(process=False)
+    n = MqttNotifier(MqttSettings(topic_prefix="p"), metrics=metrics)
+    await n.stop()
+    with capture_logs() as logs:
+        n.call_event(CallEvent(call_id="c1", seq=9, type=CallEventType.RECORDING))
+    assert (n.dropped, n.pending) == (1, 0)
+    assert [e["event"] for e in logs] == ["mqtt_event_after_stop"]
+    assert b"siaga112_mqtt_dropped_total 1.0" in metrics.render()
