@@ -6,9 +6,15 @@ agencies; the records are read back from PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import aiomqtt
 import pytest
 
 from siaga112 import legs
@@ -90,6 +96,27 @@ def types(detail: Any) -> list[str]:
 
 def events_of(detail: Any, type_: str) -> list[dict[str, Any]]:
     return [e.data for e in detail.events if e.type == type_]
+
+
+@contextlib.asynccontextmanager
+async def agency_systems(daemon: Any) -> AsyncIterator[tuple[aiomqtt.Client, list[dict[str, Any]]]]:
+    """The agencies' side of MQTT: a client that reads every agency's dispatch topic (the
+    events it gets, parsed) and may publish "team moving"."""
+    received: list[dict[str, Any]] = []
+    prefix = daemon.settings.mqtt.topic_prefix
+    async with aiomqtt.Client("127.0.0.1", 1883, identifier=f"agencies-{uuid.uuid4().hex}") as c:
+        await c.subscribe(f"{prefix}/agencies/+/dispatches", qos=1)
+
+        async def read() -> None:
+            async for message in c.messages:
+                received.append(json.loads(bytes(message.payload)))  # type: ignore[arg-type]
+
+        reader = asyncio.create_task(read())
+        try:
+            yield c, received
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
 
 
 async def api_post(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -185,11 +212,18 @@ async def test_operator_hangs_up_citizen_and_agency_stay(daemon_factory, phones)
 
 
 async def test_two_agencies_acceptance_moving_and_overdue(daemon_factory, phones) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        await two_agencies_acceptance_moving_and_overdue(daemon_factory, phones, stack)
+
+
+async def two_agencies_acceptance_moving_and_overdue(daemon_factory: Any, phones: Any,
+                                                     stack: contextlib.AsyncExitStack) -> None:
     # "Team moving" is due 6 s after the request here (15 minutes in service).
     daemon = await daemon_factory(logged_in=["op1"], agency={
         "moving_deadline_minutes": 0.1, "overdue_check_interval": 0.2})
     fire = await phones.agency("01", ring=0.2, dtmf=phones.pcaps.dtmf("1"), dtmf_at=1.0)
     police = await phones.agency("02", ring=0.2)
+    mqtt = await stack.enter_async_context(agency_systems(daemon))
     op1, citizen, call_id = await citizen_with_operator(daemon, phones, code="*201*202",
                                                         op_talk=None, hold=5.0)
     session = daemon.stasis.sessions[call_id]
@@ -227,6 +261,22 @@ async def test_two_agencies_acceptance_moving_and_overdue(daemon_factory, phones
                  ("overdue", "02"), ("ended", None)]:
         assert step in steps, f"{step} missing from the record: {sorted(steps)}"
     assert sorted(detail.call.agencies) == ["01", "02"]
+    # Published to the agencies too: the police system was told its dispatch is overdue.
+    client, received = mqtt
+    await wait_for(lambda: any(m["type"] == "overdue" and m["call_id"] == call_id
+                               for m in received), 10, "the overdue event on MQTT")
+    # A late team still reports moving, over MQTT: recorded, the overdue mark stays.
+    prefix = daemon.settings.mqtt.topic_prefix
+    await client.publish(f"{prefix}/agencies/02/moving", qos=1, payload=json.dumps(
+        {"call_id": call_id, "dispatch_id": police_dispatch}))
+
+    async def police_moving() -> Any:
+        detail = await record(daemon, call_id)
+        row = next(d for d in detail.dispatches if d.agency == "02")
+        return row if row.moving_at else None
+
+    late = await wait_for(police_moving, 10, "the police team moving, from MQTT")
+    assert late.overdue_at is not None and late.moving_at > late.overdue_at
 
 
 async def test_directory_from_settings_is_in_the_database(daemon_factory) -> None:
