@@ -178,6 +178,17 @@ class OperatorDesk:
         op.call_id = None
         self.choose(name, OperatorState.PAUSED, reason, persist=True)
 
+    def cancel_offer(self, name: str, call_id: str) -> None:
+        """An offer that was never rung (the caller hung up first): the operator is free again
+        at once, keeping its place in the idle order."""
+        op = self._ops.get(name)
+        if op is None or op.call_id != call_id or op.busy is not OperatorState.RINGING:
+            return
+        was = op.state
+        op.busy = None
+        op.call_id = None
+        self._changed(op, was)
+
     def released(self, name: str, call_id: str) -> None:
         """The operator's call ended: wrap-up, then available again."""
         op = self._ops.get(name)

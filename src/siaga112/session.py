@@ -207,6 +207,11 @@ class CallSession:
             for handle in self._timers.values():
                 handle.cancel()
             self._timers.clear()
+            # Offers the queue made after the caller hung up were never rung: free them.
+            while not self.inbox.empty():
+                item = self.inbox.get_nowait()
+                if isinstance(item, Offer):
+                    self.deps.desk.cancel_offer(item.operator, self.call_id)
             structlog.contextvars.unbind_contextvars("call_id")
             self._on_done(self.call_id)
 
@@ -380,7 +385,7 @@ class CallSession:
     async def _ring_operator(self, operator: str) -> None:
         if self.state is not CallState.QUEUED:
             # Offered while we were ending or already ringing: give the operator back.
-            self.deps.desk.released(operator, self.call_id)
+            self.deps.desk.cancel_offer(operator, self.call_id)
             return
         self._op_attempt += 1
         channel_id = legs.operator_leg(self.call_id, operator, self._op_attempt)

@@ -115,3 +115,24 @@ async def test_an_unknown_event_is_ignored() -> None:
     stasis.on_event(parse_event('{"type": "SomethingNew", "application": "siaga112"}'))
     await settle(stasis)
     assert sink.calls == []
+
+
+async def test_an_offer_made_after_the_caller_hung_up_frees_the_operator() -> None:
+    from siaga112.ari.models import StasisEnd
+
+    ari = FakeAri()
+    stasis, desk, sink = build(ari)
+    desk.choose("op1", OperatorState.LOGGED_OUT, None, persist=False)
+    desk.choose("op2", OperatorState.LOGGED_OUT, None, persist=False)
+    stasis.on_event(citizen())
+    await settle(stasis)
+    session = stasis.sessions["1700000000.1"]
+    assert session.state is CallState.QUEUED
+    # The caller's hang-up is in the call's inbox before the queue's offer.
+    session.post(StasisEnd(type="StasisEnd", channel=Channel(id=session.call_id)))
+    desk.choose("op1", OperatorState.AVAILABLE, None, persist=False)
+    assert desk.get("op1").state is OperatorState.RINGING
+    await settle(stasis)
+    assert stasis.sessions == {}
+    assert desk.get("op1").state is OperatorState.AVAILABLE
+    assert not ari.called("originate")
