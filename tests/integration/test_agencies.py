@@ -301,3 +301,19 @@ async def test_directory_from_settings_is_in_the_database(daemon_factory) -> Non
         row = rows[a.code]
         assert (row["name"], row["scope"], row["lines"], row["categories"], row["active"]) == (
             a.name, a.scope.value, a.lines, a.categories, True)
+
+
+async def test_operator_gone_while_duty_line_rings_citizen_waits(daemon_factory, phones) -> None:
+    daemon = await daemon_factory(logged_in=["op1"])
+    agency = await phones.agency("03", ring=3.0)  # answers after the operator has gone
+    op1, citizen, call_id = await citizen_with_operator(daemon, phones, code="*203",
+                                                        op_talk=2.2, hold=8.0)
+    session = daemon.stasis.sessions[call_id]
+    channel = await joined(session, "03")
+    await bridge_holds(call_id, {call_id, channel}, "citizen and the agency that answered late")
+    assert (await op1.wait(10)).events("bye_sent")
+    result = await citizen.wait(15)
+    assert result.ok and result.events("bye_sent"), "the citizen hung up, not us"
+    assert (await agency.wait(10)).events("bye_received")
+    detail = await record(daemon, call_id)
+    assert types(detail).index("operator_left") < types(detail).index("agency_joined")
