@@ -148,10 +148,12 @@ class OperatorDesk:
             log.error("operator_state_not_saved", operator=op.name, error=str(exc))
 
     def reachability(self, name: str, state: str) -> None:
+        """From a device state (UNAVAILABLE, INVALID: not reachable; NOT_INUSE, INUSE, ...:
+        reachable) or an endpoint state ("offline": not reachable)."""
         op = self._ops.get(name)
         if op is None:
             return
-        reachable = state != "offline"
+        reachable = state not in ("offline", "UNAVAILABLE", "INVALID")
         if reachable != op.reachable:
             op.reachable = reachable
             log.info("operator_reachability", operator=name, reachable=reachable)

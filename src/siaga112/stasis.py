@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 from collections.abc import Coroutine
 from datetime import datetime
 from typing import Any
@@ -23,7 +22,7 @@ from siaga112.ari.models import (
     AriEvent,
     Channel,
     ChannelDestroyed,
-    EndpointStateChange,
+    DeviceStateChanged,
     StasisEnd,
     StasisStart,
 )
@@ -42,7 +41,6 @@ class Stasis:
         self._tasks: set[asyncio.Task[None]] = set()
         self.accepting = True
         self.resynced = asyncio.Event()  # set after each (re)connect's resync
-        self._echoes = _Echoes()
 
     # -- the reader's callback: never blocks -------------------------------------------------
 
@@ -61,14 +59,13 @@ class Stasis:
             if role == "opcode":
                 self._spawn(self._opcode(ev))
                 return
-        if isinstance(ev, EndpointStateChange):
-            if ev.endpoint.technology == "PJSIP":
-                self._deps.desk.reachability(ev.endpoint.resource, ev.endpoint.state or "")
+        if isinstance(ev, DeviceStateChanged):
+            tech, _, name = ev.device_state.name.partition("/")
+            if tech == "PJSIP":
+                self._deps.desk.reachability(name, ev.device_state.state)
             return
         channel: Channel | None = getattr(ev, "channel", None)
         if channel is None:
-            return
-        if self._echoes.seen(ev, channel.id):
             return
         session = self.sessions.get(legs.parse(channel.id).call_id)
         if session is not None:
@@ -139,11 +136,7 @@ class Stasis:
         desk = self._deps.desk
         desk.reset_runtime()
         await desk.load()
-        for endpoint_source in ("endpoint:PJSIP",):
-            try:
-                await ari.subscribe(self._deps.settings.ari.app, endpoint_source)
-            except AriError as exc:
-                log.warning("subscribe_failed", source=endpoint_source, error=str(exc))
+        await self._watch_desk_phones()
 
         # Calls we still hold in memory (a reconnect without a restart).
         for call_id, session in list(self.sessions.items()):
@@ -178,6 +171,19 @@ class Stasis:
         log.info("resynced", channels=len(ours), taken_back=taken, live=len(self.sessions))
         self._deps.queue.match()
         self.resynced.set()
+
+    async def _watch_desk_phones(self) -> None:
+        """Follow each desk phone's reachability through its device state. (Subscribing to
+        the endpoints instead would also copy every channel event of those phones to us, so
+        an operator's DTMF would arrive twice. Asterisk keeps an app's subscriptions until it
+        restarts, and does not drop a whole-technology endpoint subscription on request.)"""
+        ari, app = self._deps.ari, self._deps.settings.ari.app
+        for name in self._deps.settings.queue.operators:
+            try:
+                await ari.subscribe(app, f"deviceState:PJSIP/{name}")
+            except AriError as exc:
+                log.warning("subscribe_failed", source=f"deviceState:PJSIP/{name}",
+                            error=str(exc))
 
     def _resume_of(
         self,
@@ -257,28 +263,6 @@ class Stasis:
             await self._deps.ari.hangup(channel_id)
         except AriError:
             pass
-
-
-class _Echoes:
-    """A channel's events reach the app twice: through the channel's own subscription and
-    through the endpoint:PJSIP subscription (for EndpointStateChange). Both copies are one
-    Asterisk message with one timestamp; the second is dropped, so that a DTMF digit counts
-    once (else the operator's *201 reads as *220). The last `size` keys are kept."""
-
-    def __init__(self, size: int = 512) -> None:
-        self._size = size
-        self._keys: OrderedDict[tuple[object, ...], None] = OrderedDict()
-
-    def seen(self, ev: AriEvent, channel_id: str) -> bool:
-        if ev.timestamp is None or isinstance(ev, StasisStart | StasisEnd):
-            return False  # sent to the app only, never echoed
-        key = (ev.type, channel_id, ev.timestamp, getattr(ev, "digit", None))
-        if key in self._keys:
-            return True
-        self._keys[key] = None
-        if len(self._keys) > self._size:
-            self._keys.popitem(last=False)
-        return False
 
 
 def _endpoint_of(channel_name: str) -> str:

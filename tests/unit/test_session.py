@@ -136,3 +136,24 @@ async def test_an_offer_made_after_the_caller_hung_up_frees_the_operator() -> No
     assert stasis.sessions == {}
     assert desk.get("op1").state is OperatorState.AVAILABLE
     assert not ari.called("originate")
+
+
+async def test_a_desk_phone_that_becomes_unavailable_is_not_rung() -> None:
+    from siaga112.ari.models import parse_event
+
+    ari = FakeAri()
+    stasis, desk, sink = build(ari)
+    stasis.on_event(parse_event(
+        '{"type": "DeviceStateChanged", "application": "siaga112",'
+        ' "device_state": {"name": "PJSIP/op1", "state": "UNAVAILABLE"}}'
+    ))
+    assert desk.get("op1").reachable is False
+    stasis.on_event(citizen())
+    await settle(stasis)
+    assert ari.called("originate")[0][1] == "PJSIP/op2"
+    stasis.on_event(parse_event(
+        '{"type": "DeviceStateChanged", "application": "siaga112",'
+        ' "device_state": {"name": "PJSIP/op1", "state": "NOT_INUSE"}}'
+    ))
+    assert desk.get("op1").reachable is True
+    await stasis.close()

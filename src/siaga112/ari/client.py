@@ -231,6 +231,11 @@ class AriClient:
             "POST", f"/applications/{app}/subscription", {"eventSource": event_source}
         )
 
+    async def unsubscribe(self, app: str, event_source: str) -> None:
+        await self.request(
+            "DELETE", f"/applications/{app}/subscription", {"eventSource": event_source}
+        )
+
     async def endpoints(self, technology: str = "PJSIP") -> list[Endpoint]:
         found = await self.request("GET", f"/endpoints/{technology}")
         return [Endpoint.model_validate(e) for e in found]

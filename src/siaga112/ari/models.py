@@ -142,6 +142,16 @@ class EndpointStateChange(AriEvent):
     endpoint: Endpoint
 
 
+class DeviceState(_Ari):
+    name: str
+    state: str
+
+
+class DeviceStateChanged(AriEvent):
+    type: Literal["DeviceStateChanged"]
+    device_state: DeviceState
+
+
 class ChannelLeftBridge(AriEvent):
     type: Literal["ChannelLeftBridge"]
     bridge: Bridge
@@ -166,6 +176,7 @@ KnownEvent = Annotated[
     | PlaybackFinished
     | Dial
     | EndpointStateChange
+    | DeviceStateChanged
     | ChannelLeftBridge
     | ChannelEnteredBridge,
     Field(discriminator="type"),
@@ -183,6 +194,7 @@ KNOWN_TYPES = frozenset(
         "PlaybackFinished",
         "Dial",
         "EndpointStateChange",
+        "DeviceStateChanged",
         "ChannelLeftBridge",
         "ChannelEnteredBridge",
     }
