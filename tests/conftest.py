@@ -51,11 +51,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 @pytest.fixture(scope="session")
 def stack() -> Stack:
+    from siaga112.devstack import procs
     from siaga112.devstack import stack as devstack
     from siaga112.devstack.pbx import Pbx
     from siaga112.devstack.postgres import database_url
-
-    from siaga112.devstack import procs
 
     pid = procs.read_pid(STATE / "siaga112.pid")
     if pid is not None:
