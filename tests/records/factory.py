@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from siaga112.model import CallEvent, CallEventType, Disposition, OperatorEvent, utcnow
+from siaga112.model import CallEvent, CallEventType, Disposition, utcnow
 
 T = CallEventType
 
@@ -57,17 +56,3 @@ def call_events(
         CallEvent(call_id=call_id, seq=i, type=typ, at=t0 + timedelta(seconds=dt), data=data)
         for i, (typ, dt, data) in enumerate(evs, start=1)
     ]
-
-
-@dataclass
-class ListSink:
-    """An EventSink that keeps what it is given."""
-
-    calls: list[CallEvent] = field(default_factory=list)
-    operators: list[OperatorEvent] = field(default_factory=list)
-
-    def call_event(self, event: CallEvent) -> None:
-        self.calls.append(event)
-
-    def operator_event(self, event: OperatorEvent) -> None:
-        self.operators.append(event)

@@ -16,8 +16,9 @@ from siaga112.records.apply import store
 from siaga112.records.policy import BlockPolicy
 from siaga112.records.repository import Repository
 from siaga112.settings import AgencySettings
+from tests.fakes import ListSink
 
-from .factory import ListSink, call_events
+from .factory import call_events
 
 SETTINGS = AgencySettings.model_validate(
     {"moving_deadline_minutes": 15, "complaint_deadline_hours": 72}
