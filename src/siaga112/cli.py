@@ -142,8 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ValueError as exc:  # bad input the command could not use: say which, no traceback
+        parser.exit(2, f"siaga112 {args.command}: {exc}\n")
 
 
 if __name__ == "__main__":

@@ -565,7 +565,10 @@ class CallSession:
         self.transition(CallState.ENDED, disposition=disposition.value, by=by)
         self.state = CallState.ENDED
         self.deps.queue.remove(self.call_id)
-        if self.operator is not None and was in (CallState.RINGING_OPERATOR, CallState.CONNECTED):
+        if self.operator is not None and was is CallState.RINGING_OPERATOR:
+            # The caller left while the desk phone rang: no call to wrap up.
+            self.deps.desk.cancel_offer(self.operator, self.call_id)
+        elif self.operator is not None and was is CallState.CONNECTED:
             self.deps.desk.released(self.operator, self.call_id)
         legs_to_close = [c for c in [self.operator_channel, *self.agencies.channels()] if c]
         if hangup_citizen:

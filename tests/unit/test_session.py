@@ -24,7 +24,7 @@ from siaga112.stasis import Stasis
 def build(ari: FakeAri, blocks: list[BlockEntry] | None = None, **settings: Any) -> tuple[
     Stasis, OperatorDesk, ListSink
 ]:
-    s = Settings(silence={"enabled": False}, queue={"wrapup": 0}, **settings)
+    s = Settings(**{"silence": {"enabled": False}, "queue": {"wrapup": 0}, **settings})
     sink = ListSink()
 
     async def load() -> list[BlockEntry]:
@@ -32,7 +32,7 @@ def build(ari: FakeAri, blocks: list[BlockEntry] | None = None, **settings: Any)
 
     screening = Screening(load)
     queue_ref: list[CallQueue] = []
-    desk = OperatorDesk(["op1", "op2"], ari, sink, 0, True,  # type: ignore[arg-type]
+    desk = OperatorDesk(["op1", "op2"], ari, sink, s.queue.wrapup, True,  # type: ignore[arg-type]
                         on_change=lambda: queue_ref and queue_ref[0].match())
     queue = CallQueue(desk, on_change=lambda snap: None)
     queue_ref.append(queue)
@@ -157,3 +157,17 @@ async def test_a_desk_phone_that_becomes_unavailable_is_not_rung() -> None:
     ))
     assert desk.get("op1").reachable is True
     await stasis.close()
+
+
+async def test_a_caller_who_leaves_while_the_desk_phone_rings_frees_it_without_wrapup() -> None:
+    from siaga112.ari.models import StasisEnd
+
+    ari = FakeAri()
+    stasis, desk, sink = build(ari, queue={"wrapup": 30})
+    stasis.on_event(citizen())
+    await settle(stasis)
+    assert desk.get("op1").state is OperatorState.RINGING
+    stasis.on_event(StasisEnd(type="StasisEnd", channel=Channel(id="1700000000.1")))
+    await settle(stasis)
+    assert desk.get("op1").state is OperatorState.AVAILABLE
+    assert ("hangup", "1700000000.1-op-op1-1") in ari.calls
