@@ -58,5 +58,6 @@ class OrphanCloser:
                 await self.close_orphans()
             except Exception as exc:  # the database may be down: next resync tries again
                 log.info("orphans_not_checked", error=str(exc)[:200])
-            while resynced.is_set():
+            # The next resync clears the event; an asyncio.Event cannot be awaited for that.
+            while resynced.is_set():  # noqa: ASYNC110
                 await asyncio.sleep(1.0)
