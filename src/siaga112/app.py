@@ -28,6 +28,7 @@ from siaga112.notifier import MqttNotifier, NullNotifier
 from siaga112.operators import OperatorDesk
 from siaga112.orphans import OrphanCloser
 from siaga112.queue import CallQueue
+from siaga112.recordings import RetentionSweeper
 from siaga112.records.agencies import keep_synced
 from siaga112.records.policy import BlockPolicy
 from siaga112.records.repository import Repository
@@ -84,6 +85,8 @@ class Daemon:
         self.clock = DispatchClock(self.repository, self.sink, settings.agency)
         self.fallback = FallbackImporter(settings.fallback_journal, self.sink,
                                          settings.recording.dir)
+        self.retention = RetentionSweeper(settings.recording.dir,
+                                          settings.recording.retention_days)
         self.orphans = OrphanCloser(self.repository, self.writer, self.sink,
                                     live=lambda: self.stasis.sessions.keys())
         from siaga112.http_api import Api  # late: the API reads every part built above
@@ -141,6 +144,8 @@ class Daemon:
         self._spawn(keep_synced(self.engine, self.directory.all(),
                                 self.settings.database.retry_interval), "agency-directory")
         self._spawn(self.fallback.run(), "fallback-import")
+        if self.settings.recording.enabled:
+            self._spawn(self.retention.run(), "recording-retention")
         self._spawn(self.orphans.after_resync(self.stasis.resynced), "orphan-records")
         await self.api.start()
         log.info("daemon_started", app=self.settings.ari.app, api_port=self.settings.api.port)
