@@ -83,7 +83,8 @@ class Daemon:
             on_reconnect_attempt=self.metrics.ari_reconnected,
         )
         self.clock = DispatchClock(self.repository, self.sink, settings.agency)
-        self.fallback = FallbackImporter(settings.fallback_journal, self.sink,
+        # Past calls go to the records only: MQTT carries what happens now.
+        self.fallback = FallbackImporter(settings.fallback_journal, self.writer,
                                          settings.recording.dir)
         self.retention = RetentionSweeper(settings.recording.dir,
                                           settings.recording.retention_days)

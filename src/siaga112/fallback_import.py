@@ -48,8 +48,10 @@ class FallbackImporter:
         self.imported = 0
         self.rejected = 0
 
-    def import_once(self) -> int:
-        """Read every waiting line into records; returns how many calls were imported."""
+    async def import_once(self, chunk: int = 200) -> int:
+        """Read every waiting line into records; returns how many calls were imported. After
+        an outage there may be thousands: the event loop gets a turn every `chunk` lines, so
+        live calls are not held up by the import."""
         pending = sorted(self._journal.parent.glob(self._journal.name + ".importing-*"))
         if self._journal.exists():
             taken = self._journal.with_name(f"{self._journal.name}.importing-{time.time_ns()}")
@@ -62,6 +64,8 @@ class FallbackImporter:
         n = 0
         for path in pending:
             for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+                if lineno % chunk == 0:
+                    await asyncio.sleep(0)
                 if not line.strip():
                     continue
                 if self._import_line(line):
@@ -123,9 +127,9 @@ class FallbackImporter:
     async def run(self) -> None:
         while True:
             try:
-                # Inline, not in a thread: a few lines of local file, and a task cancelled at
-                # shutdown must not go on handing events to a writer that has stopped.
-                self.import_once()
+                # In the loop, not in a thread: a task cancelled at shutdown must not go on
+                # handing events to a writer that has stopped.
+                await self.import_once()
             except Exception:
                 log.exception("fallback_import_failed")
             await asyncio.sleep(self._interval)
