@@ -74,7 +74,7 @@ class FallbackImporter:
                     self.rejected += 1
                     log.error("fallback_line_rejected", path=str(path), line=lineno,
                               text=line[:200])
-                    with open(path.with_name("rejected.log"), "a") as out:
+                    with open(path.with_name("rejected.log"), "a") as out:  # noqa: ASYNC230
                         out.write(line + "\n")
             path.unlink()
         if n:
