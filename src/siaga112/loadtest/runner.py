@@ -114,7 +114,9 @@ async def _wait_callers(plan: LoadPlan, ctx: RunContext, callers: Sequence[Calle
 
 
 async def _drain(settings: Settings, seconds: float) -> int:
-    """Wait until the PBX has no channel left (bounded); the number left."""
+    """Wait until the PBX has no channel left (bounded); the number left then. Channels still
+    up after the wait (callers SIPp stopped without a BYE, after an overload) are hung up, so
+    that the next run starts on an empty PBX."""
     deadline = time.monotonic() + seconds
     left = -1
     try:
@@ -124,9 +126,24 @@ async def _drain(settings: Settings, seconds: float) -> int:
                 if left == 0:
                     break
                 await asyncio.sleep(0.5)
+            if left > 0:
+                await _hang_up_all(ari)
     except AriError as exc:
         log.warning("drain_check_failed", error=str(exc)[:200])
     return left
+
+
+async def _hang_up_all(ari: AriClient, batch: int = 50, seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        ids = [c.id for c in await ari.channels()]
+        if not ids:
+            return
+        log.warning("drain_hanging_up", channels=len(ids))
+        for i in range(0, len(ids), batch):
+            await asyncio.gather(*(ari.hangup(c) for c in ids[i:i + batch]),
+                                 return_exceptions=True)
+        await asyncio.sleep(1.0)
 
 
 async def _busy_operators(api: DaemonApi) -> dict[str, str]:
