@@ -6,6 +6,7 @@ what its /metrics said. Every wait is bounded in time; all traffic stays on loop
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -130,7 +131,23 @@ async def _drain(settings: Settings, seconds: float) -> int:
                 await _hang_up_all(ari)
     except AriError as exc:
         log.warning("drain_check_failed", error=str(exc)[:200])
+        await asyncio.to_thread(_hang_up_all_local)
     return left
+
+
+def _hang_up_all_local() -> None:
+    """An overloaded PBX may not answer ARI in time; the local test PBX's CLI still does."""
+    from siaga112.devstack.pbx import Pbx
+    from siaga112.devstack.stack import repo_root
+
+    pbx = Pbx(repo=repo_root(), state_dir=repo_root() / "var")
+    if not pbx.running():
+        return
+    try:
+        pbx.cli("channel request hangup all", timeout=30)
+        log.warning("drain_hung_up_by_cli")
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("drain_cli_failed", error=str(exc)[:200])
 
 
 async def _hang_up_all(ari: AriClient, batch: int = 50, seconds: float = 60.0) -> None:
