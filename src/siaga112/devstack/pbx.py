@@ -133,7 +133,8 @@ class Pbx:
             self.cli("core stop now", timeout=5)
         except (subprocess.TimeoutExpired, OSError):
             pass
-        return procs.stop_pid(self.pidfile, timeout=10)
+        procs.stop_pid(self.pidfile, timeout=10)  # by its pid, whatever the CLI did
+        return True
 
     def status(self) -> str:
         if not self.running():

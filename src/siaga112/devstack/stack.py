@@ -95,7 +95,8 @@ def status(repo: Path, state_dir: Path) -> int:
     pbx = Pbx(repo=repo, state_dir=state_dir)
     print(pbx.status().splitlines()[0])
     pg = postgres_status(state_dir)
-    print(f"PostgreSQL: {pg}")
+    print(f"PostgreSQL: up (pid {pg.pid}) on 127.0.0.1:{pg.port}" if pg.running
+          else "PostgreSQL: down")
     mq = MosquittoServer(state_dir, MQTT_PORT)
     print(f"Mosquitto: {f'up (pid {mq.pid})' if mq.running else 'down'}")
     pid = procs.read_pid(state_dir / "siaga112.pid")
