@@ -176,9 +176,6 @@ class AgencyLegs:
             log.info("agency_left", agency=d.code)
             await self._session.agency_left()
 
-    async def on_timer(self, name: str) -> None:  # no agency timers yet: Asterisk times the ring
-        log.debug("agency_timer", name=name)
-
     async def _tell_operator(self, prompt: str) -> None:
         """A prompt for the operator's ear only (played on the operator's leg in the bridge)."""
         channel = self._session.operator_channel

@@ -46,6 +46,7 @@ from siaga112.sinks import EventSink
 log = structlog.get_logger(__name__)
 
 FALLBACK_CONTEXT = "fallback"
+HAND_BACK_TRIES = 5  # over about 4 s
 
 
 class CallMetrics(Protocol):
@@ -256,7 +257,7 @@ class CallSession:
             self.deps.metrics.call_answered(latency)
         self.emit(CallEventType.ANSWERED, latency_ms=round(latency * 1000, 2))
         log.info("call_answered", latency_ms=round(latency * 1000, 2))
-        await self._tag(SIAGA112_CALL=self.call_id, SIAGA112_ARRIVED=self.arrived_at.isoformat())
+        await self._tag(SIAGA112_ARRIVED=self.arrived_at.isoformat())
         verdict = self.deps.screening.check(self.caller.e164)
         self.transition(CallState.SCREENED, blocked=verdict.blocked, reason=verdict.reason)
         self.emit(CallEventType.SCREENED, blocked=verdict.blocked, reason=verdict.reason)
@@ -292,7 +293,7 @@ class CallSession:
         self.transition(CallState.QUEUED)
         pos = self.deps.queue.enqueue(self.waiter)
         self.emit(CallEventType.QUEUED, position=pos, priority=self.priority, flags=self.flags)
-        await self._tag(SIAGA112_STATE="queued", SIAGA112_PRIORITY="1" if self.priority else "0",
+        await self._tag(SIAGA112_PRIORITY="1" if self.priority else "0",
                         SIAGA112_FLAGS=",".join(self.flags))
 
     def _promote(self, flag: str) -> None:
@@ -433,7 +434,6 @@ class CallSession:
             self.emit(CallEventType.CONNECTED, operator=leg.party, wait_seconds=round(waited, 3))
             if self.deps.metrics is not None:
                 self.deps.metrics.call_waited(waited)
-            await self._tag(SIAGA112_STATE="connected", SIAGA112_OPERATOR=leg.party)
         elif isinstance(ev, ChannelDtmfReceived) and current:
             await self._operator_dtmf(ev.digit)
         elif isinstance(ev, ChannelDestroyed) and current:
@@ -507,8 +507,6 @@ class CallSession:
         elif name == "silent_keys" and not self._talked and self.state is CallState.QUEUED:
             log.info("ghost_call")
             await self._end(Disposition.GHOST, by="system", hangup_citizen=True)
-        elif name.startswith("agency"):
-            await self.agencies.on_timer(name)
 
     async def _on_command(self, cmd: Command) -> None:
         result = "ok"
@@ -611,17 +609,31 @@ class CallSession:
         self.emit(CallEventType.HANDED_BACK, reason=reason[:300])
         if self.operator_channel and self.state is CallState.RINGING_OPERATOR:
             await self._hangup_quietly(self.operator_channel)
-        try:
-            await self.deps.ari.continue_in_dialplan(self.call_id, FALLBACK_CONTEXT)
-            log.warning("call_handed_back", reason=reason[:300])
-        except AriError as exc:
-            log.error("hand_back_failed", error=str(exc))
+        cause = "handed back to dialplan"
+        # A fault is often Asterisk answering slowly (overload): try again before giving up.
+        for attempt in range(HAND_BACK_TRIES):
+            try:
+                await self.deps.ari.continue_in_dialplan(self.call_id, FALLBACK_CONTEXT)
+                log.warning("call_handed_back", reason=reason[:300], attempt=attempt + 1)
+                break
+            except NotFound:
+                cause = "caller gone before the hand-back"
+                break
+            except AriError as exc:
+                log.error("hand_back_failed", error=str(exc), attempt=attempt + 1)
+                await asyncio.sleep(0.25 * 2**attempt)
+        else:
+            cause = "hand-back refused by Asterisk"
+            log.critical("call_not_handed_back", tries=HAND_BACK_TRIES)
         self.deps.queue.remove(self.call_id)
         if self.operator is not None:
-            self.deps.desk.released(self.operator, self.call_id)
+            if self.state is CallState.RINGING_OPERATOR:
+                self.deps.desk.cancel_offer(self.operator, self.call_id)
+            else:
+                self.deps.desk.released(self.operator, self.call_id)
         self.state = CallState.ENDED
         self.emit(CallEventType.ENDED, disposition=Disposition.FALLBACK.value, hangup_by="system",
-                  cause="handed back to dialplan")
+                  cause=cause)
 
     async def _hangup_quietly(self, channel_id: str) -> None:
         try:
@@ -630,11 +642,18 @@ class CallSession:
             pass
 
     async def _tag(self, **variables: str) -> None:
-        """Channel variables are the call's tags in Asterisk, read back by the resync."""
-        for name, value in variables.items():
-            try:
-                await self.deps.ari.set_var(self.call_id, name, value)
-            except NotFound:
-                raise
-            except AriError as exc:
-                log.warning("tag_failed", variable=name, error=str(exc))
+        """Channel variables are the call's tags in Asterisk, read back by the resync: only what
+        Asterisk cannot tell by itself (arrival time, priority lane). The call id is the channel
+        id, and who is on the call is in its bridge. Set side by side: one round trip."""
+        names = list(variables)
+        results = await asyncio.gather(
+            *(self.deps.ari.set_var(self.call_id, n, variables[n]) for n in names),
+            return_exceptions=True,
+        )
+        for name, result in zip(names, results, strict=True):
+            if isinstance(result, NotFound):
+                raise result
+            if isinstance(result, AriError):
+                log.warning("tag_failed", variable=name, error=str(result))
+            elif isinstance(result, BaseException):
+                raise result

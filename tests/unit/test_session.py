@@ -171,3 +171,27 @@ async def test_a_caller_who_leaves_while_the_desk_phone_rings_frees_it_without_w
     await settle(stasis)
     assert desk.get("op1").state is OperatorState.AVAILABLE
     assert ("hangup", "1700000000.1-op-op1-1") in ari.calls
+
+
+async def test_a_hand_back_that_asterisk_refuses_at_first_is_tried_again() -> None:
+    from siaga112.ari.client import Unreachable
+
+    class Flaky(FakeAri):
+        refusals = 2
+
+        async def continue_in_dialplan(self, channel_id: str, context: str | None = None,
+                                       extension: str = "s", priority: int = 1) -> None:
+            self._call("continue_in_dialplan", channel_id, context)
+            if self.refusals:
+                self.refusals -= 1
+                raise Unreachable("POST", "/continue", 0, "timeout")
+
+    ari = Flaky(fail={"answer": RuntimeError("boom")})
+    stasis, _, sink = build(ari)
+    stasis.on_event(citizen())
+    for _ in range(40):
+        await asyncio.sleep(0.05)
+        if not stasis.sessions:
+            break
+    assert len(ari.called("continue_in_dialplan")) == 3
+    assert sink.calls[-1].data["cause"] == "handed back to dialplan"

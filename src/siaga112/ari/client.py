@@ -6,6 +6,7 @@ which callers catch where a vanished channel is expected, instead of a crash.
 
 from __future__ import annotations
 
+import json as jsonlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -105,9 +106,7 @@ class AriClient:
             raise cls(method, path, status, message)
         if not body:
             return None
-        import json as _json
-
-        return _json.loads(body)
+        return jsonlib.loads(body)
 
     # -- channels ----------------------------------------------------------------------
 
@@ -231,11 +230,6 @@ class AriClient:
             "POST", f"/applications/{app}/subscription", {"eventSource": event_source}
         )
 
-    async def unsubscribe(self, app: str, event_source: str) -> None:
-        await self.request(
-            "DELETE", f"/applications/{app}/subscription", {"eventSource": event_source}
-        )
-
     async def endpoints(self, technology: str = "PJSIP") -> list[Endpoint]:
         found = await self.request("GET", f"/endpoints/{technology}")
         return [Endpoint.model_validate(e) for e in found]
@@ -263,10 +257,8 @@ def _param(v: Any) -> Any:
 
 
 def _error_message(body: bytes) -> str:
-    import json as _json
-
     try:
-        data = _json.loads(body)
+        data = jsonlib.loads(body)
         if isinstance(data, dict) and "message" in data:
             return str(data["message"])
     except ValueError:

@@ -81,10 +81,18 @@ class EventStream:
                     self._on_attempt()
 
     async def _resync(self) -> None:
-        try:
-            await self._on_connect()
-        except Exception:
-            log.exception("resync_failed")
+        """Callers waiting in Asterisk are ours again only once a resync succeeds: a failed one
+        is tried again, with a capped backoff, for as long as the socket is up (this task is
+        cancelled when it goes down; the next connect starts a new one)."""
+        delay = self._settings.reconnect_initial
+        while True:
+            try:
+                await self._on_connect()
+                return
+            except Exception:
+                log.exception("resync_failed", retry_in=round(delay, 2))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._settings.reconnect_max)
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         async for msg in ws:

@@ -1,6 +1,6 @@
 """The HTTP API's records endpoints against the real Repository and BlockPolicy on the dev
-PostgreSQL (var/pg, port 5432): a fresh database for this module, empty tables for each test.
-The fixtures mirror tests/records/conftest.py."""
+PostgreSQL (var/pg, port 5432): the records tests' fixtures give a fresh database for this
+module and empty tables for each test."""
 
 from __future__ import annotations
 
@@ -8,54 +8,29 @@ import csv
 import io
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from sqlalchemy import insert, text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from test_http_api_fakes import FakeDaemon, bearer, make_settings
+from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from siaga112.devstack.postgres import HOST, database_url, ensure_postgres
 from siaga112.http_api import Api
 from siaga112.model import CallEvent, CallEventType
 from siaga112.records.apply import store
-from siaga112.records.migrate import upgrade_async
 from siaga112.records.policy import BlockPolicy
 from siaga112.records.repository import Repository
-from siaga112.records.tables import metadata, referrals
+from siaga112.records.tables import referrals
 from siaga112.settings import PolicySettings
+from tests.unit.test_http_api_fakes import FakeDaemon, bearer, make_settings
 
-STATE_DIR = Path(__file__).resolve().parents[2] / "var"
-PORT = 5432
-DB = "t_test_http_api_records"
 T = CallEventType
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=UTC)
 
 
-@pytest.fixture(scope="module")
-async def engine() -> AsyncIterator[AsyncEngine]:
-    ensure_postgres(STATE_DIR, PORT)
-    admin = await asyncpg.connect(host=HOST, port=PORT, user="postgres", database="postgres")
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{DB}" OWNER siaga112')
-    finally:
-        await admin.close()
-    url = database_url(PORT, DB)
-    await upgrade_async(url)
-    eng = create_async_engine(url, pool_pre_ping=True)
-    yield eng
-    await eng.dispose()
-
-
 @pytest.fixture
-async def daemon(engine: AsyncEngine) -> FakeDaemon:
-    names = ", ".join(t.name for t in metadata.sorted_tables)
-    async with engine.begin() as conn:
-        await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY"))
+async def daemon(clean: AsyncEngine) -> FakeDaemon:
+    engine = clean
     policy = BlockPolicy(engine, PolicySettings())
     return FakeDaemon(settings=make_settings(), engine=engine,
                       repository=Repository(engine, policy), policy=policy)
