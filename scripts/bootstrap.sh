@@ -16,17 +16,34 @@ command -v sox >/dev/null || need+=(sox)
 command -v mosquitto >/dev/null || need+=(mosquitto)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v curl >/dev/null || need+=(curl)
+# Services of the packages this run installs that were not running before it.
+active() { command -v systemctl >/dev/null && systemctl is-active --quiet "$1" 2>/dev/null; }
+was_active=()
+for svc in mosquitto postgresql; do
+  if active "$svc"; then was_active+=("$svc"); fi
+done
 if [ ${#need[@]} -gt 0 ]; then
   say "installing Debian packages: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-# Debian's mosquitto and postgresql packages start system services on some machines; ours run
-# on their own ports' defaults, so stop the packaged ones if they just started and hold them.
+# Debian's mosquitto and postgresql packages start system services on some machines, on the
+# ports our own servers use. Only a service that installing the package just now started is
+# stopped and disabled, and that is written down; a service the machine already had (or that
+# was running before) is the machine's own and is left alone: the stack then says the port is
+# taken and by whom.
+record="$(cd "$(dirname "$0")/.." && pwd)/var/bootstrap-services.log"
 for svc in mosquitto postgresql; do
-  if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
-    say "stopping the system $svc service: the project runs its own on loopback"
-    $SUDO systemctl stop "$svc" || true
+  case " ${need[*]-} " in *" $svc "*) ;; *) continue ;; esac
+  case " ${was_active[*]-} " in *" $svc "*) continue ;; esac
+  if active "$svc"; then
+    say "stopping and disabling the system $svc service that installing the $svc package just" \
+        "started (the project runs its own on loopback); undo: systemctl enable --now $svc"
+    $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || $SUDO systemctl stop "$svc" || true
+    mkdir -p "$(dirname "$record")"
+    echo "$(date -u +%FT%TZ) bootstrap installed $svc; its service auto-started; stopped and" \
+         "disabled it (undo: systemctl enable --now $svc)" >> "$record"
+    say "written to $record"
   fi
 done

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Scope(StrEnum):
@@ -18,6 +18,8 @@ class Scope(StrEnum):
 
 
 class Agency(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # settings: a misspelt key is an error
+
     code: str = Field(pattern=r"^[0-9]{2}$")
     name: str
     scope: Scope

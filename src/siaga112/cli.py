@@ -8,28 +8,42 @@ import os
 import sys
 from pathlib import Path
 
-from pydantic import ValidationError
+# Files the daemon and the stack write (journal, logs, recordings' notes) hold callers'
+# numbers: 0640 at most, directories 0750. Token files are written 0600 on their own.
+UMASK = 0o027
 
 
 def _settings():  # noqa: ANN202 - imported late so `--help` works without a config
-    from siaga112.settings import Settings
+    from siaga112.settings import SettingsError, load
 
     try:
-        return Settings()
-    except ValidationError as exc:
-        print(f"siaga112: bad settings:\n{exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
+        return load()
+    except SettingsError as exc:
+        print(f"siaga112: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _daemon_settings(args: argparse.Namespace):  # noqa: ANN202
+    """The settings the daemon may start with, or exit 2 saying every refusal (no values)."""
+    from siaga112.settings import SettingsError, load_for_daemon
+
+    try:
+        return load_for_daemon(defaults=args.defaults)
+    except SettingsError as exc:
+        print(f"siaga112: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _run(args: argparse.Namespace) -> int:
     from siaga112 import logs
     from siaga112.app import Daemon
+    from siaga112.devstack import procs
 
-    settings = _settings()
+    settings = _daemon_settings(args)
     logs.configure(settings.log_level, settings.log_format)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     pidfile = settings.state_dir / "siaga112.pid"
-    pidfile.write_text(f"{os.getpid()}\n")
+    procs.write_pidfile(pidfile, os.getpid())
 
     async def main() -> None:
         daemon = Daemon(settings)
@@ -39,7 +53,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         asyncio.run(main())
     finally:
-        pidfile.unlink(missing_ok=True)
+        procs.remove_own_pidfile(pidfile)  # not a newer daemon's
     return 0
 
 
@@ -47,14 +61,20 @@ def _start(args: argparse.Namespace) -> int:
     """The daemon in the background, stopped again by `stack down` (by its pid)."""
     from siaga112.devstack import procs
 
-    settings = _settings()
+    settings = _daemon_settings(args)  # refusals are said here, not only in the log
     pidfile = settings.state_dir / "siaga112.pid"
     pid = procs.read_pid(pidfile)
     if pid is not None:
         print(f"siaga112 daemon already running (pid {pid})")
         return 0
-    log = settings.state_dir / "siaga112.log"
-    pid = procs.spawn([sys.executable, "-m", "siaga112.cli", "run"], pidfile, log)
+    if procs.port_open(settings.api.host, settings.api.port):
+        print(f"siaga112: {settings.api.host}:{settings.api.port} is taken by a process not "
+              f"named in {pidfile} (a daemon started otherwise?); not starting a second one",
+              file=sys.stderr)
+        return 1
+    log = settings.state_dir / "siaga112.log"  # appended to, never truncated
+    argv = [sys.executable, "-m", "siaga112.cli", "run", *(["--defaults"] if args.defaults else [])]
+    pid = procs.spawn(argv, pidfile, log)
     procs.wait_port(settings.api.host, settings.api.port, 30, f"the daemon (log: {log})")
     print(f"siaga112 daemon up (pid {pid}), API on http://{settings.api.host}:{settings.api.port},"
           f" log {log}")
@@ -109,10 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="siaga112", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
+    defaults_help = ("run without a settings file, on the defaults and SIAGA112_* environment "
+                     "variables (refused otherwise)")
     p = sub.add_parser("run", help="run the daemon in the foreground")
+    p.add_argument("--defaults", action="store_true", help=defaults_help)
     p.set_defaults(func=_run)
 
     p = sub.add_parser("start", help="run the daemon in the background (pid in state_dir)")
+    p.add_argument("--defaults", action="store_true", help=defaults_help)
     p.set_defaults(func=_start)
 
     p = sub.add_parser("migrate", help="upgrade (or downgrade) the database schema")
@@ -142,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.umask(UMASK)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

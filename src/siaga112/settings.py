@@ -2,7 +2,12 @@
 
 Nested sections use a double underscore: ``SIAGA112_ARI__URL``. The TOML file is named by
 ``SIAGA112_CONFIG`` (default ``siaga112.toml`` in the working directory, when it exists).
-A wrong value fails at start with pydantic's message naming the field.
+Every section refuses fields it does not know (a misspelt setting is an error, not a default).
+
+A wrong value fails with a message that names the setting and never repeats the value given
+(``describe``): pydantic's own messages echo inputs, and an input may be a token or password.
+The daemon refuses more at start (``load_for_daemon``): no settings file unless told
+``--defaults``, the placeholder ARI password, API tokens shorter than 24 characters.
 """
 
 from __future__ import annotations
@@ -11,23 +16,42 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from pydantic_settings import SettingsError as SourceError
 
 from siaga112.agencies import DEFAULT_DIRECTORY, Agency
 
 STATE_DIR_DEFAULT = Path("/var/lib/siaga112")
+CONFIG_DEFAULT = "siaga112.toml"
+# The password in the sample ari.conf. Known to everyone: the daemon refuses to start with it.
+ARI_PASSWORD_PLACEHOLDER = "change-me-ari"
+TOKEN_MIN_LENGTH = 24
 
 
-class AriSettings(BaseModel):
+class _Section(BaseModel):
+    """A settings section: unknown fields are errors (a misspelt key would silently default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class AriSettings(_Section):
     url: str = "http://127.0.0.1:8088/ari"
     username: str = "siaga112"
-    password: SecretStr = SecretStr("change-me-ari")
+    password: SecretStr = SecretStr(ARI_PASSWORD_PLACEHOLDER)  # refused by the daemon
     app: str = "siaga112"
     # Connections to Asterisk's HTTP server; http.conf sessionlimit must be above this.
     max_connections: int = Field(default=20, ge=1, le=500)
@@ -36,7 +60,7 @@ class AriSettings(BaseModel):
     reconnect_max: float = Field(default=5.0, gt=0)
 
 
-class DatabaseSettings(BaseModel):
+class DatabaseSettings(_Section):
     url: str = "postgresql+asyncpg://siaga112@127.0.0.1:5432/siaga112"
     batch_size: int = Field(default=200, ge=1)
     flush_interval: float = Field(default=0.2, gt=0)
@@ -45,7 +69,7 @@ class DatabaseSettings(BaseModel):
     journal_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
 
 
-class MqttSettings(BaseModel):
+class MqttSettings(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
@@ -56,7 +80,7 @@ class MqttSettings(BaseModel):
     buffer_max: int = Field(default=10_000, ge=1)
 
 
-class QueueSettings(BaseModel):
+class QueueSettings(_Section):
     ring_timeout: float = Field(default=15.0, gt=0, description="seconds an operator's phone rings")
     wrapup: float = Field(default=10.0, ge=0, description="seconds of wrap-up after each call")
     announce_interval: float = Field(default=30.0, gt=0)
@@ -65,14 +89,14 @@ class QueueSettings(BaseModel):
     operators_start_logged_in: bool = True
 
 
-class ScreeningSettings(BaseModel):
+class ScreeningSettings(_Section):
     # Digit that lets a blocked caller through to the priority lane.
     bypass_digit: str = Field(default="5", pattern=r"^[0-9*#]$")
     bypass_wait: float = Field(default=8.0, gt=0)
     strict: bool = False  # announce and hang up, no way through: off by default
 
 
-class PolicySettings(BaseModel):
+class PolicySettings(_Section):
     # more than this in the window blocks
     prank_block_threshold: int = Field(default=5, ge=1)
     # more than this refers to the ministry
@@ -81,7 +105,7 @@ class PolicySettings(BaseModel):
     block_hours: float = Field(default=24.0, gt=0)
 
 
-class SilenceSettings(BaseModel):
+class SilenceSettings(_Section):
     enabled: bool = True
     # TALK_DETECT thresholds: ms of silence before talking stops, energy level of speech.
     dsp_silence_ms: int = Field(default=1200, ge=100)
@@ -91,14 +115,14 @@ class SilenceSettings(BaseModel):
     keys_wait: float = Field(default=8.0, gt=0, description="seconds to press 5 5 after the prompt")
 
 
-class AgencySettings(BaseModel):
+class AgencySettings(_Section):
     answer_timeout: float = Field(default=20.0, gt=0)
     moving_deadline_minutes: float = Field(default=15.0, gt=0)
     complaint_deadline_hours: float = Field(default=72.0, gt=0)
     overdue_check_interval: float = Field(default=10.0, gt=0)
 
 
-class ApiToken(BaseModel):
+class ApiToken(_Section):
     token: SecretStr
     # supervisor (read), operator (acts on calls), admin (also the blocklist); agency: may
     # only report its own team moving, and names its two-digit code in `agency`.
@@ -117,14 +141,14 @@ class ApiToken(BaseModel):
         return self
 
 
-class ApiSettings(BaseModel):
+class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8112, ge=1, le=65535)
     tokens: list[ApiToken] = []
     metrics_public: bool = False  # true: /metrics needs no token (a scraper on loopback)
 
 
-class RecordingSettings(BaseModel):
+class RecordingSettings(_Section):
     enabled: bool = True  # the dialplan's MixMonitor records; this adds path and length to records
     # Where the PBX's MixMonitor writes (dialplan: siaga112/<call id>.wav under its monitor
     # spool), as this host sees it. For the test PBX that is inside its chroot.
@@ -173,8 +197,77 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_file = Path(os.environ.get("SIAGA112_CONFIG", "siaga112.toml"))
+        toml_file = config_file()
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if toml_file.is_file():
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
         return tuple(sources)
+
+
+class SettingsError(ValueError):
+    """Settings the daemon cannot run with; the message names each setting, never a value."""
+
+
+def config_file() -> Path:
+    """The settings file: SIAGA112_CONFIG, or siaga112.toml in the working directory."""
+    return Path(os.environ.get("SIAGA112_CONFIG", CONFIG_DEFAULT))
+
+
+def describe(exc: ValidationError | SourceError) -> str:
+    """One line per problem, `setting: what is wrong`, without the value that was given."""
+    if isinstance(exc, SourceError):
+        # pydantic-settings names the field and its source (say, an environment variable that
+        # is not valid JSON); what follows the first colon may quote the value: left out.
+        return f"  {str(exc).split(':', 1)[0]}"
+    lines = []
+    for err in exc.errors(include_url=False, include_input=False, include_context=False):
+        where = ".".join(str(part) for part in err["loc"]) or "(settings)"
+        lines.append(f"  {where}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load() -> Settings:
+    """Settings() for the command line: a SettingsError with `describe`'s message if wrong."""
+    try:
+        return Settings()
+    except (ValidationError, SourceError) as exc:
+        raise SettingsError(f"bad settings:\n{describe(exc)}") from None
+
+
+def daemon_refusals(settings: Settings) -> list[str]:
+    """What the daemon will not start with, one line each, naming the setting (no values)."""
+    problems = []
+    if settings.ari.password.get_secret_value() == ARI_PASSWORD_PLACEHOLDER:
+        problems.append(
+            f"ari.password: is the placeholder {ARI_PASSWORD_PLACEHOLDER!r} of the sample "
+            "ari.conf; set the password of the PBX's ari.conf (SIAGA112_ARI__PASSWORD or "
+            "[ari] password)")
+    for i, tok in enumerate(settings.api.tokens):
+        if len(tok.token.get_secret_value()) < TOKEN_MIN_LENGTH:
+            problems.append(
+                f"api.tokens.{i}.token ({tok.name!r}): shorter than {TOKEN_MIN_LENGTH} "
+                "characters; use a long random string (python3 -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))')")
+    return problems
+
+
+def load_for_daemon(defaults: bool = False) -> Settings:
+    """The settings `siaga112 run` starts with, or a SettingsError naming every refusal.
+
+    With no settings file the daemon would run on defaults (no API tokens, /var/lib/siaga112,
+    the sample ARI password): it refuses unless told `defaults`. A SIAGA112_CONFIG naming a
+    missing file is always refused (a typo in the path)."""
+    path = config_file()
+    if not path.is_file():
+        if "SIAGA112_CONFIG" in os.environ:
+            raise SettingsError(f"SIAGA112_CONFIG names {path}, which is not a file")
+        if not defaults:
+            raise SettingsError(
+                f"no settings file ({path.resolve()} does not exist and SIAGA112_CONFIG is not "
+                "set): give one, or run with --defaults to use the defaults and SIAGA112_* "
+                "environment variables only")
+    settings = load()
+    problems = daemon_refusals(settings)
+    if problems:
+        raise SettingsError("refused settings:\n" + "\n".join(f"  {p}" for p in problems))
+    return settings

@@ -20,8 +20,7 @@ import pytest
 from siaga112 import legs
 from siaga112.ari.client import AriClient, AriError
 from siaga112.ari.models import AriEvent, PlaybackFinished
-from siaga112.settings import AriSettings
-from tests.conftest import wait_for
+from tests.conftest import ari_settings, wait_for
 from tests.integration.phones import MOBILE, e164, mobile_number
 from tests.integration.test_call_path import call_of, record
 
@@ -35,7 +34,7 @@ OPERATOR_TOKEN = {"Authorization": "Bearer operator-token"}  # from daemon_setti
 
 
 async def bridge_members(call_id: str) -> set[str]:
-    async with AriClient(AriSettings()) as ari:
+    async with AriClient(ari_settings()) as ari:
         try:
             return set((await ari.get_bridge(legs.call_bridge(call_id))).channels)
         except AriError:

@@ -9,8 +9,7 @@ from siaga112 import legs
 from siaga112.ari.client import AriClient
 from siaga112.model import CallState, Disposition, LineType, OperatorState
 from siaga112.operators import state_var
-from siaga112.settings import AriSettings
-from tests.conftest import wait_for
+from tests.conftest import ari_settings, wait_for
 from tests.integration.phones import LANDLINE, MOBILE, e164, mobile_number
 
 pytestmark = pytest.mark.integration
@@ -78,7 +77,7 @@ async def test_call_reaches_a_free_operator_in_one_mixing_bridge(daemon_factory,
     call_id = await call_of(daemon, e164(number))
     session = daemon.stasis.sessions[call_id]
     await wait_for(lambda: session.state is CallState.CONNECTED, 10, "connected")
-    async with AriClient(AriSettings()) as ari:
+    async with AriClient(ari_settings()) as ari:
         bridge = await ari.get_bridge(legs.call_bridge(call_id))
     assert bridge.bridge_type == "mixing"
     assert sorted(bridge.channels) == sorted([call_id, session.operator_channel])
@@ -120,7 +119,7 @@ async def test_operator_who_does_not_answer_is_skipped_and_paused(daemon_factory
     op1 = daemon.desk.get("op1")
     assert op1.state is OperatorState.PAUSED
     assert op1.reason and op1.reason.startswith("no_answer")
-    async with AriClient(AriSettings()) as ari:
+    async with AriClient(ari_settings()) as ari:
         assert await ari.get_global(state_var("op1")) == "paused"
 
 
@@ -174,7 +173,7 @@ async def test_desk_phone_codes_log_in_pause_resume_log_out(daemon_factory, phon
     desk = daemon.desk
     steps = [("*11", OperatorState.AVAILABLE), ("*13", OperatorState.PAUSED),
              ("*14", OperatorState.AVAILABLE), ("*12", OperatorState.LOGGED_OUT)]
-    async with AriClient(AriSettings()) as ari:
+    async with AriClient(ari_settings()) as ari:
         for code, state in steps:
             result = await phones.code(3, code)
             assert result.ok, result.explain()

@@ -16,8 +16,7 @@ from siaga112 import legs
 from siaga112.ari.client import AriClient, NotFound
 from siaga112.devstack import procs
 from siaga112.operators import state_var
-from siaga112.settings import AriSettings
-from tests.conftest import reset_pbx, wait_for
+from tests.conftest import ari_settings, reset_pbx, wait_for
 from tests.integration.phones import LANDLINE, MOBILE, mobile_number
 
 pytestmark = pytest.mark.integration
@@ -28,6 +27,8 @@ def write_config(path: Path, stack, state_dir: Path) -> Path:
         f'state_dir = "{state_dir}"\n'
         f'fallback_journal = "{stack.fallback_journal}"\n'
         'log_level = "debug"\n'
+        "[ari]\n"
+        f'password = "{ari_settings().password.get_secret_value()}"\n'
         "[database]\n"
         f'url = "{stack.db_url}"\n'
         "[recording]\n"
@@ -87,7 +88,7 @@ async def test_kill_9_loses_no_call(stack, phones, tmp_path: Path) -> None:
         await wait_for(lambda: log_events(daemon.log, "resynced"), 20, "the daemon up")
         op1 = await phones.operator(1, ring=0.2, talk=None)  # stays on the call
         connected = await phones.citizen(mobile_number(), MOBILE, hold=14.0)
-        async with AriClient(AriSettings()) as ari:
+        async with AriClient(ari_settings()) as ari:
 
             async def bridged_calls() -> list[str]:
                 return [b.id for b in await ari.bridges()

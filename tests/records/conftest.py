@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from siaga112.devstack.postgres import HOST, database_url, ensure_postgres
+from siaga112.devstack.postgres import HOST, ROLE, database_url, ensure_postgres, role_password
 from siaga112.records.migrate import upgrade_async
 from siaga112.records.policy import BlockPolicy
 from siaga112.records.tables import metadata
@@ -34,7 +34,9 @@ def pg_server(pg_state_dir: Path) -> Iterator[str]:
 
 
 async def _admin() -> asyncpg.Connection:
-    return await asyncpg.connect(host=HOST, port=PORT, user="postgres", database="postgres")
+    # The project's role (CREATEDB, owner of the test databases): the cluster admits no other.
+    return await asyncpg.connect(host=HOST, port=PORT, user=ROLE,
+                                 password=role_password(STATE_DIR), database="postgres")
 
 
 async def create_database(name: str) -> str:
@@ -45,7 +47,7 @@ async def create_database(name: str) -> str:
         await conn.execute(f'CREATE DATABASE "{name}" OWNER siaga112')
     finally:
         await conn.close()
-    return database_url(PORT, name)
+    return database_url(PORT, name, role_password(STATE_DIR))
 
 
 @pytest.fixture(scope="module")

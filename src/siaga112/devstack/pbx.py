@@ -7,6 +7,7 @@ The root is built once per machine under /var/cache/siaga112 (outside the clone)
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -18,6 +19,8 @@ from siaga112.devstack import procs
 from siaga112.devstack.procs import say
 
 PACKAGES = "asterisk,asterisk-core-sounds-en-gsm,asterisk-moh-opsound-gsm"
+# The ARI user's password line in asterisk-conf/ari.conf (the placeholder the daemon refuses).
+_ARI_PASSWORD_LINE = re.compile(r"^(password\s*=\s*)change-me-ari\b", re.MULTILINE)
 DEFAULT_ROOT = Path(os.environ.get("SIAGA112_PBX_ROOT", "/var/cache/siaga112/pbx-root"))
 
 
@@ -30,6 +33,15 @@ class Pbx:
     @property
     def pidfile(self) -> Path:
         return self.state_dir / "asterisk.pid"
+
+    @property
+    def ari_password_file(self) -> Path:
+        return self.state_dir / "ari-password"
+
+    def ari_password(self) -> str:
+        """The test PBX's ARI password: generated once per state_dir (0600), written into the
+        PBX's copy of ari.conf and the dev settings, never the repository's placeholder."""
+        return procs.generated_secret(self.ari_password_file)
 
     @property
     def fallback_journal(self) -> Path:
@@ -82,6 +94,13 @@ class Pbx:
         for src in [*sorted((self.repo / "asterisk-conf").glob("*.conf")),
                     *sorted((self.repo / "dialplan").glob("*.conf"))]:
             shutil.copy2(src, etc / src.name)
+        ari_conf = etc / "ari.conf"
+        text, n = _ARI_PASSWORD_LINE.subn(lambda m: m.group(1) + self.ari_password(),
+                                         ari_conf.read_text())
+        if n != 1:
+            raise RuntimeError(f"{self.repo / 'asterisk-conf/ari.conf'}: expected one "
+                               "'password = change-me-ari' line for the test PBX to replace")
+        procs.write_private(ari_conf, text)
         hostname = socket.gethostname()
         (self.root / "etc/hosts").write_text(f"127.0.0.1 localhost\n127.0.0.1 {hostname}\n")
         (self.root / "run/asterisk").mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,12 @@
 """A throwaway PostgreSQL cluster for development and tests, run by the project (not the
-system service): data in ``state_dir/pg``, trust auth on 127.0.0.1 only, no Unix socket,
-fsync off. Started as the ``postgres`` system user when we are root (initdb refuses root).
+system service): data in ``state_dir/pg``, fsync off. Started as the ``postgres`` system user
+when we are root (initdb refuses root).
+
+Who gets in (pg_hba.conf, rewritten at every start): on 127.0.0.1 only the project's role
+``siaga112``, by password (scram-sha-256; generated once, ``state_dir/pg-password``, 0600; it is
+in the dev settings' database URL); the ``postgres`` superuser only by peer on a Unix socket in
+``state_dir/pg-socket`` (0700, the cluster owner's), for set-up. Nothing is trusted: a local
+user cannot log in as a superuser (and so cannot run ``COPY ... TO PROGRAM``).
 
 ``ensure_postgres`` is idempotent and returns quickly when the cluster is already up;
 ``stop_postgres`` / ``start_postgres`` let tests take the database away mid-stream.
@@ -10,13 +16,24 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from siaga112.devstack.procs import apt_install, pid_alive, port_open, read_pid, say
+from siaga112.devstack.procs import (
+    apt_install,
+    generated_secret,
+    pid_alive,
+    port_open,
+    read_pid,
+    say,
+    start_epoch,
+    start_ticks,
+    write_pidfile,
+)
 
 HOST = "127.0.0.1"
 ROLE = "siaga112"
@@ -24,7 +41,10 @@ DATABASE = "siaga112"
 _PIDFILE = "postgres.pid"
 _LOGFILE = "postgres.log"
 _PORTFILE = "postgres.port"
+_PASSWORD_FILE = "pg-password"
+_SOCKET_DIR = "pg-socket"
 _RUN_AS = "postgres"
+_PASSWORD_ALPHABET = re.compile(r"^[A-Za-z0-9_-]{20,}$")  # token_urlsafe: safe in SQL quotes
 
 
 @dataclass(frozen=True)
@@ -44,8 +64,20 @@ def bin_dir() -> Path | None:
     return found[-1] if found else None
 
 
-def database_url(port: int, database: str = DATABASE) -> str:
-    return f"postgresql+asyncpg://{ROLE}@{HOST}:{port}/{database}"
+def database_url(port: int, database: str = DATABASE, password: str | None = None) -> str:
+    """The SQLAlchemy URL of a database of the dev cluster, as the project's role; give the
+    role's password (``role_password(state_dir)``): the cluster trusts nobody."""
+    auth = f"{ROLE}:{password}" if password else ROLE
+    return f"postgresql+asyncpg://{auth}@{HOST}:{port}/{database}"
+
+
+def role_password(state_dir: Path) -> str:
+    """The siaga112 role's password, generated once per state_dir (0600)."""
+    path = Path(state_dir) / _PASSWORD_FILE
+    password = generated_secret(path)
+    if not _PASSWORD_ALPHABET.match(password):
+        raise RuntimeError(f"{path}: not a generated password (letters, digits, '-', '_')")
+    return password
 
 
 def ensure_postgres(state_dir: Path, port: int = 5432) -> str:
@@ -60,9 +92,16 @@ def ensure_postgres(state_dir: Path, port: int = 5432) -> str:
     data = _data_dir(state_dir)
     if not (data / "PG_VERSION").exists():
         _initdb(bins, state_dir)
+    status = postgres_status(state_dir)
+    if status.running and not _socket_dir(state_dir).joinpath(f".s.PGSQL.{port}").exists():
+        # Started by an older siaga112 with trust auth and no socket: the new pg_hba.conf needs
+        # the socket for set-up, and the socket needs a restart.
+        say("restarting dev PostgreSQL: password auth for the project's role, no trust")
+        stop_postgres(state_dir)
     start_postgres(state_dir, port)
-    _ensure_role_and_db(bins, port)
-    return database_url(port)
+    password = role_password(state_dir)
+    _ensure_role_and_db(bins, state_dir, port, password)
+    return database_url(port, password=password)
 
 
 def start_postgres(state_dir: Path, port: int = 5432) -> int:
@@ -79,10 +118,16 @@ def start_postgres(state_dir: Path, port: int = 5432) -> int:
         raise RuntimeError(f"port {HOST}:{port} is taken by another server; pick another port")
     bins = _require_bins()
     data = _data_dir(state_dir)
-    (data / "siaga112.conf").write_text(_server_conf(port))
+    sockets = _socket_dir(state_dir)
+    sockets.mkdir(mode=0o700, exist_ok=True)
+    sockets.chmod(0o700)
+    _chown(sockets)
+    (data / "siaga112.conf").write_text(_server_conf(port, sockets))
     _chown(data / "siaga112.conf")
+    _write_auth(data)
     logfile = state_dir / _LOGFILE
-    logfile.touch()
+    logfile.touch(mode=0o640)
+    logfile.chmod(0o640)
     _chown(logfile)
     say(f"starting dev PostgreSQL on {HOST}:{port} ({data})")
     _run_as_owner(
@@ -93,7 +138,7 @@ def start_postgres(state_dir: Path, port: int = 5432) -> int:
     pid = _postmaster_pid(data)
     if pid is None:
         raise RuntimeError(f"pg_ctl started, but {data}/postmaster.pid names no live process")
-    (state_dir / _PIDFILE).write_text(f"{pid}\n")
+    write_pidfile(state_dir / _PIDFILE, pid)
     (state_dir / _PORTFILE).write_text(f"{port}\n")
     _wait_ready(bins, port)
     return pid
@@ -127,16 +172,46 @@ def postgres_status(state_dir: Path) -> PostgresStatus:
 
 
 def _postmaster_pid(data: Path) -> int | None:
-    """The pid in the cluster's own postmaster.pid (first line), when that process lives."""
+    """The pid in the cluster's own postmaster.pid (line 1), when that process lives and
+    started when the file says (line 3, epoch seconds): after a reboot the pid is anyone's."""
     try:
-        pid = int((data / "postmaster.pid").read_text().split()[0])
+        lines = (data / "postmaster.pid").read_text().splitlines()
+        pid, started = int(lines[0]), int(lines[2])
     except (OSError, ValueError, IndexError):
         return None
-    return pid if pid_alive(pid) else None
+    ticks = start_ticks(pid)
+    if ticks is None or not pid_alive(pid):
+        return None
+    return pid if abs(start_epoch(ticks) - started) <= 2 else None
 
 
 def _data_dir(state_dir: Path) -> Path:
     return state_dir / "pg"
+
+
+def _socket_dir(state_dir: Path) -> Path:
+    return state_dir / _SOCKET_DIR
+
+
+def _write_auth(data: Path) -> None:
+    """pg_hba.conf and pg_ident.conf, at every start (a cluster made by an older siaga112
+    trusted everyone on 127.0.0.1)."""
+    owner = _RUN_AS if _is_root() else pwd.getpwuid(os.geteuid()).pw_name
+    (data / "pg_hba.conf").write_text(
+        "# Written by siaga112.devstack.postgres at each start. Nothing is trusted.\n"
+        "# The superuser: only by peer on the private socket (state_dir/pg-socket, 0700),\n"
+        "# only for the cluster's owner; used by the dev stack for set-up.\n"
+        "local all postgres peer map=siaga112\n"
+        "# The project's role, by password, on loopback TCP; nobody else.\n"
+        f"host all {ROLE} 127.0.0.1/32 scram-sha-256\n"
+    )
+    (data / "pg_ident.conf").write_text(
+        "# Written by siaga112.devstack.postgres: the cluster's owner is the superuser.\n"
+        f"siaga112 {owner} postgres\n"
+    )
+    for name in ("pg_hba.conf", "pg_ident.conf"):
+        (data / name).chmod(0o600)
+        _chown(data / name)
 
 
 def _require_bins() -> Path:
@@ -146,13 +221,15 @@ def _require_bins() -> Path:
     return bins
 
 
-def _server_conf(port: int) -> str:
+def _server_conf(port: int, sockets: Path) -> str:
     return "\n".join(
         [
             "# Written by siaga112.devstack.postgres at each start: dev cluster, not production.",
             f"port = {port}",
             f"listen_addresses = '{HOST}'",
-            "unix_socket_directories = ''",
+            f"unix_socket_directories = '{sockets}'",
+            "unix_socket_permissions = 0700",
+            "password_encryption = 'scram-sha-256'",
             "fsync = off",
             "synchronous_commit = off",
             "full_page_writes = off",
@@ -179,16 +256,14 @@ def _initdb(bins: Path, state_dir: Path) -> None:
             str(data),
             "-U",
             "postgres",
-            "--auth=trust",
+            "--auth-local=peer",
+            "--auth-host=scram-sha-256",
             "--encoding=UTF8",
             "--locale=C",
         ],
         what="initdb",
     )
-    (data / "pg_hba.conf").write_text(
-        "# Dev cluster: trust on loopback TCP only, no Unix socket.\n"
-        "host all all 127.0.0.1/32 trust\n"
-    )
+    _write_auth(data)
     with open(data / "postgresql.conf", "a") as conf:
         conf.write("\ninclude_if_exists = 'siaga112.conf'\n")
 
@@ -216,15 +291,16 @@ def _run_as_owner(argv: Sequence[str], what: str, logfile: Path | None = None) -
         )
 
 
-def _psql(bins: Path, port: int, sql: str, database: str = "postgres") -> str:
-    proc = subprocess.run(
-        [str(bins / "psql"), "-h", HOST, "-p", str(port), "-U", "postgres", "-d", database]
-        + ["-v", "ON_ERROR_STOP=1", "-tAc", sql],
-        capture_output=True,
-        text=True,
-    )
+def _psql(bins: Path, state_dir: Path, port: int, sql: str, database: str = "postgres") -> str:
+    """SQL as the superuser, by peer on the private socket, as the cluster's owner. The SQL
+    goes on stdin (it may hold the role's password: not on a command line others can see)."""
+    argv = [str(bins / "psql"), "-h", str(_socket_dir(state_dir)), "-p", str(port),
+            "-U", "postgres", "-d", database, "-v", "ON_ERROR_STOP=1", "-tA", "-f", "-"]
+    cmd = ["runuser", "-u", _RUN_AS, "--", *argv] if _is_root() else argv
+    proc = subprocess.run(cmd, input=sql, capture_output=True, text=True, cwd="/")
     if proc.returncode != 0:
-        raise RuntimeError(f"psql on {HOST}:{port} failed: {proc.stderr.strip()} (sql: {sql})")
+        raise RuntimeError(f"psql on {_socket_dir(state_dir)} port {port} failed: "
+                           f"{proc.stderr.strip()}")
     return proc.stdout.strip()
 
 
@@ -238,9 +314,15 @@ def _wait_ready(bins: Path, port: int) -> None:
         raise RuntimeError(f"dev PostgreSQL on {HOST}:{port} not ready: {proc.stdout.strip()}")
 
 
-def _ensure_role_and_db(bins: Path, port: int) -> None:
-    # ROLE and DATABASE are both "siaga112" (literal here: no SQL is built from strings).
-    if _psql(bins, port, "SELECT 1 FROM pg_roles WHERE rolname = 'siaga112'") != "1":
-        _psql(bins, port, "CREATE ROLE siaga112 LOGIN CREATEDB")
-    if _psql(bins, port, "SELECT 1 FROM pg_database WHERE datname = 'siaga112'") != "1":
-        _psql(bins, port, "CREATE DATABASE siaga112 OWNER siaga112")
+def _ensure_role_and_db(bins: Path, state_dir: Path, port: int, password: str) -> None:
+    # ROLE and DATABASE are both "siaga112" (literal here); the password is a generated
+    # token_urlsafe string (checked by role_password), safe inside SQL quotes.
+    assert _PASSWORD_ALPHABET.match(password)
+    if _psql(bins, state_dir, port, "SELECT 1 FROM pg_roles WHERE rolname = 'siaga112'") != "1":
+        _psql(bins, state_dir, port, "CREATE ROLE siaga112 LOGIN CREATEDB")
+    # Not a superuser; its password set at every start (the file is the truth).
+    _psql(bins, state_dir, port,
+          f"ALTER ROLE siaga112 NOSUPERUSER LOGIN CREATEDB PASSWORD '{password}'")
+    if _psql(bins, state_dir, port,
+             "SELECT 1 FROM pg_database WHERE datname = 'siaga112'") != "1":
+        _psql(bins, state_dir, port, "CREATE DATABASE siaga112 OWNER siaga112")

@@ -1,8 +1,9 @@
 """The whole local stack on loopback: prompts, test PBX, PostgreSQL (migrated), Mosquitto.
 
 `up` is idempotent and quick when everything already runs; `down` stops each part by its pid.
-It also writes the dev settings file (state_dir/siaga112.toml) with a fresh admin API token, so
-that `siaga112 run` with SIAGA112_CONFIG pointing there talks to this stack.
+It also writes the dev settings file (state_dir/siaga112.toml, 0600) with a fresh admin API token,
+the test PBX's generated ARI password and the database URL with the project role's generated
+password, so that `siaga112 run` with SIAGA112_CONFIG pointing there talks to this stack.
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ import secrets
 import sys
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from siaga112.devstack import procs
 from siaga112.devstack.mosquitto import MosquittoServer, ensure_mosquitto
 from siaga112.devstack.pbx import Pbx
 from siaga112.devstack.postgres import ensure_postgres, postgres_status, stop_postgres
 from siaga112.devstack.procs import say
+from siaga112.settings import AriSettings
 
 PG_PORT = 5432
 MQTT_PORT = 1883
@@ -51,22 +55,42 @@ def up(repo: Path, state_dir: Path) -> Path:
     say(f"[5/{steps}] Mosquitto on 127.0.0.1:{MQTT_PORT}")
     ensure_mosquitto(state_dir, MQTT_PORT)
     conf = write_dev_settings(state_dir, url, pbx)
+    tighten(state_dir, pbx)
     say(f"stack up; settings in {conf}")
     return conf
+
+
+def tighten(state_dir: Path, pbx: Pbx) -> None:
+    """Files holding callers' numbers that an older siaga112 left readable by everyone: logs,
+    the fallback journal, recordings. New ones are made 0640 (procs.UMASK); servers started
+    before that keep writing to these with the mode set here."""
+    logs = [*state_dir.glob("*.log"), *state_dir.glob("*/*.log"), pbx.fallback_journal]
+    for path in logs:
+        if path.is_file() and path.stat().st_mode & 0o007:
+            path.chmod(0o640)
+    for directory in (pbx.recordings, pbx.fallback_journal.parent):
+        if directory.is_dir():
+            directory.chmod(0o750)
+            for f in directory.iterdir():
+                if f.is_file() and f.stat().st_mode & 0o007:
+                    f.chmod(0o640)
 
 
 def write_dev_settings(state_dir: Path, db_url: str, pbx: Pbx) -> Path:
     conf = state_dir / "siaga112.toml"
     token_file = state_dir / "api-token"
     if not token_file.exists():
-        token_file.write_text(secrets.token_urlsafe(24) + "\n")
-        token_file.chmod(0o600)
+        procs.write_private(token_file, secrets.token_urlsafe(24) + "\n")
+    token_file.chmod(0o600)
     token = token_file.read_text().strip()
-    conf.write_text(
+    procs.write_private(conf, (
         "# Written by `siaga112 stack up` for the local stack. Do not edit: it is rewritten.\n"
+        "# 0600: it holds the admin token and the stack's passwords.\n"
         f'state_dir = "{state_dir}"\n'
         f'fallback_journal = "{pbx.fallback_journal}"\n'
         'log_format = "json"\n\n'
+        "[ari]\n"
+        f'password = "{pbx.ari_password()}"\n\n'
         "[database]\n"
         f'url = "{db_url}"\n\n'
         "[recording]\n"
@@ -75,8 +99,14 @@ def write_dev_settings(state_dir: Path, db_url: str, pbx: Pbx) -> Path:
         f'token = "{token}"\n'
         'role = "admin"\n'
         'name = "local admin"\n'
-    )
+    ))
     return conf
+
+
+def dev_ari_settings(state_dir: Path) -> AriSettings:
+    """The ARI user of the test PBX started from state_dir (its generated password)."""
+    password = Pbx(repo=repo_root(), state_dir=state_dir).ari_password()
+    return AriSettings(password=SecretStr(password))
 
 
 def down(repo: Path, state_dir: Path) -> None:

@@ -20,9 +20,58 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 LOCK = Path("/tmp/siaga112-test-pbx.lock")
+NOT_TEST_PBX_FLAG = "--i-know-this-is-not-the-test-pbx"
+TEST_PBX_SIP_HOST = "127.0.0.1"
+_LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def not_the_test_pbx(ari_url: str, ari_password: str, sip: str, local_password: str | None,
+                     local_running: bool) -> list[str]:
+    """Why the PBX the settings and --pbx name may not be the local test PBX (empty: it is).
+
+    The load test floods a PBX with calls and its drain hangs up every channel it finds, so it
+    runs only against the test PBX that `siaga112 stack up` started here: SIP on 127.0.0.1,
+    ARI on loopback with the password generated for that PBX, and that PBX running."""
+    from urllib.parse import urlsplit
+
+    reasons = []
+    sip_host = sip.rsplit(":", 1)[0] if ":" in sip else sip
+    if sip_host != TEST_PBX_SIP_HOST:
+        reasons.append(f"--pbx {sip} is not the test PBX's SIP address ({TEST_PBX_SIP_HOST})")
+    ari_host = urlsplit(ari_url).hostname or ""
+    if ari_host not in _LOOPBACK:
+        reasons.append(f"ari.url {ari_url} is not on loopback")
+    if not local_running:
+        reasons.append("the local test PBX (`siaga112 stack up`) is not running")
+    if local_password is None or ari_password != local_password:
+        reasons.append("ari.password is not the one generated for the local test PBX")
+    return reasons
+
+
+def refuse_other_pbx(args: argparse.Namespace, settings) -> None:  # noqa: ANN001
+    """Raise ValueError (exit 2) unless the target is the local test PBX or the user said
+    explicitly that it is not and that this is meant."""
+    from siaga112.devstack.pbx import Pbx
+    from siaga112.devstack.stack import repo_root
+
+    pbx = Pbx(repo=repo_root(), state_dir=repo_root() / "var")
+    try:
+        local_password: str | None = pbx.ari_password_file.read_text().strip() or None
+    except OSError:
+        local_password = None
+    reasons = not_the_test_pbx(settings.ari.url, settings.ari.password.get_secret_value(),
+                               args.pbx, local_password, pbx.running())
+    if not reasons:
+        return
+    if args.i_know_this_is_not_the_test_pbx:
+        say("WARNING: not the local test PBX (" + "; ".join(reasons) + "): going ahead, as told "
+            f"by {NOT_TEST_PBX_FLAG}; its channels will be hung up after the load")
+        return
+    raise ValueError(
+        "refusing to load a PBX that is not the local test PBX: " + "; ".join(reasons)
+        + f". The load and its drain would hang up that PBX's calls. If this is meant, add "
+        f"{NOT_TEST_PBX_FLAG}.")
 
 
 def run_main(coro: Coroutine[Any, Any, int]) -> int:
@@ -68,6 +117,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="bound of the whole run (default: offering time + hold + 60 s)")
     p.add_argument("--reports", type=Path, help="reports directory (default STATE_DIR/reports)")
     p.add_argument("--progress", type=float, default=5.0, help="s between progress lines")
+    p.add_argument(NOT_TEST_PBX_FLAG, action="store_true",
+                   help="run against a PBX that is not the local test PBX (refused otherwise)")
     p.set_defaults(func=_load_test)
 
     p = subparsers.add_parser(
@@ -86,6 +137,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="genuine callers per second alongside the flood")
     p.add_argument("--skip", default="", help="comma-separated parts to skip: steps,burst,flood")
     p.add_argument("--reports", type=Path)
+    p.add_argument(NOT_TEST_PBX_FLAG, action="store_true",
+                   help="run against a PBX that is not the local test PBX (refused otherwise)")
     p.set_defaults(func=_bench)
 
 
@@ -106,7 +159,7 @@ def pbx_lock() -> Iterator[None]:
 
 def _settings():  # noqa: ANN202 - late import, like the main CLI
     from siaga112.devstack.stack import repo_root
-    from siaga112.settings import Settings
+    from siaga112.settings import SettingsError, load
 
     if "SIAGA112_CONFIG" not in os.environ:
         local = repo_root() / "var" / "siaga112.toml"
@@ -116,10 +169,10 @@ def _settings():  # noqa: ANN202 - late import, like the main CLI
 
     logs.configure("warning", "console")  # the report is the output; warnings still show
     try:
-        return Settings()
-    except ValidationError as exc:
-        print(f"siaga112: bad settings:\n{exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
+        return load()
+    except SettingsError as exc:  # names the setting, never echoes a value
+        print(f"siaga112: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _reports_dir(args: argparse.Namespace, settings, kind: str) -> Path:  # noqa: ANN001
@@ -167,6 +220,7 @@ def _load_test(args: argparse.Namespace) -> int:
     bound = args.max_seconds or offering + (hold or args.talk * calls / args.operators) + 60
     plan = LoadPlan("load", CallPath.DAEMON, groups, desk, max_seconds=bound)
     settings = _settings()
+    refuse_other_pbx(args, settings)
     out = _reports_dir(args, settings, "load")
     overrides = {"SIAGA112_QUEUE__WRAPUP": f"{args.wrapup:g}"}
 
@@ -219,6 +273,7 @@ def _bench(args: argparse.Namespace) -> int:
         skip=frozenset(s.strip() for s in args.skip.split(",") if s.strip()),
     )
     settings = _settings()
+    refuse_other_pbx(args, settings)
     out = _reports_dir(args, settings, "bench")
     say(f"bench: reports in {out}")
     with pbx_lock():

@@ -1,0 +1,231 @@
+"""What the daemon refuses to start with, and that a settings error names the setting without
+repeating the value given (a value may be a token or a password)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from siaga112 import cli
+from siaga112.settings import (
+    ARI_PASSWORD_PLACEHOLDER,
+    TOKEN_MIN_LENGTH,
+    ApiToken,
+    Settings,
+    SettingsError,
+    load,
+    load_for_daemon,
+)
+
+GOOD_TOKEN = "t" * TOKEN_MIN_LENGTH
+GOOD_ARI = "a-real-ari-password-from-ari-conf"
+SECRET = "s3cret-do-not-print-me"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No SIAGA112_* from the caller (make exports SIAGA112_CONFIG), a working directory
+    without siaga112.toml, and the umask back as it was (cli.main sets its own)."""
+    for name in list(os.environ):
+        if name.startswith("SIAGA112_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    yield
+    os.umask(umask)
+
+
+def settings_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str) -> Path:
+    path = tmp_path / "siaga112.toml"
+    path.write_text(f'state_dir = "{tmp_path / "state"}"\n' + body)
+    monkeypatch.setenv("SIAGA112_CONFIG", str(path))
+    return path
+
+
+ARI = f'[ari]\npassword = "{GOOD_ARI}"\n'
+
+
+def token(value: str, name: str = "desk") -> str:
+    return f'[[api.tokens]]\ntoken = "{value}"\nrole = "operator"\nname = "{name}"\n'
+
+
+def test_good_settings_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings_file(tmp_path, monkeypatch, ARI + token(GOOD_TOKEN))
+    settings = load_for_daemon()
+    assert settings.ari.password.get_secret_value() == GOOD_ARI
+    assert [t.name for t in settings.api.tokens] == ["desk"]
+
+
+def test_the_placeholder_ari_password_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings_file(tmp_path, monkeypatch, token(GOOD_TOKEN))  # no [ari]: the default
+    with pytest.raises(SettingsError, match=r"ari\.password: is the placeholder"):
+        load_for_daemon()
+    settings_file(tmp_path, monkeypatch, f'[ari]\npassword = "{ARI_PASSWORD_PLACEHOLDER}"\n')
+    with pytest.raises(SettingsError, match=r"ari\.password"):
+        load_for_daemon()
+
+
+def test_the_placeholder_is_refused_from_the_environment_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings_file(tmp_path, monkeypatch, ARI)
+    monkeypatch.setenv("SIAGA112_ARI__PASSWORD", ARI_PASSWORD_PLACEHOLDER)
+    with pytest.raises(SettingsError, match=r"ari\.password"):
+        load_for_daemon()
+
+
+def test_no_settings_file_is_refused_unless_told_defaults(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(SettingsError, match="no settings file.*--defaults"):
+        load_for_daemon()
+    monkeypatch.setenv("SIAGA112_ARI__PASSWORD", GOOD_ARI)
+    with pytest.raises(SettingsError, match="no settings file"):
+        load_for_daemon()
+    assert load_for_daemon(defaults=True).ari.password.get_secret_value() == GOOD_ARI
+
+
+def test_defaults_still_refuse_the_placeholder() -> None:
+    with pytest.raises(SettingsError, match=r"ari\.password"):
+        load_for_daemon(defaults=True)
+
+
+def test_a_settings_path_that_is_not_a_file_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SIAGA112_CONFIG", str(tmp_path / "typo.toml"))
+    monkeypatch.setenv("SIAGA112_ARI__PASSWORD", GOOD_ARI)
+    with pytest.raises(SettingsError, match="SIAGA112_CONFIG names .*typo.toml"):
+        load_for_daemon(defaults=True)
+
+
+def test_a_short_token_is_refused_by_name_without_its_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    short = "x" * (TOKEN_MIN_LENGTH - 1)
+    settings_file(tmp_path, monkeypatch, ARI + token(GOOD_TOKEN, "ok") + token(short, "night"))
+    with pytest.raises(SettingsError) as err:
+        load_for_daemon()
+    message = str(err.value)
+    assert "api.tokens.1.token ('night'): shorter than 24 characters" in message
+    assert "api.tokens.0" not in message
+    assert short not in message
+
+
+def test_a_one_character_token_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings_file(tmp_path, monkeypatch, ARI + token("x"))
+    with pytest.raises(SettingsError, match=r"api\.tokens\.0\.token"):
+        load_for_daemon()
+
+
+def test_every_refusal_is_said_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings_file(tmp_path, monkeypatch, token("short"))
+    with pytest.raises(SettingsError) as err:
+        load_for_daemon()
+    assert "ari.password" in str(err.value) and "api.tokens.0.token" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ("colour = 1\n" + ARI, "colour"),
+        (ARI + "colour = 1\n", "ari.colour"),
+        (ARI + "[queue]\nring_timout = 3\n", "queue.ring_timout"),
+        (ARI + "[database]\nurll = 'x'\n", "database.urll"),
+        (ARI + token(GOOD_TOKEN) + "agnecy = '01'\n", "api.tokens.0.agnecy"),
+        (ARI + "[api]\nmetrics_publik = true\n", "api.metrics_publik"),
+        (ARI + "[[agencies]]\ncode = '01'\nname = 'x'\nscope = 'city'\nlines = ['a']\n"
+         "fallbak = 1\n", "agencies.0.fallbak"),
+    ],
+)
+def test_unknown_fields_are_refused_anywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str, where: str
+) -> None:
+    settings_file(tmp_path, monkeypatch, body)
+    with pytest.raises(SettingsError) as err:
+        load_for_daemon()
+    assert f"  {where}: Extra inputs are not permitted" in str(err.value)
+
+
+def test_every_settings_section_forbids_unknown_fields() -> None:
+    from pydantic import BaseModel
+
+    def sections(model: type[BaseModel]) -> Iterator[type[BaseModel]]:
+        for field in model.model_fields.values():
+            for arg in (field.annotation, *getattr(field.annotation, "__args__", ())):
+                if isinstance(arg, type) and issubclass(arg, BaseModel):
+                    yield arg
+                    yield from sections(arg)
+
+    found = set(sections(Settings))
+    assert ApiToken in found and len(found) >= 12
+    assert {m.__name__ for m in found if m.model_config.get("extra") != "forbid"} == set()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # a token where a string is wanted, a wrong role beside it, a password of a wrong type
+        f'[[api.tokens]]\ntoken = ["{SECRET}"]\nrole = "operator"\nname = "n"\n',
+        f'[[api.tokens]]\ntoken = "{SECRET}"\nrole = "{SECRET}"\nname = "n"\n',
+        f'[ari]\npassword = ["{SECRET}"]\n',
+        f'[ari]\npassword = "x"\nmax_connections = "{SECRET}"\n',
+        f'[database]\nurl = ["{SECRET}"]\n',
+        f'[mqtt]\npassword = ["{SECRET}"]\n',
+    ],
+)
+def test_a_settings_error_never_echoes_the_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str
+) -> None:
+    settings_file(tmp_path, monkeypatch, body)
+    with pytest.raises(ValidationError) as raw:
+        Settings()
+    assert SECRET in str(raw.value), "pydantic's own message echoes the value (the control)"
+    with pytest.raises(SettingsError) as err:
+        load()
+    assert SECRET not in str(err.value)
+    assert "bad settings" in str(err.value)
+
+
+def test_an_unparsable_environment_value_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIAGA112_API__TOKENS", f"[{{{SECRET}")  # not JSON
+    with pytest.raises(SettingsError) as err:
+        load()
+    assert SECRET not in str(err.value)
+    assert "api" in str(err.value)
+
+
+def test_the_error_names_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings_file(tmp_path, monkeypatch, '[queue]\nring_timeout = -1\n')
+    with pytest.raises(SettingsError, match=r"queue\.ring_timeout: Input should be greater"):
+        load()
+
+
+def test_siaga112_run_exits_2_naming_the_problem_without_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings_file(tmp_path, monkeypatch, token(SECRET[:10]))
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["run"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "ari.password" in err and "api.tokens.0.token" in err
+    assert SECRET[:10] not in err
+
+
+def test_siaga112_run_without_a_file_asks_for_defaults(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["start"])
+    assert exit_.value.code == 2
+    assert "--defaults" in capsys.readouterr().err
