@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,7 @@ class FakeAri:
     calls: list[tuple[Any, ...]] = field(default_factory=list)
     fail: dict[str, Exception] = field(default_factory=dict)
     globals: dict[str, str] = field(default_factory=dict)
+    alive: set[str] = field(default_factory=set)  # channels get_channel finds
 
     def _call(self, name: str, *args: Any) -> None:
         self.calls.append((name, *args))
@@ -83,7 +85,48 @@ class FakeAri:
 
     async def get_channel(self, channel_id: str) -> Channel:
         self._call("get_channel", channel_id)
+        if channel_id in self.alive:
+            return Channel(id=channel_id, state="Up")
         raise NotFound("GET", f"/channels/{channel_id}", 404, "Channel not found")
+
+
+@dataclass
+class FakeClock:
+    """A hand-driven clock for a call's timers (uvicorn's MockLoop idea): nothing fires until
+    the test advances time, and then exactly what is due fires, in order."""
+
+    now: float = 0.0
+    _due: list[tuple[float, int, Callable[[], None], list[bool]]] = field(default_factory=list)
+    _n: int = 0
+
+    class _Handle:
+        def __init__(self, cancelled: list[bool]) -> None:
+            self._cancelled = cancelled
+
+        def cancel(self) -> None:
+            self._cancelled[0] = True
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> FakeClock._Handle:
+        self._n += 1
+        flag = [False]
+        self._due.append((self.now + delay, self._n, callback, flag))
+        self._due.sort(key=lambda d: (d[0], d[1]))
+        return FakeClock._Handle(flag)
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        until = self.now + seconds
+        while self._due and self._due[0][0] <= until:
+            at, _, callback, cancelled = self._due.pop(0)
+            self.now = at
+            if not cancelled[0]:
+                callback()
+        self.now = until
+
+    def pending(self) -> int:
+        return sum(1 for d in self._due if not d[3][0])
 
 
 @dataclass

@@ -1,9 +1,10 @@
 """Typed domain models shared by every step of a call: what the call path emits, and what the
 records writer, the MQTT notifier and the HTTP API consume.
 
-A call's way: ARI event in (stasis.py) -> its session (session.py) -> screening (screening.py)
--> queue (queue.py) -> operator bridge (operator_bridge.py) -> agency bridge (agency_bridge.py)
--> records (records/) and events out (notifier.py).
+A call's way: ARI event in (stasis.py) -> its session (call/session.py) -> screening
+(call/arrival.py, screening.py) -> queue (call/waiting.py, queue.py) -> operator bridge
+(call/operator_leg.py) -> agency bridge (call/agency_leg.py) -> records (records/) and events out
+(notifier.py).
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ class CallEventType(StrEnum):
     BYPASS = "bypass"  # blocked caller pressed the bypass digit
     SILENT_PROMPT = "silent_prompt"
     SILENT_EMERGENCY = "silent_emergency"  # silent caller pressed 5 5
+    REQUEUED = "requeued"  # data: reason ("operator_gone": the operator left while we were away)
+    OVERFLOW = "overflow"  # data: reason (no_operator | max_wait), target
     QUEUED = "queued"  # data: position, priority
     RINGING = "ringing"  # data: operator
     OPERATOR_NO_ANSWER = "operator_no_answer"  # data: operator
@@ -117,7 +120,7 @@ class QueueEntry(BaseModel):
     line_type: LineType
     since: datetime
     priority: bool
-    flags: list[str] = []  # "blocked_bypass", "silent_emergency"
+    flags: list[str] = []  # "blocked_bypass", "silent", "silent_emergency"
 
 
 class QueueSnapshot(BaseModel):

@@ -161,6 +161,11 @@ class OperatorDesk:
 
     # -- what calls do to operators ------------------------------------------------------------
 
+    def anyone_can_answer(self) -> bool:
+        """Is any operator logged in, not paused and reachable (free or busy with a call)?"""
+        return any(op.chosen is OperatorState.AVAILABLE and op.reachable
+                   for op in self._ops.values())
+
     def pick_free(self) -> Operator | None:
         free = [op for op in self._ops.values() if op.free]
         return min(free, key=lambda o: o.idle_since) if free else None

@@ -50,6 +50,7 @@ class CallQueue:
         self._waiting: dict[str, Waiter] = {}
         self._on_change = on_change
         self._matching = False
+        self._held = False
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -68,7 +69,10 @@ class CallQueue:
                 return n
         return None
 
-    def enqueue(self, waiter: Waiter) -> int:
+    def enqueue(self, waiter: Waiter, front: bool = False) -> int:
+        """Queue a caller (again). `front`: first in its lane (a caller whose operator left)."""
+        if front:
+            waiter.order = -next(_order)
         self._waiting[waiter.call_id] = waiter
         pos = self.position(waiter.call_id) or 0
         self._changed()
@@ -88,6 +92,26 @@ class CallQueue:
         self._changed()
         self.match()
 
+    def flag(self, call_id: str, flag: str) -> None:
+        """Mark a waiting caller (e.g. "silent") without changing their place."""
+        w = self._waiting.get(call_id)
+        if w is None:
+            return
+        if flag not in w.flags:
+            w.flags.append(flag)
+        self._changed()
+
+    def waiters(self) -> list[Waiter]:
+        return sorted(self._waiting.values(), key=Waiter.key)
+
+    def hold(self) -> None:
+        """No offers until release(): a resync is rebuilding who is busy."""
+        self._held = True
+
+    def release(self) -> None:
+        self._held = False
+        self.match()
+
     def remove(self, call_id: str) -> Waiter | None:
         w = self._waiting.pop(call_id, None)
         if w is not None:
@@ -97,7 +121,7 @@ class CallQueue:
     def match(self) -> None:
         """Offer waiting callers to free operators. Re-entrant calls (an operator's state
         change while we match) are folded into the running loop."""
-        if self._matching:
+        if self._matching or self._held:
             return
         self._matching = True
         try:

@@ -16,7 +16,7 @@ from siaga112.model import BlockEntry, CallState, OperatorState
 from siaga112.operators import OperatorDesk
 from siaga112.queue import CallQueue
 from siaga112.screening import Screening
-from siaga112.session import CallDeps
+from siaga112.call import CallDeps
 from siaga112.settings import Settings
 from siaga112.stasis import Stasis
 

@@ -43,6 +43,18 @@ class Unreachable(AriError):
     """Asterisk did not answer (connection refused, timeout)."""
 
 
+def channel_gone(exc: AriError) -> bool:
+    """Asterisk's ways of saying "that channel is not there any more": 404, or a 400/409/422
+    whose message says the channel was not found or is not in Stasis (the far end hung up
+    while we worked on it: normal life at load, not a fault)."""
+    if exc.status == 404:
+        return True
+    message = exc.message.lower()
+    return exc.status in (400, 409, 412, 422) and (
+        "not found" in message or "not in stasis" in message or "not in a stasis" in message
+    )
+
+
 Observer = Callable[[str, float], None]  # (method, seconds) for the round-trip histogram
 
 

@@ -1,4 +1,4 @@
-"""The agency bridge: the operator sends *2NN and the agency's duty line is dialled and added to
+"""The agency leg: the operator sends *2NN and the agency's duty line is dialled and added to
 the call, so that citizen, operator and agency talk together. A duty line that does not answer
 in time, or is busy, is given up for the next fallback line; the operator hears a short prompt
 for each outcome. The agency accepts the case by pressing 1.
@@ -20,7 +20,7 @@ from siaga112.model import CallEventType
 from siaga112.settings import AgencySettings
 
 if TYPE_CHECKING:
-    from siaga112.session import CallSession
+    from siaga112.call.session import CallSession
 
 log = structlog.get_logger(__name__)
 
@@ -132,7 +132,7 @@ class AgencyLegs:
         del self._by_code[d.code]
         await self._stop_announcement()
         await self._tell_operator("agency-failed")
-        await self._session.agency_left()  # the operator may have gone meanwhile
+        await self._session.ending.agency_left()  # the operator may have gone meanwhile
 
     async def on_event(self, ev: AriEvent, leg: legs.Leg) -> None:
         d = self._by_code.get(leg.party)
@@ -174,7 +174,7 @@ class AgencyLegs:
             d.channel = None
             d.joined = False
             log.info("agency_left", agency=d.code)
-            await self._session.agency_left()
+            await self._session.ending.agency_left()
 
     async def _tell_operator(self, prompt: str) -> None:
         """A prompt for the operator's ear only (played on the operator's leg in the bridge)."""

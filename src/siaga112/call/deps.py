@@ -1,0 +1,37 @@
+"""What every call needs, built once by the composition root (app.py) and passed in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from siaga112.agencies import Directory
+from siaga112.ari.client import AriClient
+from siaga112.call.clock import Clock, LoopClock
+from siaga112.holding import HoldingBridge
+from siaga112.model import Disposition
+from siaga112.operators import OperatorDesk
+from siaga112.queue import CallQueue
+from siaga112.screening import Screening
+from siaga112.settings import Settings
+from siaga112.sinks import EventSink
+
+
+class CallMetrics(Protocol):
+    def call_answered(self, latency_seconds: float) -> None: ...
+    def call_waited(self, seconds: float) -> None: ...
+    def call_ended(self, outcome: Disposition) -> None: ...
+
+
+@dataclass(frozen=True)
+class CallDeps:
+    ari: AriClient
+    settings: Settings
+    screening: Screening
+    queue: CallQueue
+    desk: OperatorDesk
+    sink: EventSink
+    directory: Directory
+    holding: HoldingBridge
+    metrics: CallMetrics | None = None
+    clock: Clock = field(default_factory=LoopClock)

@@ -1,0 +1,169 @@
+"""The end of a call: its disposition, the legs we close, the record's last events; and the
+ways a call leaves us alive: handed back to the dialplan on a fault of ours (fail open), on a
+graceful stop, or to the overflow target. A hand-back is tried again until Asterisk takes it or
+the channel is gone: a call is never left in our application with nobody handling it."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
+
+from siaga112 import legs
+from siaga112.ari.client import AriError, channel_gone
+from siaga112.model import CallEvent, CallEventType, CallState, Disposition
+from siaga112.wav import seconds_of_pcm_wav
+
+if TYPE_CHECKING:
+    from siaga112.call.session import CallSession
+
+log = structlog.get_logger(__name__)
+
+FALLBACK_CONTEXT = "fallback"
+HAND_BACK_BACKOFF_MAX = 2.0  # seconds between tries of a refused hand-back
+HAND_BACK_GIVE_UP = 120.0  # a channel Asterisk neither takes back nor reports gone (seconds)
+
+
+class Ending:
+    def __init__(self, call: CallSession) -> None:
+        self.call = call
+
+    def default_disposition(self) -> Disposition:
+        call = self.call
+        if call.disposition is not None:
+            return call.disposition
+        if call.state is CallState.CONNECTED:
+            return Disposition.GENUINE
+        if call.state is CallState.REJECTED:
+            return Disposition.BLOCKED
+        return Disposition.ABANDONED
+
+    async def end(self, disposition: Disposition, by: str, hangup_citizen: bool = False) -> None:
+        call = self.call
+        if call.state is CallState.ENDED:
+            return
+        was = call.state
+        call.transition(CallState.ENDED, disposition=disposition.value, by=by)
+        self._release(was)
+        legs_to_close = [c for c in [call.operator_channel, *call.agencies.channels()] if c]
+        if hangup_citizen:
+            legs_to_close.append(call.call_id)
+        for channel_id in legs_to_close:
+            await self.hangup_quietly(channel_id)
+        try:
+            await call.deps.ari.destroy_bridge(legs.call_bridge(call.call_id))
+        except AriError:
+            pass
+        call.emit(CallEventType.ENDED, disposition=disposition.value, hangup_by=by,
+                  cause=call.hangup_cause)
+        if call.deps.metrics is not None:
+            call.deps.metrics.call_ended(disposition)
+        if call.deps.settings.recording.enabled:
+            call.clock.call_later(1.0, self._recorded)
+
+    async def agency_left(self) -> None:
+        """An agency hung up or could not be reached. With neither operator nor agency left
+        (nor one being dialled), the citizen is alone: the call is over."""
+        call = self.call
+        if call.operator_channel is None and not (call.agencies.joined()
+                                                  or call.agencies.dialling()):
+            await self.end(self.default_disposition(), by="agency", hangup_citizen=True)
+
+    def _release(self, was: CallState) -> None:
+        """The queue and the operator let go of the call."""
+        call = self.call
+        call.deps.queue.remove(call.call_id)
+        call.waiting.stop()
+        if call.operator is None:
+            return
+        if was is CallState.RINGING_OPERATOR:
+            # The caller left while the desk phone rang: no call to wrap up.
+            call.deps.desk.cancel_offer(call.operator, call.call_id)
+        elif was is CallState.CONNECTED:
+            call.deps.desk.released(call.operator, call.call_id)
+
+    # -- leaving alive: to the dialplan --------------------------------------------------------
+
+    async def hand_back(self, reason: str) -> None:
+        """Fail open: a fault of ours sends the citizen to the dialplan's fallback queue."""
+        self.call.emit(CallEventType.HANDED_BACK, reason=reason[:300])
+        await self.leave_to_dialplan(FALLBACK_CONTEXT, Disposition.FALLBACK,
+                                      "handed back to dialplan")
+
+    async def on_stop(self) -> None:
+        """A graceful stop: a call not yet with a person goes to the fallback queue; a
+        connected call stays in its bridge and is taken back by the next start."""
+        call = self.call
+        if call.state in (CallState.CONNECTED, CallState.ENDED):
+            return
+        call.emit(CallEventType.HANDED_BACK, reason="daemon stopping")
+        await self.leave_to_dialplan(FALLBACK_CONTEXT, Disposition.FALLBACK, "daemon stopping")
+
+    async def leave_to_dialplan(self, context: str, disposition: Disposition, cause: str) -> None:
+        call = self.call
+        was = call.state
+        call.state = CallState.ENDED  # from now on nothing of ours acts on the call
+        if call.operator_channel and was is CallState.RINGING_OPERATOR:
+            await self.hangup_quietly(call.operator_channel)
+        self._release(was)
+        for playback in (call.arrival.announcement, call.waiting.prompt):
+            if playback is not None:
+                try:
+                    await call.deps.ari.stop_playback(playback)
+                except AriError:
+                    pass
+        outcome = await self._continue(context)
+        if outcome == "gone":
+            cause = f"caller gone before the {cause}"
+        log.warning("call_left_to_dialplan", context=context, cause=cause, outcome=outcome)
+        call.emit(CallEventType.ENDED, disposition=disposition.value, hangup_by="system",
+                  cause=cause)
+
+    async def _continue(self, context: str) -> str:
+        """continueInDialplan until Asterisk takes it ("done") or the channel is gone."""
+        call = self.call
+        delay, waited = 0.1, 0.0
+        while True:
+            try:
+                await call.deps.ari.continue_in_dialplan(call.call_id, context)
+                return "done"
+            except AriError as exc:
+                if channel_gone(exc):
+                    return "gone"
+                if waited >= HAND_BACK_GIVE_UP:
+                    log.critical("call_not_handed_back", error=str(exc), waited=waited)
+                    return "refused"
+                log.error("hand_back_failed", error=str(exc), retry_in=delay)
+            await asyncio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, HAND_BACK_BACKOFF_MAX)
+
+    # -- small helpers ------------------------------------------------------------------------
+
+    async def hangup_quietly(self, channel_id: str) -> None:
+        try:
+            await self.call.deps.ari.hangup(channel_id)
+        except AriError:
+            pass
+
+    def _recorded(self, last_size: int = -1, looks: int = 10) -> None:
+        """Note the recording in the record once MixMonitor is done with it: the file is there
+        and its size held still for a second (MixMonitor's thread writes on after hang-up)."""
+        call = self.call
+        path = Path(call.deps.settings.recording.dir) / f"{call.call_id}.wav"
+        try:
+            size = path.stat().st_size
+        except OSError:
+            size = -1
+        if (size < 0 or size != last_size) and looks > 1:
+            call.clock.call_later(1.0, lambda: self._recorded(size, looks - 1))
+            return
+        if size < 0:
+            log.warning("recording_missing", path=str(path), call_id=call.call_id)
+            return
+        call.deps.sink.call_event(
+            CallEvent(call_id=call.call_id, seq=call.next_seq(), type=CallEventType.RECORDING,
+                      data={"path": str(path), "seconds": round(seconds_of_pcm_wav(size), 2)})
+        )

@@ -1,0 +1,186 @@
+"""The operator's leg: ring the desk phone the queue picked, bridge the citizen with the operator
+when they answer (a mixing bridge with a fixed id per call, which agencies join later), read the
+operator's codes (*2NN agency, *3CC category, *7 prank, *8 ghost), and the operator leaving."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import structlog
+
+from siaga112 import legs
+from siaga112.agencies import CATEGORIES
+from siaga112.ari.client import AriError
+from siaga112.ari.models import AriEvent, ChannelDestroyed, ChannelDtmfReceived, StasisStart
+from siaga112.call.items import Command
+from siaga112.codes import CodeKind, CodeReader
+from siaga112.model import CallEventType, CallState, Disposition, utcnow
+
+if TYPE_CHECKING:
+    from siaga112.call.session import CallSession
+
+log = structlog.get_logger(__name__)
+
+# Q.850 causes of a desk phone that rang out or was not there.
+_NO_ANSWER = {0, 16, 18, 19, 21, 127}
+_BUSY = 17
+
+
+class OperatorLeg:
+    def __init__(self, call: CallSession) -> None:
+        self.call = call
+        self._attempt = 0
+        self._codes = CodeReader()
+
+    async def ring(self, operator: str) -> None:
+        call = self.call
+        if call.state is not CallState.QUEUED:
+            # Offered while we were ending or already ringing: give the operator back.
+            call.deps.desk.cancel_offer(operator, call.call_id)
+            return
+        self._attempt += 1
+        channel_id = legs.operator_leg(call.call_id, operator, self._attempt)
+        call.operator = operator
+        call.operator_channel = channel_id
+        call.transition(CallState.RINGING_OPERATOR, operator=operator)
+        call.emit(CallEventType.RINGING, operator=operator)
+        caller = call.caller.e164 or "anonymous"
+        settings = call.deps.settings
+        try:
+            await call.deps.ari.originate(
+                endpoint=f"PJSIP/{operator}", channel_id=channel_id, app=settings.ari.app,
+                app_args=f"operator,{call.call_id}", caller_id=f'"112 {caller}" <{caller}>',
+                ring_seconds=max(1, round(settings.queue.ring_timeout)),
+                variables={"SIAGA112_CALL": call.call_id, "SIAGA112_OPERATOR": operator},
+            )
+        except AriError as exc:
+            log.warning("operator_dial_failed", operator=operator, error=str(exc))
+            await self.missed(operator, "unreachable")
+
+    async def missed(self, operator: str, reason: str) -> None:
+        """The desk phone did not take the call: the operator is paused, the caller keeps their
+        place in the queue."""
+        call = self.call
+        call.emit(CallEventType.OPERATOR_NO_ANSWER, operator=operator, reason=reason)
+        log.info("operator_no_answer", operator=operator, reason=reason)
+        call.operator = None
+        call.operator_channel = None
+        call.deps.desk.no_answer(operator, call.call_id, reason)
+        call.waiting.requeue()
+
+    async def on_event(self, ev: AriEvent, channel_id: str, leg: legs.Leg) -> None:
+        call = self.call
+        current = channel_id == call.operator_channel
+        if isinstance(ev, StasisStart):
+            if not current or call.state is not CallState.RINGING_OPERATOR:
+                await call.ending.hangup_quietly(channel_id)  # answered too late
+                return
+            await self._connect(channel_id, leg.party)
+        elif isinstance(ev, ChannelDtmfReceived) and current:
+            await self._dtmf(ev.digit)
+        elif isinstance(ev, ChannelDestroyed) and current:
+            if call.state is CallState.RINGING_OPERATOR:
+                reason = "busy" if ev.cause == _BUSY else (
+                    "no_answer" if ev.cause in _NO_ANSWER else "failed")
+                await self.missed(leg.party, f"{reason}:{ev.cause_txt or ev.cause}")
+            elif call.state is CallState.CONNECTED:
+                await self.left(leg.party)
+
+    async def _connect(self, channel_id: str, operator: str) -> None:
+        call = self.call
+        ari = call.deps.ari
+        await call.waiting.stop_prompt()
+        bridge_id = legs.call_bridge(call.call_id)
+        await ari.create_bridge(bridge_id, "mixing", f"112 call {call.call_id}")
+        await call.deps.holding.remove(call.call_id)
+        try:
+            await ari.stop_moh(call.call_id)
+        except AriError:
+            pass  # MOH may not be on the channel itself
+        await ari.add_to_bridge(bridge_id, call.call_id)
+        await ari.add_to_bridge(bridge_id, channel_id)
+        log.info("operator_bridged", bridge=bridge_id, operator_channel=channel_id)
+        call.waiting.stop()
+        call.deps.desk.connected(operator, call.call_id)
+        call.transition(CallState.CONNECTED, operator=operator)
+        waited = (utcnow() - call.arrived_at).total_seconds()
+        call.emit(CallEventType.CONNECTED, operator=operator, wait_seconds=round(waited, 3),
+                  flags=call.flags)
+        if call.deps.metrics is not None:
+            call.deps.metrics.call_waited(waited)
+
+    async def left(self, operator: str) -> None:
+        """The operator hung up. With an agency on the call (or being dialled) the citizen
+        stays with it; otherwise the call is over."""
+        call = self.call
+        call.emit(CallEventType.OPERATOR_LEFT, operator=operator)
+        call.deps.desk.released(operator, call.call_id)
+        call.operator_channel = None
+        if call.agencies.joined() or call.agencies.dialling():
+            log.info("operator_left_agency_stays", agencies=call.agencies.joined(),
+                     dialling=call.agencies.dialling())
+            return
+        await call.ending.end(call.ending.default_disposition(), by="operator",
+                              hangup_citizen=True)
+
+    async def gone_while_away(self) -> None:
+        """The operator's leg ended while we were not connected to Asterisk: we cannot tell
+        whether they meant to end the call, so the citizen is not cut off but goes back to
+        the front of the queue (unless an agency is with them)."""
+        call = self.call
+        if call.state is not CallState.CONNECTED or call.operator is None:
+            return
+        call.emit(CallEventType.OPERATOR_LEFT, operator=call.operator, while_away=True)
+        call.deps.desk.released(call.operator, call.call_id)
+        call.operator = None
+        call.operator_channel = None
+        if call.agencies.joined() or call.agencies.dialling():
+            return
+        await call.waiting.requeue_front("operator_gone")
+
+    async def _dtmf(self, digit: str) -> None:
+        code = self._codes.feed(digit)
+        if code is None:
+            return
+        log.info("operator_code", code=code.raw, kind=code.kind.value, arg=code.arg)
+        by = self.call.operator or "operator"
+        if code.kind is CodeKind.AGENCY:
+            await self.call.agencies.request(code.arg, by=by)
+        elif code.kind is CodeKind.CATEGORY:
+            self._set_category(code.arg, by)
+        elif code.kind is CodeKind.PRANK:
+            self.mark(Disposition.PRANK, by)
+        elif code.kind is CodeKind.GHOST:
+            self.mark(Disposition.GHOST, by)
+        else:
+            log.warning("operator_code_unknown", code=code.raw)
+
+    def _set_category(self, category: str, by: str) -> bool:
+        if category not in CATEGORIES:
+            log.warning("category_unknown", category=category)
+            return False
+        suggested = [a.code for a in self.call.deps.directory.suggest(category)]
+        self.call.emit(CallEventType.CATEGORY, category=category, by=by, suggested=suggested)
+        return True
+
+    def mark(self, disposition: Disposition, by: str) -> None:
+        self.call.disposition = disposition
+        self.call.emit(CallEventType.DISPOSITION, disposition=disposition.value, by=by)
+
+    async def command(self, cmd: Command) -> None:
+        """From the API: the same actions as the desk phone's codes."""
+        call = self.call
+        result = "ok"
+        if cmd.kind == "agency":
+            if call.state is not CallState.CONNECTED:
+                result = f"call is {call.state.value}, not connected"
+            else:
+                result = await call.agencies.request(cmd.arg, by=cmd.by)
+        elif cmd.kind == "category":
+            result = "ok" if self._set_category(cmd.arg, cmd.by) else "unknown category"
+        elif cmd.kind == "disposition":
+            self.mark(Disposition(cmd.arg), cmd.by)
+        else:
+            result = f"unknown command {cmd.kind}"
+        if cmd.done is not None and not cmd.done.done():
+            cmd.done.set_result(result)

@@ -1,0 +1,332 @@
+"""A call's timers from the caller's clock, driven by a hand-advanced clock (no sleeping): the
+blocked announcement, the silent caller, races with a vanishing leg, a graceful stop, and the
+overflow when nobody can answer. The same timelines run on the real PBX in
+tests/integration/test_caller_clock.py."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from structlog.testing import capture_logs
+from tests.fakes import FakeAri, FakeClock, ListSink
+
+from siaga112.agencies import Directory
+from siaga112.ari.client import AriError, NotFound
+from siaga112.ari.models import (
+    Channel,
+    ChannelDtmfReceived,
+    Playback,
+    PlaybackFinished,
+    StasisStart,
+)
+from siaga112.call import CallDeps
+from siaga112.call.items import StopNow
+from siaga112.holding import HoldingBridge
+from siaga112.model import BlockEntry, CallState, OperatorState, utcnow
+from siaga112.operators import OperatorDesk
+from siaga112.overflow import Overflow
+from siaga112.queue import CallQueue
+from siaga112.screening import Screening
+from siaga112.settings import Settings
+from siaga112.stasis import Stasis
+
+CALL = "1700000000.1"
+NUMBER = "081234567890"
+
+
+def build(ari: FakeAri, clock: FakeClock, blocked: bool = False, **settings: Any) -> tuple[
+    Stasis, OperatorDesk, CallQueue, ListSink
+]:
+    s = Settings(**{"silence": {"enabled": False}, "queue": {"wrapup": 0}, **settings})
+    sink = ListSink()
+    blocks = [BlockEntry(number="+6281234567890", blocked_until=None, reason="prank", by="t")]
+
+    async def load() -> list[BlockEntry]:
+        return blocks if blocked else []
+
+    queue_ref: list[CallQueue] = []
+    desk = OperatorDesk(["op1", "op2"], ari, sink, s.queue.wrapup, True,  # type: ignore[arg-type]
+                        on_change=lambda: queue_ref and queue_ref[0].match())
+    queue = CallQueue(desk, on_change=lambda snap: None)
+    queue_ref.append(queue)
+    screening = Screening(load)
+    deps = CallDeps(ari=ari, settings=s, screening=screening, queue=queue,  # type: ignore[arg-type]
+                    desk=desk, sink=sink, directory=Directory(s.agencies),
+                    holding=HoldingBridge(ari, 30), clock=clock)  # type: ignore[arg-type]
+    return Stasis(deps), desk, queue, sink
+
+
+def citizen() -> StasisStart:
+    return StasisStart(
+        type="StasisStart", args=["citizen"],
+        channel=Channel(id=CALL, state="Ring", caller={"number": NUMBER},
+                        channelvars={"SIAGA112_LINE": "mobile", "SIAGA112_TRUNK": "trunk-mobile"}),
+    )
+
+
+def finished(playback_id: str) -> PlaybackFinished:
+    return PlaybackFinished(type="PlaybackFinished",
+                            playback=Playback(id=playback_id, target_uri=f"channel:{CALL}"))
+
+
+def dtmf(digit: str, channel: str = CALL) -> ChannelDtmfReceived:
+    return ChannelDtmfReceived(type="ChannelDtmfReceived", digit=digit,
+                               channel=Channel(id=channel))
+
+
+async def settle() -> None:
+    for _ in range(30):
+        await asyncio.sleep(0)
+
+
+async def logged_out(desk: OperatorDesk) -> None:
+    for op in ("op1", "op2"):
+        desk.choose(op, OperatorState.LOGGED_OUT, None, persist=False)
+
+
+# -- a blocked caller ------------------------------------------------------------------------
+
+
+async def test_the_wait_for_5_starts_when_the_announcement_has_finished() -> None:
+    ari, clock = FakeAri(), FakeClock()
+    stasis, _, _, sink = build(ari, clock, blocked=True, screening={"bypass_wait": 8.0})
+    await stasis._deps.screening.reload()
+    stasis.on_event(citizen())
+    await settle()
+    assert ari.called("play")[0][2] == "sound:siaga112/blocked"
+    # The announcement is long (it plays 20 s here): no timer may run out while it plays.
+    clock.advance(20)
+    await settle()
+    assert CALL in stasis.sessions and not ari.called("hangup")
+    stasis.on_event(finished(f"{CALL}-blocked"))
+    await settle()
+    clock.advance(7.9)
+    await settle()
+    assert not ari.called("hangup"), "hung up before the whole wait after the announcement"
+    clock.advance(0.2)
+    await settle()
+    assert ("hangup", CALL) in ari.calls
+    assert sink.calls[-1].data["disposition"] == "blocked"
+
+
+async def test_5_pressed_during_the_announcement_goes_to_the_priority_lane() -> None:
+    ari, clock = FakeAri(), FakeClock()
+    stasis, desk, queue, sink = build(ari, clock, blocked=True)
+    await logged_out(desk)
+    await stasis._deps.screening.reload()
+    stasis.on_event(citizen())
+    await settle()
+    stasis.on_event(dtmf("5"))
+    await settle()
+    assert ("stop_playback", f"{CALL}-blocked") in ari.calls
+    [entry] = queue.snapshot().entries
+    assert entry.priority and entry.flags == ["blocked_bypass"]
+    clock.advance(600)
+    await settle()
+    assert stasis.sessions[CALL].state is CallState.QUEUED
+
+
+async def test_5_pressed_late_in_the_wait_after_the_announcement_goes_through() -> None:
+    ari, clock = FakeAri(), FakeClock()
+    stasis, desk, queue, sink = build(ari, clock, blocked=True, screening={"bypass_wait": 8.0})
+    await logged_out(desk)
+    await stasis._deps.screening.reload()
+    stasis.on_event(citizen())
+    await settle()
+    stasis.on_event(finished(f"{CALL}-blocked"))
+    await settle()
+    clock.advance(7.5)
+    stasis.on_event(dtmf("5"))
+    await settle()
+    clock.advance(10)
+    await settle()
+    assert not ari.called("hangup")
+    assert queue.snapshot().entries[0].priority
+    assert "bypass" in sink.types()
+
+
+async def test_a_lost_playback_event_does_not_keep_a_blocked_caller_for_ever() -> None:
+    ari, clock = FakeAri(), FakeClock()
+    stasis, _, _, sink = build(ari, clock, blocked=True, screening={"bypass_wait": 8.0})
+    await stasis._deps.screening.reload()
+    stasis.on_event(citizen())
+    await settle()
+    clock.advance(60)  # PlaybackFinished never comes
+    await settle()
+    assert not ari.called("hangup")
+    clock.advance(8.1)
+    await settle()
+    assert ("hangup", CALL) in ari.calls
+
+
+# -- a silent caller ---------------------------------------------------------------------------
+
+
+async def silent_caller_prompted() -> tuple[FakeAri, FakeClock, Stasis, OperatorDesk, CallQueue,
+                                            ListSink]:
+    """Nobody logged in; a caller says nothing for 6 s and the prompt starts."""
+    ari, clock = FakeAri(), FakeClock()
+    stasis, desk, queue, sink = build(ari, clock, silence={"enabled": True, "silent_after": 6})
+    await logged_out(desk)
+    stasis.on_event(citizen())
+    await settle()
+    clock.advance(6)
+    await settle()
+    return ari, clock, stasis, desk, queue, sink
+
+
+async def test_a_silent_caller_is_flagged_and_never_hung_up() -> None:
+    ari, clock, stasis, desk, queue, sink = await silent_caller_prompted()
+    assert ari.called("play")[-1][2] == "sound:siaga112/silent-check"
+    assert queue.snapshot().entries[0].flags == []  # not before the prompt has played
+    stasis.on_event(finished(f"{CALL}-silent"))
+    await settle()
+    assert queue.snapshot().entries[0].flags == ["silent"]
+    clock.advance(3600)
+    await settle()
+    assert stasis.sessions[CALL].state is CallState.QUEUED
+    assert not ari.called("hangup")
+    assert "ghost" not in str([e.data for e in sink.calls])
+    # An operator logs in: the silent caller is offered, flag and all.
+    desk.choose("op1", OperatorState.AVAILABLE, None, persist=False)
+    await settle()
+    assert stasis.sessions[CALL].state is CallState.RINGING_OPERATOR
+
+
+async def test_a_silent_caller_who_presses_55_moves_to_the_priority_lane() -> None:
+    ari, clock, stasis, desk, queue, sink = await silent_caller_prompted()
+    stasis.on_event(finished(f"{CALL}-silent"))
+    stasis.on_event(dtmf("5"))
+    stasis.on_event(dtmf("5"))
+    await settle()
+    entry = queue.snapshot().entries[0]
+    assert entry.priority and entry.flags == ["silent", "silent_emergency"]
+
+
+# -- races are hang-ups, not faults -------------------------------------------------------------
+
+
+async def test_the_caller_leaving_as_the_operator_answers_is_an_abandoned_call() -> None:
+    ari, clock = FakeAri(), FakeClock()
+    stasis, desk, _, sink = build(ari, clock)
+    stasis.on_event(citizen())
+    await settle()
+    op_leg = f"{CALL}-op-op1-1"
+    ari.fail["add_to_bridge"] = AriError("POST", "/bridges/x/addChannel", 400,
+                                         "Channel not found")
+    with capture_logs() as logs:
+        stasis.on_event(StasisStart(type="StasisStart", args=["operator", CALL],
+                                    channel=Channel(id=op_leg)))
+        await settle()
+    assert stasis.sessions == {}
+    assert "handed_back" not in sink.types()
+    assert sink.calls[-1].data["disposition"] == "abandoned"
+    assert ("hangup", op_leg) in ari.calls
+    assert desk.get("op1").state is OperatorState.AVAILABLE
+    assert not [e for e in logs if e["log_level"] in ("error", "critical", "exception")]
+
+
+async def test_the_operator_leg_vanishing_as_it_is_bridged_requeues_the_caller() -> None:
+    ari, clock = FakeAri(alive={CALL}), FakeClock()
+    stasis, desk, queue, sink = build(ari, clock)
+    stasis.on_event(citizen())
+    await settle()
+    ari.fail["add_to_bridge"] = NotFound("POST", "/bridges/x/addChannel", 404, "not found")
+    desk.choose("op2", OperatorState.LOGGED_OUT, None, persist=False)
+    stasis.on_event(StasisStart(type="StasisStart", args=["operator", CALL],
+                                channel=Channel(id=f"{CALL}-op-op1-1")))
+    await settle()
+    assert stasis.sessions[CALL].state is CallState.QUEUED
+    assert "handed_back" not in sink.types()
+
+
+# -- stopping and overflow -------------------------------------------------------------------
+
+
+async def test_a_stop_hands_a_caller_whose_operator_phone_rings_to_the_fallback() -> None:
+    ari, clock = FakeAri(), FakeClock()
+    stasis, desk, _, sink = build(ari, clock)
+    stasis.on_event(citizen())
+    await settle()
+    assert stasis.sessions[CALL].state is CallState.RINGING_OPERATOR
+    assert await stasis.hand_back_waiting(grace=2) == 1
+    assert ("hangup", f"{CALL}-op-op1-1") in ari.calls
+    assert ari.called("continue_in_dialplan") == [("continue_in_dialplan", CALL, "fallback")]
+    assert desk.get("op1").state is OperatorState.AVAILABLE
+
+
+async def test_a_stop_hands_a_blocked_caller_in_the_announcement_to_the_fallback() -> None:
+    ari, clock = FakeAri(), FakeClock()
+    stasis, _, _, sink = build(ari, clock, blocked=True)
+    await stasis._deps.screening.reload()
+    stasis.on_event(citizen())
+    await settle()
+    stasis.sessions[CALL].post(StopNow())
+    await settle()
+    assert ari.called("continue_in_dialplan") == [("continue_in_dialplan", CALL, "fallback")]
+    assert ("stop_playback", f"{CALL}-blocked") in ari.calls
+
+
+async def test_a_refused_hand_back_is_tried_until_the_channel_is_gone() -> None:
+    ari, clock = FakeAri(), FakeClock()
+    stasis, _, _, sink = build(ari, clock)
+
+    refusals = [AriError("POST", "/continue", 500, "busy")] * 3 + [
+        NotFound("POST", "/continue", 404, "Channel not found")]
+
+    async def refuse(channel_id: str, context: str | None = None, extension: str = "s",
+                     priority: int = 1) -> None:
+        ari.calls.append(("continue_in_dialplan", channel_id, context))
+        raise refusals.pop(0)
+
+    ari.continue_in_dialplan = refuse  # type: ignore[method-assign]
+    stasis.on_event(citizen())
+    await settle()
+    stasis.sessions[CALL].post(StopNow())
+    for _ in range(40):
+        await asyncio.sleep(0.05)
+        if not stasis.sessions:
+            break
+    assert len(ari.called("continue_in_dialplan")) == 4
+    assert "caller gone" in sink.calls[-1].data["cause"]
+
+
+async def test_overflow_when_nobody_can_answer_for_the_timeout() -> None:
+    ari, clock = FakeAri(), FakeClock()
+    stasis, desk, queue, sink = build(ari, clock, queue={"no_operator_timeout": 20,
+                                                         "wrapup": 0})
+    await logged_out(desk)
+    stasis.on_event(citizen())
+    await settle()
+    overflow = Overflow(queue, desk, stasis._deps.settings.queue, send=stasis.overflow)
+    t0 = utcnow()
+    assert overflow.check(100.0, t0) == []
+    assert overflow.check(119.9, t0 + timedelta(seconds=19.9)) == []
+    assert not overflow.active
+    assert overflow.check(120.0, t0 + timedelta(seconds=20)) == [CALL]
+    assert overflow.active
+    await settle()
+    assert ari.called("continue_in_dialplan") == [("continue_in_dialplan", CALL, "fallback")]
+    assert "overflow" in sink.types()
+    desk.choose("op1", OperatorState.AVAILABLE, None, persist=False)
+    overflow.check(121.0, t0 + timedelta(seconds=21))
+    assert not overflow.active
+
+
+async def test_a_caller_waiting_max_wait_overflows_though_operators_are_logged_in() -> None:
+    ari, clock = FakeAri(), FakeClock()
+    stasis, desk, queue, sink = build(ari, clock, queue={"max_wait": 300, "wrapup": 0,
+                                                         "overflow": "PJSIP/112@backup"})
+    for op in ("op1", "op2"):
+        desk.connected(op, f"other-{op}")  # both on calls: logged in, just busy
+    stasis.on_event(citizen())
+    await settle()
+    [waiter] = queue.waiters()
+    overflow = Overflow(queue, desk, stasis._deps.settings.queue, send=stasis.overflow)
+    assert overflow.check(0.0, waiter.since + timedelta(seconds=299)) == []
+    assert overflow.check(1.0, waiter.since + timedelta(seconds=300)) == [CALL]
+    await settle()
+    assert ("set_var", CALL, "SIAGA112_OVERFLOW_DIAL", "PJSIP/112@backup") in ari.calls
+    assert ari.called("continue_in_dialplan") == [("continue_in_dialplan", CALL, "overflow")]
