@@ -10,7 +10,6 @@ database, so it fails quietly while PostgreSQL is down and catches up when it is
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 import structlog
@@ -75,10 +74,10 @@ class DispatchClock:
             n += 1
         return n
 
-    async def run(self) -> None:
-        while True:
-            try:
-                await self.check()
-            except Exception as exc:  # the database may be down: try again next round
-                log.info("dispatch_clock_skipped", error=str(exc)[:200])
-            await asyncio.sleep(self._settings.overdue_check_interval)
+    async def check_quietly(self) -> None:
+        """One round (run by the supervisor every overdue_check_interval seconds). The
+        database may be down: the next round tries again."""
+        try:
+            await self.check()
+        except Exception as exc:
+            log.info("dispatch_clock_skipped", error=str(exc)[:200])

@@ -3,8 +3,6 @@ announcement in Bahasa Indonesia. One bridge with a fixed id for the whole centr
 
 from __future__ import annotations
 
-import asyncio
-
 import structlog
 
 from siaga112.ari.client import AriClient, AriError, NotFound
@@ -16,7 +14,7 @@ log = structlog.get_logger(__name__)
 class HoldingBridge:
     def __init__(self, ari: AriClient, announce_interval: float) -> None:
         self._ari = ari
-        self._interval = announce_interval
+        self.interval = announce_interval
         self._ready = False
 
     async def ensure(self) -> None:
@@ -54,12 +52,12 @@ class HoldingBridge:
     def invalidate(self) -> None:
         self._ready = False
 
-    async def run_announcements(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                bridge = await self._ari.get_bridge(HOLDING_BRIDGE)
-                if bridge.channels:
-                    await self._ari.bridge_play(HOLDING_BRIDGE, "sound:siaga112/please-wait")
-            except AriError as exc:
-                log.debug("holding_announce_skipped", error=str(exc))
+    async def announce(self) -> None:
+        """The periodic "please wait" to everyone in the holding bridge (run by the
+        supervisor every announce_interval seconds)."""
+        try:
+            bridge = await self._ari.get_bridge(HOLDING_BRIDGE)
+            if bridge.channels:
+                await self._ari.bridge_play(HOLDING_BRIDGE, "sound:siaga112/please-wait")
+        except AriError as exc:
+            log.debug("holding_announce_skipped", error=str(exc))

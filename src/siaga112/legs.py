@@ -1,6 +1,7 @@
-"""Names of a call's legs in Asterisk. The citizen's channel id is the call id (Asterisk's
-uniqueid); every leg we dial gets an id that starts with it, and each call has a fixed bridge id.
-So after a restart the daemon can tell from Asterisk alone which channel belongs to which call.
+"""Names of a call's legs, bridges and dialplan contexts in Asterisk. The citizen's channel id
+is the call id (Asterisk's uniqueid); every leg we dial gets an id that starts with it, and each
+call has a fixed bridge id. So after a restart the daemon can tell from Asterisk alone which
+channel belongs to which call.
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 HOLDING_BRIDGE = "siaga112-holding"
+# Dialplan contexts a call is sent to when it leaves the daemon (dialplan/extensions.conf).
+FALLBACK_CONTEXT = "fallback"  # Queue(siaga112-fallback): every desk phone rings
+OVERFLOW_CONTEXT = "overflow"  # Dial(queue.overflow), then the fallback queue
 CALL_BRIDGE_PREFIX = "siaga112-call-"
 
 

@@ -55,6 +55,10 @@ class OperatorState(StrEnum):
     PAUSED = "paused"
 
 
+# What an operator can choose (desk-phone codes, API); the other states come from calls.
+CHOSEN_STATES = frozenset({OperatorState.AVAILABLE, OperatorState.PAUSED, OperatorState.LOGGED_OUT})
+
+
 class CallEventType(StrEnum):
     ARRIVED = "arrived"  # data: caller_raw, caller, line_type, trunk, channel_id
     ANSWERED = "answered"  # the daemon answered the citizen

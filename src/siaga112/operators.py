@@ -20,12 +20,11 @@ from typing import Any
 import structlog
 
 from siaga112.ari.client import AriClient, AriError
-from siaga112.model import OperatorEvent, OperatorSnapshot, OperatorState, utcnow
+from siaga112.model import CHOSEN_STATES, OperatorEvent, OperatorSnapshot, OperatorState, utcnow
 from siaga112.sinks import EventSink
 
 log = structlog.get_logger(__name__)
 
-_CHOSEN = {OperatorState.AVAILABLE, OperatorState.PAUSED, OperatorState.LOGGED_OUT}
 
 
 def state_var(operator: str) -> str:
@@ -108,7 +107,7 @@ class OperatorDesk:
             except AriError as exc:
                 log.warning("operator_state_unreadable", operator=op.name, error=str(exc))
                 continue
-            if value in {s.value for s in _CHOSEN}:
+            if value in {s.value for s in CHOSEN_STATES}:
                 op.chosen = OperatorState(value)
                 op.reason = reason or None
         try:
@@ -129,7 +128,7 @@ class OperatorDesk:
         if op is None:
             log.warning("operator_unknown", operator=name)
             return
-        if state not in _CHOSEN:
+        if state not in CHOSEN_STATES:
             raise ValueError(f"an operator cannot choose state {state}")
         was = op.state
         op.chosen = state

@@ -9,7 +9,6 @@ once a second; `check()` takes the time as an argument so tests drive it at exac
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -71,10 +70,6 @@ class Overflow:
         self.sent_total += len(sent)
         return sent
 
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(TICK)
-            try:
-                self.check(time.monotonic(), utcnow())
-            except Exception:
-                log.exception("overflow_check_failed")
+    async def tick(self) -> None:
+        """One look now (run by the supervisor every TICK seconds)."""
+        self.check(time.monotonic(), utcnow())

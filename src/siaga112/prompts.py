@@ -41,10 +41,13 @@ PROMPTS: dict[str, str] = {
     ),
     # To the citizen, every queue announce interval.
     "please-wait": "Mohon tetap di saluran, petugas kami akan segera menjawab.",
-    # To a blocked caller, with the way through.
+    # To a blocked caller, with the way through said first (a caller in danger need not listen
+    # to the end) and again last. The daemon waits for 5 from the first word to the end of the
+    # prompt plus screening.bypass_wait.
     "blocked": (
+        "Jika ini keadaan darurat, tekan 5. "
         "Nomor Anda diblokir sementara karena penyalahgunaan layanan satu satu dua. "
-        "Jika ini keadaan darurat, tekan 5."
+        "Jika ini keadaan darurat, tekan 5 sekarang."
     ),
     # To a blocked caller in strict mode: no way through.
     "blocked-strict": (

@@ -17,7 +17,7 @@ class RetentionSweeper:
     def __init__(self, directory: Path, retention_days: int, interval: float = 3600.0) -> None:
         self._dir = directory
         self._max_age = retention_days * 86400.0
-        self._interval = interval
+        self.interval = interval
 
     def sweep(self, now: float | None = None) -> int:
         """Delete recordings past retention; returns how many went."""
@@ -41,7 +41,6 @@ class RetentionSweeper:
             log.info("recordings_expired", deleted=gone, retention_days=self._max_age / 86400)
         return gone
 
-    async def run(self) -> None:
-        while True:
-            self.sweep()
-            await asyncio.sleep(self._interval)
+    async def sweep_off_loop(self) -> int:
+        """The sweep in a worker thread: listing and deleting files never blocks calls."""
+        return await asyncio.to_thread(self.sweep)

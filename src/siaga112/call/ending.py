@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-FALLBACK_CONTEXT = "fallback"
 HAND_BACK_BACKOFF_MAX = 2.0  # seconds between tries of a refused hand-back
 HAND_BACK_GIVE_UP = 120.0  # a channel Asterisk neither takes back nor reports gone (seconds)
 
@@ -89,7 +88,7 @@ class Ending:
     async def hand_back(self, reason: str) -> None:
         """Fail open: a fault of ours sends the citizen to the dialplan's fallback queue."""
         self.call.emit(CallEventType.HANDED_BACK, reason=reason[:300])
-        await self.leave_to_dialplan(FALLBACK_CONTEXT, Disposition.FALLBACK,
+        await self.leave_to_dialplan(legs.FALLBACK_CONTEXT, Disposition.FALLBACK,
                                       "handed back to dialplan")
 
     async def on_stop(self) -> None:
@@ -99,7 +98,7 @@ class Ending:
         if call.state in (CallState.CONNECTED, CallState.ENDED):
             return
         call.emit(CallEventType.HANDED_BACK, reason="daemon stopping")
-        await self.leave_to_dialplan(FALLBACK_CONTEXT, Disposition.FALLBACK, "daemon stopping")
+        await self.leave_to_dialplan(legs.FALLBACK_CONTEXT, Disposition.FALLBACK, "daemon stopping")
 
     async def leave_to_dialplan(self, context: str, disposition: Disposition, cause: str) -> None:
         call = self.call

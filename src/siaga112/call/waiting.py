@@ -21,8 +21,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-OVERFLOW_CONTEXT = "overflow"  # dialplan context that dials queue.overflow (a dial string)
-FALLBACK_CONTEXT = "fallback"  # dialplan context: Queue(siaga112-fallback), every desk phone
 
 
 class Waiting:
@@ -171,8 +169,8 @@ class Waiting:
         self.stop()
         call.emit(CallEventType.OVERFLOW, reason=reason, target=target)
         log.warning("call_overflow", reason=reason, target=target)
-        context = FALLBACK_CONTEXT
+        context = legs.FALLBACK_CONTEXT
         if target != "fallback":
             await call.deps.ari.set_var(call.call_id, "SIAGA112_OVERFLOW_DIAL", target)
-            context = OVERFLOW_CONTEXT
+            context = legs.OVERFLOW_CONTEXT
         await call.ending.leave_to_dialplan(context, Disposition.FALLBACK, f"overflow: {reason}")
