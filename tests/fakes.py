@@ -7,13 +7,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from siaga112.ari.client import NotFound
-from siaga112.ari.models import Bridge, Channel, Endpoint, Playback
+from siaga112.ari.models import Application, Bridge, Channel, Endpoint, Playback
 from siaga112.model import CallEvent, OperatorEvent
+from siaga112.operators import Operator, OperatorDesk
+from siaga112.queue import CallQueue
 
 
 @dataclass
 class FakeAri:
-    """Records every ARI call; `fail` maps a method name to the exception it raises."""
+    """Records every ARI call; `fail` maps a method name to the exception it raises. It is an
+    `siaga112.ari.protocol.Ari` (mypy checks it where the tests pass it for one)."""
 
     calls: list[tuple[Any, ...]] = field(default_factory=list)
     fail: dict[str, Exception] = field(default_factory=dict)
@@ -51,9 +54,34 @@ class FakeAri:
     async def stop_moh(self, channel_id: str) -> None:
         self._call("stop_moh", channel_id)
 
-    async def originate(self, **kw: Any) -> Channel:
-        self._call("originate", kw["endpoint"], kw["channel_id"])
-        return Channel(id=kw["channel_id"])
+    async def originate(self, endpoint: str, channel_id: str, app: str, app_args: str,
+                        caller_id: str | None = None, ring_seconds: int = 30,
+                        variables: dict[str, str] | None = None) -> Channel:
+        self._call("originate", endpoint, channel_id)
+        return Channel(id=channel_id)
+
+    async def channels(self) -> list[Channel]:
+        self._call("channels")
+        return [Channel(id=c, state="Up") for c in sorted(self.alive)]
+
+    async def get_bridge(self, bridge_id: str) -> Bridge:
+        self._call("get_bridge", bridge_id)
+        return Bridge(id=bridge_id)
+
+    async def bridges(self) -> list[Bridge]:
+        self._call("bridges")
+        return []
+
+    async def bridge_play(self, bridge_id: str, media: str) -> Playback:
+        self._call("bridge_play", bridge_id, media)
+        return Playback(id=f"{bridge_id}-play")
+
+    async def application(self, app: str) -> Application:
+        self._call("application", app)
+        return Application(name=app, channel_ids=sorted(self.alive))
+
+    async def subscribe(self, app: str, event_source: str) -> None:
+        self._call("subscribe", app, event_source)
 
     async def create_bridge(self, bridge_id: str, kind: str, name: str = "") -> Bridge:
         self._call("create_bridge", bridge_id, kind)
@@ -142,3 +170,16 @@ class ListSink:
 
     def types(self) -> list[str]:
         return [e.type.value for e in self.calls]
+
+
+def operator(desk: OperatorDesk, name: str) -> Operator:
+    """The desk's operator `name`, which the test knows exists."""
+    op = desk.get(name)
+    assert op is not None, f"no operator {name}"
+    return op
+
+
+def rematch(queue_ref: list[CallQueue]) -> None:
+    """The desk's on_change for a test that builds desk and queue by hand: match again."""
+    if queue_ref:
+        queue_ref[0].match()

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import structlog
 
-from siaga112.ari.client import AriClient, AriError, NotFound
+from siaga112.ari.client import AriError, NotFound
+from siaga112.ari.protocol import Ari
 from siaga112.legs import HOLDING_BRIDGE
 
 log = structlog.get_logger(__name__)
 
 
 class HoldingBridge:
-    def __init__(self, ari: AriClient, announce_interval: float) -> None:
+    def __init__(self, ari: Ari, announce_interval: float) -> None:
         self._ari = ari
         self.interval = announce_interval
         self._ready = False

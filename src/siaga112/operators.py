@@ -19,7 +19,8 @@ from typing import Any
 
 import structlog
 
-from siaga112.ari.client import AriClient, AriError
+from siaga112.ari.client import AriError
+from siaga112.ari.protocol import Ari
 from siaga112.model import CHOSEN_STATES, OperatorEvent, OperatorSnapshot, OperatorState, utcnow
 from siaga112.sinks import EventSink
 
@@ -72,7 +73,7 @@ class OperatorDesk:
     def __init__(
         self,
         names: list[str],
-        ari: AriClient,
+        ari: Ari,
         sink: EventSink,
         wrapup: float,
         start_logged_in: bool,

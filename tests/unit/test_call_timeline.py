@@ -10,11 +10,12 @@ from datetime import timedelta
 from typing import Any
 
 from structlog.testing import capture_logs
-from tests.fakes import FakeAri, FakeClock, ListSink
+from tests.fakes import FakeAri, FakeClock, ListSink, operator, rematch
 
 from siaga112.agencies import Directory
 from siaga112.ari.client import AriError, NotFound
 from siaga112.ari.models import (
+    CallerID,
     Channel,
     ChannelDtmfReceived,
     Playback,
@@ -47,21 +48,21 @@ def build(ari: FakeAri, clock: FakeClock, blocked: bool = False, **settings: Any
         return blocks if blocked else []
 
     queue_ref: list[CallQueue] = []
-    desk = OperatorDesk(["op1", "op2"], ari, sink, s.queue.wrapup, True,  # type: ignore[arg-type]
-                        on_change=lambda: queue_ref and queue_ref[0].match())
+    desk = OperatorDesk(["op1", "op2"], ari, sink, s.queue.wrapup, True,
+                        on_change=lambda: rematch(queue_ref))
     queue = CallQueue(desk, on_change=lambda snap: None)
     queue_ref.append(queue)
     screening = Screening(load)
-    deps = CallDeps(ari=ari, settings=s, screening=screening, queue=queue,  # type: ignore[arg-type]
+    deps = CallDeps(ari=ari, settings=s, screening=screening, queue=queue,
                     desk=desk, sink=sink, directory=Directory(s.agencies),
-                    holding=HoldingBridge(ari, 30), clock=clock)  # type: ignore[arg-type]
+                    holding=HoldingBridge(ari, 30), clock=clock)
     return Stasis(deps), desk, queue, sink
 
 
 def citizen() -> StasisStart:
     return StasisStart(
         type="StasisStart", args=["citizen"],
-        channel=Channel(id=CALL, state="Ring", caller={"number": NUMBER},
+        channel=Channel(id=CALL, state="Ring", caller=CallerID(number=NUMBER),
                         channelvars={"SIAGA112_LINE": "mobile", "SIAGA112_TRUNK": "trunk-mobile"}),
     )
 
@@ -224,7 +225,7 @@ async def test_the_caller_leaving_as_the_operator_answers_is_an_abandoned_call()
     assert "handed_back" not in sink.types()
     assert sink.calls[-1].data["disposition"] == "abandoned"
     assert ("hangup", op_leg) in ari.calls
-    assert desk.get("op1").state is OperatorState.AVAILABLE
+    assert operator(desk, "op1").state is OperatorState.AVAILABLE
     assert not [e for e in logs if e["log_level"] in ("error", "critical", "exception")]
 
 
@@ -254,7 +255,7 @@ async def test_a_stop_hands_a_caller_whose_operator_phone_rings_to_the_fallback(
     assert await stasis.hand_back_waiting(grace=2) == 1
     assert ("hangup", f"{CALL}-op-op1-1") in ari.calls
     assert ari.called("continue_in_dialplan") == [("continue_in_dialplan", CALL, "fallback")]
-    assert desk.get("op1").state is OperatorState.AVAILABLE
+    assert operator(desk, "op1").state is OperatorState.AVAILABLE
 
 
 async def test_a_stop_hands_a_blocked_caller_in_the_announcement_to_the_fallback() -> None:

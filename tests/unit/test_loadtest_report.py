@@ -108,7 +108,8 @@ def test_rtt_lines_are_placed_on_the_wall_clock(tmp_path: Path) -> None:
     path = tmp_path / "citizen_123_rtt.csv"
     path.write_text("Date_ms;response_time_ms;rtd_no\n204.001;4;1\n1404.5;12;1\n")
     assert rp.read_rtt(path, started_at=1000.0) == [
-        rp.Rtt(at=pytest.approx(1000.204001), ms=4.0), rp.Rtt(at=pytest.approx(1001.4045), ms=12.0)]
+        rp.Rtt(at=pytest.approx(1000.204001), ms=4.0),  # type: ignore[arg-type]
+        rp.Rtt(at=pytest.approx(1001.4045), ms=12.0)]  # type: ignore[arg-type]
 
 
 def test_timeline_bins_offered_answered_queue_and_latency_per_second() -> None:

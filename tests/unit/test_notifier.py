@@ -101,11 +101,18 @@ def test_agency_of_moving_topic() -> None:
 
 
 def test_both_notifiers_are_event_sinks() -> None:
-    sinks: list[EventSink] = [NullNotifier(), MqttNotifier(MqttSettings())]
+    """The same calls work on both: the MQTT notifier keeps the event for the broker (it is
+    not started here), the null one takes it and keeps nothing."""
+    null, mqtt = NullNotifier(), MqttNotifier(MqttSettings(topic_prefix="p"))
+    sinks: list[EventSink] = [null, mqtt]
     event = OperatorEvent(operator="op1", state=OperatorState.AVAILABLE)
+    call = CallEvent(call_id="1700000000.1", seq=1, type=CallEventType.ARRIVED)
     for sink in sinks:
         sink.operator_event(event)
-    assert NullNotifier().dropped == 0
+        sink.call_event(call)
+    assert mqtt.pending == 2
+    assert topics_of(mqtt._buffer)[0][0].startswith("p/")
+    assert null.dropped == 0 and not hasattr(null, "_buffer")
 
 
 def test_an_agency_event_without_an_agency_code_still_reaches_the_call_topics() -> None:

@@ -4,6 +4,7 @@ step does not end the job, and stop() cancels everything, newest first."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from structlog.testing import capture_logs
 
@@ -52,7 +53,7 @@ async def test_a_periodic_step_that_fails_keeps_its_job_running() -> None:
 async def test_stop_cancels_newest_first_within_the_grace() -> None:
     stopped: list[str] = []
 
-    def forever(name: str):  # type: ignore[no-untyped-def]
+    def forever(name: str) -> Callable[[], Awaitable[None]]:
         async def run() -> None:
             try:
                 await asyncio.sleep(3600)

@@ -14,8 +14,9 @@ import structlog
 
 from siaga112 import legs
 from siaga112.agencies import Directory
-from siaga112.ari.client import AriClient, AriError
+from siaga112.ari.client import AriError
 from siaga112.ari.models import AriEvent, ChannelDestroyed, ChannelDtmfReceived, StasisStart
+from siaga112.ari.protocol import Ari
 from siaga112.model import CallEventType
 from siaga112.settings import AgencySettings
 
@@ -41,7 +42,7 @@ class AgencyLegs:
     def __init__(
         self,
         session: CallSession,
-        ari: AriClient,
+        ari: Ari,
         directory: Directory,
         settings: AgencySettings,
         app: str,

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from siaga112.agencies import Directory
-from siaga112.ari.client import AriClient
+from siaga112.ari.protocol import Ari
 from siaga112.call.clock import Clock, LoopClock
 from siaga112.holding import HoldingBridge
 from siaga112.model import Disposition
@@ -25,7 +25,7 @@ class CallMetrics(Protocol):
 
 @dataclass(frozen=True)
 class CallDeps:
-    ari: AriClient
+    ari: Ari
     settings: Settings
     screening: Screening
     queue: CallQueue
