@@ -30,6 +30,7 @@ from siaga112.orphans import OrphanCloser
 from siaga112.queue import CallQueue
 from siaga112.recordings import RetentionSweeper
 from siaga112.records.agencies import keep_synced
+from siaga112.records.engine import connect_args
 from siaga112.records.policy import BlockPolicy
 from siaga112.records.repository import Repository
 from siaga112.records.writer import RecordWriter
@@ -49,7 +50,7 @@ class Daemon:
         self.ari = AriClient(settings.ari, observe=self.metrics.ari_request)
         self.engine = create_async_engine(
             settings.database.url, pool_size=5, max_overflow=5, pool_pre_ping=True,
-            pool_timeout=5, connect_args={"timeout": 5},
+            pool_timeout=5, connect_args=connect_args(settings.database.statement_timeout),
         )
         self.screening = Screening(load=self._load_blocks)
         self.policy = BlockPolicy(self.engine, settings.policy,
@@ -58,6 +59,7 @@ class Daemon:
         self.writer = RecordWriter(self.engine, settings.state_dir / "journal", settings.database,
                                    self.policy)
         self.metrics.watch_journal_backlog(lambda: float(self.writer.backlog))
+        self.metrics.watch_records(self.writer)
         self.notifier: MqttNotifier | NullNotifier = (
             MqttNotifier(settings.mqtt, on_team_moving=self._team_moving, metrics=self.metrics)
             if settings.mqtt.enabled

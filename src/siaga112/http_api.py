@@ -124,6 +124,8 @@ class MetricsLike(Protocol):
 class WriterLike(Protocol):
     @property
     def backlog(self) -> int: ...
+    @property
+    def problems(self) -> list[str]: ...
 
 
 class DaemonLike(Protocol):
@@ -430,9 +432,11 @@ class Api:
         ari = d.events.connected.is_set()
         database = await self._database_ok()
         mqtt = self._mqtt_state()
-        ready = ari and database and mqtt is not False
+        problems = list(d.writer.problems)
+        ready = ari and database and mqtt is not False and not problems
         answer = ReadyAnswer(ready=ready, ari=ari, database=database, mqtt=mqtt,
-                             journal_backlog=int(d.writer.backlog))
+                             journal_backlog=int(d.writer.backlog),
+                             journal="degraded" if problems else "ok", journal_problems=problems)
         return _json(answer, 200 if ready else 503)
 
     async def _database_ok(self) -> bool:

@@ -56,6 +56,11 @@ class ReadyAnswer(BaseModel):
     database: bool
     mqtt: bool | Literal["disabled"]
     journal_backlog: int = Field(description="records waiting in the local journal")
+    journal: Literal["ok", "degraded"] = Field(
+        default="ok", description="degraded: records are at risk (journal full or unwritable, "
+        "quarantine unwritable); not ready")
+    journal_problems: list[str] = Field(default_factory=list,
+                                        description="what puts records at risk now")
 
 
 # -- operators ---------------------------------------------------------------------------------

@@ -6,8 +6,8 @@ API serves ``render()`` at /metrics with ``CONTENT_TYPE``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import TypedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Protocol, TypedDict
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -18,6 +18,8 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from siaga112.model import Disposition, OperatorState
 
@@ -30,6 +32,61 @@ WAIT_BUCKETS = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 
 ARI_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 # StasisStart to the citizen answered by the daemon.
 ANSWER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+
+
+class RecordsState(Protocol):
+    """What the records writer tells about itself (records.writer.RecordWriter)."""
+
+    @property
+    def dropped(self) -> int: ...
+
+    @property
+    def quarantined(self) -> int: ...
+
+    @property
+    def journal_bytes(self) -> int: ...
+
+    @property
+    def problems(self) -> Sequence[str]: ...
+
+
+class _RecordsCollector(Collector):
+    """Reads the writer's counters at each scrape (they live in the writer, counted once)."""
+
+    def __init__(self) -> None:
+        self.source: RecordsState | None = None
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        src = self.source
+        if src is None:
+            return
+        yield CounterMetricFamily(
+            f"{NAMESPACE}_records_dropped",
+            "Records lost because the journal was full or the disk refused them.",
+            value=src.dropped,
+        )
+        yield CounterMetricFamily(
+            f"{NAMESPACE}_records_quarantined",
+            "Journal lines set aside in the quarantine file (unreadable or refused).",
+            value=src.quarantined,
+        )
+        yield GaugeMetricFamily(
+            f"{NAMESPACE}_journal_bytes", "Bytes of the local journal on disk.",
+            value=src.journal_bytes,
+        )
+        problems = list(src.problems)
+        yield GaugeMetricFamily(
+            f"{NAMESPACE}_records_degraded",
+            "1 while records are at risk (journal full or unwritable, quarantine unwritable).",
+            value=1 if problems else 0,
+        )
+        each = GaugeMetricFamily(
+            f"{NAMESPACE}_records_problem", "Each problem putting records at risk now.",
+            labels=["problem"],
+        )
+        for problem in problems:
+            each.add_metric([problem], 1)
+        yield each
 
 
 class _Common(TypedDict):
@@ -75,6 +132,8 @@ class Metrics:
         )
         for state in OperatorState:
             self._operators.labels(state=state.value).set(0)
+        self._records = _RecordsCollector()
+        self.registry.register(self._records)
 
     def call_ended(self, outcome: Disposition) -> None:
         self._calls.labels(outcome=Disposition(outcome).value).inc()
@@ -94,6 +153,10 @@ class Metrics:
     def watch_journal_backlog(self, backlog: Callable[[], float]) -> None:
         """Read the journal's backlog at each scrape from this callback."""
         self._journal_backlog.set_function(backlog)
+
+    def watch_records(self, source: RecordsState) -> None:
+        """Read dropped, quarantined, journal bytes and problems from source at each scrape."""
+        self._records.source = source
 
     def mqtt_dropped(self, count: int = 1) -> None:
         self._mqtt_dropped.inc(count)

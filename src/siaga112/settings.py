@@ -67,6 +67,13 @@ class DatabaseSettings(_Section):
     retry_interval: float = Field(default=1.0, gt=0)
     # Bounded local journal: records wait here while PostgreSQL is down.
     journal_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
+    # Every statement is cancelled by the server after this many seconds (and given up by the
+    # client a little later), so a hung database never stalls the API, the blocklist or the
+    # writer; the writer takes a timeout as "database away" and retries.
+    statement_timeout: float = Field(default=10.0, gt=0, le=3600)
+    # A batch failing this many times in a row for a reason that is neither the database being
+    # away nor a refusal of the data goes record by record, and what fails is quarantined.
+    quarantine_after: int = Field(default=5, ge=1)
 
 
 class MqttSettings(_Section):

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import os
 import signal
 import sys
 import uuid
@@ -8,19 +11,35 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.testing import capture_logs
 
 from siaga112.devstack.postgres import start_postgres, stop_postgres
+from siaga112.http_api import Api
 from siaga112.model import CallEventType, Disposition, OperatorEvent, OperatorState
+from siaga112.records import writer as writer_module
 from siaga112.records.apply import store
 from siaga112.records.policy import BlockPolicy
-from siaga112.records.writer import RecordWriter
+from siaga112.records.writer import QUARANTINE_FILE, Fault, RecordWriter, classify
 from siaga112.settings import DatabaseSettings
+from tests.unit.test_http_api_fakes import FakeDaemon, bearer, make_settings
 
 from .conftest import PORT
 from .factory import call_events
+
+
+class _DriverError(Exception):
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(f"error {sqlstate}")
+        self.sqlstate = sqlstate
+
+
+def _dbapi(sqlstate: str) -> DBAPIError:
+    return DBAPIError("SELECT 1", None, _DriverError(sqlstate))
+
 
 FAST = DatabaseSettings(flush_interval=0.02, retry_interval=0.1, batch_size=7)
 
@@ -208,7 +227,8 @@ import asyncio, os, signal, sys
 from pathlib import Path
 from sqlalchemy.ext.asyncio import create_async_engine
 from siaga112.records.policy import BlockPolicy
-from siaga112.records.writer import RecordWriter
+from siaga112.records import writer as writer_module
+from siaga112.records.writer import QUARANTINE_FILE, Fault, RecordWriter, classify
 from siaga112.settings import DatabaseSettings, PolicySettings
 from tests.records.factory import call_events
 
@@ -248,7 +268,7 @@ async def test_kill_9_then_replay_stores_every_event_once(
     assert await _count(clean, "SELECT count(*) FROM calls WHERE ended_at IS NOT NULL") == 8
 
 
-async def test_an_event_the_database_refuses_is_set_aside(
+async def test_an_event_the_database_refuses_is_quarantined(
     make_writer: WriterFactory, clean: AsyncEngine, tmp_path: Path
 ):
     writer = make_writer()
@@ -261,5 +281,233 @@ async def test_an_event_the_database_refuses_is_set_aside(
     writer.start()
     assert await writer.wait_idle(10)
     assert await _count(clean, "SELECT count(*) FROM call_events") == len(good)
-    assert writer.rejected == 1
-    assert str(poison.event_id) in (tmp_path / "journal" / "rejected.jsonl").read_text()
+    assert writer.quarantined == 1
+    (entry,) = quarantine(tmp_path)
+    assert str(poison.event_id) in entry["line"]
+    assert entry["reason"].startswith("refused by the database: [22P05]")
+    assert not (tmp_path / "journal" / "rejected.jsonl").exists()
+
+
+def quarantine(tmp_path: Path) -> list[dict[str, str]]:
+    """The quarantine file's entries (outside the journal: state_dir/quarantine)."""
+    path = tmp_path / "quarantine" / QUARANTINE_FILE
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+async def test_stray_files_in_the_journal_do_not_stop_the_start(
+    make_writer: WriterFactory, clean: AsyncEngine, tmp_path: Path
+):
+    journal = tmp_path / "journal"
+    first = make_writer(journal)
+    for ev in call_events("before"):
+        first.call_event(ev)
+    await first.stop()
+    (journal / "rejected.jsonl").write_text('{"k":"c","e":{}}\n')  # left by older versions
+    (journal / "foo.txt").write_text("an operator's notes\n")
+
+    writer = make_writer(journal)
+    writer.start()
+    for ev in call_events("after"):
+        writer.call_event(ev)
+    assert await writer.wait_idle(10)
+    assert await _count(clean, "SELECT count(*) FROM calls") == 2
+    assert (journal / "foo.txt").exists()  # not ours: left alone
+    # The old rejected file is moved out of the journal, into the quarantine.
+    assert not (journal / "rejected.jsonl").exists()
+    assert [p.name[:9] for p in (tmp_path / "quarantine").iterdir()] == ["rejected-"]
+
+
+async def test_a_torn_last_line_and_a_corrupt_middle_line_are_quarantined(
+    make_writer: WriterFactory, clean: AsyncEngine, tmp_path: Path
+):
+    journal = tmp_path / "journal"
+    crashed = make_writer(journal)
+    evs = call_events("c1") + call_events("c2")
+    for ev in evs[:4]:
+        crashed.call_event(ev)
+    await crashed.stop()
+    (seg,) = journal.glob("*.jsonl")
+    append_bytes(seg, b'{"k":"c","e":{"call_id":\xff\xfe}\n')  # corrupt, in the middle
+    append_bytes(seg, b'{"k":"o","e":{"operator":"op1"}}\n')  # well-formed JSON, not an event
+    append_bytes(seg, b'{"k":"c","e":{"event_id":"')  # the power went out here
+    writer = make_writer(journal)
+    for ev in evs[4:]:
+        writer.call_event(ev)  # in a new segment, after the torn one
+    with capture_logs() as logs:
+        writer.start()
+        assert await writer.wait_idle(10)
+    assert await _count(clean, "SELECT count(*) FROM call_events") == len(evs)
+    assert writer.quarantined == 3
+    reasons = [e["reason"] for e in quarantine(tmp_path)]
+    assert reasons[0].startswith("unreadable: UnicodeDecodeError")
+    assert reasons[1].startswith("unreadable: ") and "invalid fields" in reasons[1]
+    assert reasons[2].startswith("torn line")
+    assert "line_b64" in quarantine(tmp_path)[0]
+    assert [e["reason"] for e in logs if e["event"] == "record_quarantined"] == reasons
+    assert list(journal.glob("*.jsonl")) == []
+    assert writer.problems == []
+
+
+def append_bytes(path: Path, data: bytes) -> None:
+    with open(path, "ab") as fh:
+        fh.write(data)
+
+
+def refusing_store(sql: str, poison: str):
+    """store(), but a batch holding the call `poison` also runs `sql` in its transaction: a
+    real refusal by PostgreSQL, of the class the statement provokes."""
+
+    async def refusing(engine, policy, call_evs, operator_evs=()):
+        if any(ev.call_id == poison for ev in call_evs):
+            async with engine.begin() as conn:
+                await conn.execute(text(sql))
+        return await store(engine, policy, call_evs, operator_evs)
+
+    return refusing
+
+
+@pytest.mark.parametrize(
+    ("sql", "sqlstate"),
+    [
+        ("SELECT 1 / 0", "22012"),  # data exception
+        ("INSERT INTO calls (call_id, agencies) VALUES ('x', NULL)", "23502"),  # integrity
+        ("SELECT * FROM no_such_table", "42P01"),  # syntax error or access rule
+    ],
+)
+async def test_a_record_refused_for_good_is_quarantined_not_retried(
+    make_writer: WriterFactory, clean: AsyncEngine, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, sql: str, sqlstate: str,
+):
+    monkeypatch.setattr(writer_module, "store", refusing_store(sql, "poison"))
+    writer = make_writer()
+    good, poison = call_events("good"), call_events("poison")[:1]
+    for ev in good[:2] + poison + good[2:]:
+        writer.call_event(ev)
+    with capture_logs() as logs:
+        writer.start()
+        assert await writer.wait_idle(10)
+    assert await _count(clean, "SELECT count(*) FROM call_events") == len(good)
+    (entry,) = quarantine(tmp_path)
+    assert entry["reason"].startswith(f"refused by the database: [{sqlstate}]")
+    assert writer.failures == 0 and writer.quarantined == 1
+    events = [e["event"] for e in logs]
+    assert "record_batch_failed_will_retry" not in events
+    assert "records_database_unavailable" not in events
+
+
+async def test_an_index_row_too_large_is_quarantined(
+    make_writer: WriterFactory, clean: AsyncEngine, tmp_path: Path
+):
+    writer = make_writer()
+    good = call_events("good")
+    huge = good[0].model_copy(update={"event_id": uuid.uuid4(), "call_id": _incompressible(20_000)})
+    for ev in [huge, *good]:
+        writer.call_event(ev)
+    writer.start()
+    assert await writer.wait_idle(10)
+    assert await _count(clean, "SELECT count(*) FROM call_events") == len(good)
+    (entry,) = quarantine(tmp_path)
+    assert entry["reason"].startswith("refused by the database: [54000]")
+    assert writer.failures == 0
+
+
+def _incompressible(n: int) -> str:
+    return base64.b64encode(os.urandom(n)).decode()[:n]
+
+
+async def test_a_fault_that_may_pass_is_retried_then_quarantined(
+    make_writer: WriterFactory, clean: AsyncEngine, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    tries: list[str] = []
+
+    async def flaky(engine, policy, call_evs, operator_evs=()):
+        if any(ev.call_id == "odd" for ev in call_evs):
+            tries.append("odd")
+            raise RuntimeError("not a database error")  # no SQLSTATE: may pass
+        return await store(engine, policy, call_evs, operator_evs)
+
+    monkeypatch.setattr(writer_module, "store", flaky)
+    writer = make_writer(settings=DatabaseSettings(flush_interval=0.02, retry_interval=0.01,
+                                                   batch_size=50, quarantine_after=3))
+    for ev in call_events("fine") + call_events("odd")[:1]:
+        writer.call_event(ev)
+    writer.start()
+    assert await writer.wait_idle(10)
+    assert len(tries) == 3 + 1  # the batch three times, then the record alone
+    assert await _count(clean, "SELECT count(*) FROM calls") == 1
+    (entry,) = quarantine(tmp_path)
+    assert entry["reason"].startswith("failed 3 times: RuntimeError")
+    assert writer.failures == 0
+
+
+@pytest.mark.parametrize(
+    ("exc", "fault"),
+    [
+        (OSError("connection refused"), Fault.DOWN),
+        (TimeoutError(), Fault.DOWN),
+        (_dbapi("57014"), Fault.DOWN),  # statement timeout
+        (_dbapi("57P01"), Fault.DOWN),  # admin shutdown
+        (_dbapi("08006"), Fault.DOWN),
+        (_dbapi("53100"), Fault.DOWN),  # the server's disk is full
+        (_dbapi("40P01"), Fault.TRANSIENT),  # deadlock
+        (_dbapi("22P05"), Fault.PERMANENT),
+        (_dbapi("23505"), Fault.PERMANENT),
+        (_dbapi("42P01"), Fault.PERMANENT),
+        (_dbapi("54000"), Fault.PERMANENT),
+        (RuntimeError("?"), Fault.TRANSIENT),
+    ],
+)
+def test_classify(exc: BaseException, fault: Fault) -> None:
+    assert classify(exc) is fault
+
+
+async def test_while_the_database_is_away_each_batch_is_fsynced(
+    make_writer: WriterFactory, clean: AsyncEngine, pg_state_dir: Path
+):
+    writer = make_writer()
+    writer.start()
+    await asyncio.to_thread(stop_postgres, pg_state_dir)
+    try:
+        for n in range(3):
+            for ev in call_events(f"away-{n}"):
+                writer.call_event(ev)
+            syncs = writer.syncs
+            while writer.syncs == syncs:  # noqa: ASYNC110 (until the writer fsyncs them)
+                await asyncio.sleep(0.01)
+            assert not writer._journal.unsynced
+        assert writer.failures > 0
+    finally:
+        await asyncio.to_thread(start_postgres, pg_state_dir, PORT)
+    assert await writer.wait_idle(30)
+    assert await _count(clean, "SELECT count(*) FROM calls") == 3
+
+
+async def test_dropped_and_quarantined_in_metrics_and_degraded_on_ready(
+    make_writer: WriterFactory, clean: AsyncEngine, policy: BlockPolicy
+):
+    writer = make_writer(settings=DatabaseSettings(journal_max_bytes=1024))  # not started
+    for ev in call_events("big", agency="fire"):
+        writer.call_event(ev)
+    daemon = FakeDaemon(settings=make_settings(), engine=clean, repository=None, policy=policy,
+                        writer=writer)  # type: ignore[arg-type]
+    daemon.events.connected.set()
+    daemon.metrics.watch_records(writer)
+    async with TestClient(TestServer(Api(daemon).app)) as client:
+        resp = await client.get("/ready", headers=bearer("supervisor"))
+        assert resp.status == 503
+        body = await resp.json()
+        assert (body["ready"], body["database"], body["journal"], body["journal_problems"]) == (
+            False, True, "degraded", ["journal_full"])
+        resp = await client.get("/metrics", headers=bearer("supervisor"))
+        assert resp.status == 200
+        text_ = await resp.text()
+    assert f"siaga112_records_dropped_total {float(writer.dropped)}" in text_
+    assert writer.dropped > 0
+    assert "siaga112_records_degraded 1.0" in text_
+    assert 'siaga112_records_problem{problem="journal_full"} 1.0' in text_
+    # Room again (the database took the backlog): the next record is kept, degraded clears.
+    writer.start()
+    assert await writer.wait_idle(10)
+    writer.call_event(call_events("later")[0])
+    assert writer.problems == []

@@ -346,7 +346,8 @@ async def test_ready_names_what_is_down(client: TestClient[Any, Any], daemon: Fa
     resp = await client.get("/ready", headers=bearer("supervisor"))
     assert resp.status == 503
     assert await body_of(resp) == {"ready": False, "ari": True, "database": False,
-                                   "mqtt": True, "journal_backlog": 7}
+                                   "mqtt": True, "journal_backlog": 7, "journal": "ok",
+                                   "journal_problems": []}
 
 
 async def test_ready_takes_mqtt_disabled_as_fine(dead_engine: AsyncEngine) -> None:

@@ -93,6 +93,7 @@ class FakeEvents:
 @dataclass
 class FakeWriter:
     backlog: int = 0
+    problems: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -62,3 +62,36 @@ def test_two_metrics_objects_keep_separate_figures() -> None:
 
 def test_process_metrics_are_included_by_default() -> None:
     assert b"process_cpu_seconds_total" in Metrics().render()
+
+
+class RecordsNow:
+    """Stands in for the records writer (metrics.RecordsState)."""
+
+    def __init__(self) -> None:
+        self.dropped = 0
+        self.quarantined = 0
+        self.journal_bytes = 0
+        self.problems: list[str] = []
+
+
+def test_records_are_read_from_the_writer_at_each_scrape() -> None:
+    m = Metrics(process=False)
+    writer = RecordsNow()
+    m.watch_records(writer)
+    s = samples(m)
+    assert s[("siaga112_records_dropped_total", ())] == 0
+    assert s[("siaga112_records_degraded", ())] == 0
+    assert not [k for k in s if k[0] == "siaga112_records_problem"]
+
+    writer.dropped, writer.quarantined, writer.journal_bytes = 3, 2, 4096
+    writer.problems = ["journal_full", "quarantine_unwritable"]
+    s = samples(m)
+    assert s[("siaga112_records_dropped_total", ())] == 3
+    assert s[("siaga112_records_quarantined_total", ())] == 2
+    assert s[("siaga112_journal_bytes", ())] == 4096
+    assert s[("siaga112_records_degraded", ())] == 1
+    assert s[("siaga112_records_problem", (("problem", "journal_full"),))] == 1
+    assert s[("siaga112_records_problem", (("problem", "quarantine_unwritable"),))] == 1
+
+    writer.problems = []
+    assert samples(m)[("siaga112_records_degraded", ())] == 0

@@ -13,6 +13,8 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from siaga112.records.engine import QUERY_TIMEOUT, connect_args
+
 _CALLS = text("""
 SELECT c.call_id, c.operator, c.disposition, c.wait_seconds, c.talk_seconds,
        c.operator_answered_at IS NOT NULL AS connected, c.ended_at IS NOT NULL AS ended,
@@ -67,7 +69,8 @@ async def read_calls(db_url: str, callers: Sequence[str], since: datetime, expec
     """The run's calls (by caller E.164 and arrival), waiting up to settle_s for the daemon's
     writer to flush: until `expect` calls are there and all have ended, or the count stops
     moving for 3 s."""
-    engine = create_async_engine(db_url, pool_size=1, max_overflow=0)
+    engine = create_async_engine(db_url, pool_size=1, max_overflow=0,
+                                 connect_args=connect_args(QUERY_TIMEOUT))
     try:
         deadline = time.monotonic() + settle_s
         last_count, stable_since = -1, time.monotonic()

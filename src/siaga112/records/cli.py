@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from siaga112.model import Disposition
+from siaga112.records.engine import connect_args
 from siaga112.records.policy import BlockPolicy
 from siaga112.records.repository import Repository
 from siaga112.settings import Settings
@@ -114,7 +115,9 @@ def _runner(handler: Handler) -> Callable[[argparse.Namespace], int]:
 
 async def _with_repo(handler: Handler, args: argparse.Namespace) -> int:
     settings = Settings()
-    engine = create_async_engine(settings.database.url)
+    engine = create_async_engine(
+        settings.database.url, connect_args=connect_args(settings.database.statement_timeout)
+    )
     try:
         policy = BlockPolicy(engine, settings.policy)
         return await handler(args, Repository(engine, policy), policy)

@@ -13,6 +13,8 @@ from alembic.config import Config
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from siaga112.records.engine import MIGRATION_TIMEOUT, QUERY_TIMEOUT, connect_args
+
 log = structlog.get_logger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "migrations"
@@ -51,7 +53,7 @@ def downgrade(url: str, rev: str) -> None:
 async def current_revision(url: str) -> str | None:
     from alembic.runtime.migration import MigrationContext
 
-    engine = create_async_engine(url)
+    engine = create_async_engine(url, connect_args=connect_args(QUERY_TIMEOUT))
     try:
         async with engine.connect() as conn:
             return await conn.run_sync(
@@ -62,7 +64,7 @@ async def current_revision(url: str) -> str | None:
 
 
 async def _run(url: str, action: Callable[[Config], None]) -> None:
-    engine = create_async_engine(url)
+    engine = create_async_engine(url, connect_args=connect_args(MIGRATION_TIMEOUT))
     try:
         async with engine.begin() as conn:
 

@@ -2,22 +2,41 @@
 
 ``call_event`` / ``operator_event`` only append a line to the local journal (never block on
 the database, never raise); a background task writes batches to PostgreSQL, one transaction
-each, and advances the journal after the commit. While PostgreSQL is down it retries every
-``retry_interval`` and the journal grows up to ``journal_max_bytes``; past that, events are
-dropped, counted and logged at critical level. After a crash the journal is replayed on start;
-the store is idempotent by event_id, so nothing is written twice.
+each, and advances the journal after the commit. After a crash the journal is replayed on
+start; the store is idempotent by event_id, so nothing is written twice.
+
+What the database cannot take does not stop the writer. Each failure is classified
+(``classify``): a lost connection, a timeout or a server going down means the database is away,
+and the batch is retried every ``retry_interval`` while the journal grows up to
+``journal_max_bytes`` (past that, events are dropped, counted and logged at critical level).
+While it is away, what was appended is fsynced every ``flush_interval`` (one fsync per group
+of appends, in a thread), so a power cut loses at most that much. A refusal of the data itself
+(any other SQLSTATE class: 22, 23, 42, 54, ...) sets the batch's records one by one; those
+refused, lines that cannot be read (torn by a crash or a full disk, corrupt), and records that
+failed ``quarantine_after`` times go to a quarantine file outside the journal
+(``<state_dir>/quarantine/records.jsonl``), each with its reason, and the writer moves on.
+
+``problems`` names what puts records at risk now (journal full or unwritable, quarantine
+unwritable, fsync failed, journal unreadable); /ready says "degraded" and /metrics counts it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
+import shutil
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 
 import structlog
 from pydantic import ValidationError
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from siaga112.model import CallEvent, OperatorEvent
@@ -30,23 +49,71 @@ log = structlog.get_logger(__name__)
 
 _CALL = b"c"
 _OPERATOR = b"o"
-REJECTED_FILE = "rejected.jsonl"
+QUARANTINE_FILE = "records.jsonl"
+LEGACY_REJECTED_FILE = "rejected.jsonl"  # what older versions left inside the journal
+
+# Problems (``RecordWriter.problems``): each means records are at risk until it clears.
+JOURNAL_FULL = "journal_full"
+JOURNAL_UNWRITABLE = "journal_unwritable"
+JOURNAL_UNREADABLE = "journal_unreadable"
+JOURNAL_SYNC_FAILED = "journal_sync_failed"
+QUARANTINE_UNWRITABLE = "quarantine_unwritable"
+
+# SQLSTATE classes: the database is away (connection exception, insufficient resources,
+# operator intervention, which includes 57014 statement timeout) ...
+_DOWN_CLASSES = frozenset({"08", "53", "57"})
+# ... or something that may pass (transaction rollback, object in use, system error, internal).
+_TRANSIENT_CLASSES = frozenset({"40", "55", "58", "XX"})
 
 
-def _is_data_fault(exc: BaseException) -> bool:
-    """The database refused the data itself (SQLSTATE class 22 or 23): retrying cannot help,
-    unlike a lost connection or a missing table."""
-    if isinstance(exc, DataError | IntegrityError):
-        return True
-    if isinstance(exc, DBAPIError) and not exc.connection_invalidated:
-        code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or ""
-        return str(code)[:2] in ("22", "23")
-    return False
+class Fault(StrEnum):
+    DOWN = "down"  # the database is away: retry for ever, the journal holds the records
+    TRANSIENT = "transient"  # may pass: retried, quarantined after quarantine_after failures
+    PERMANENT = "permanent"  # the data itself is refused: quarantined at once
 
 
-def _short(exc: BaseException) -> str:
+def _sqlstate(exc: BaseException) -> str | None:
+    seen: BaseException | None = exc
+    for _ in range(5):  # the error, the driver's error, what caused it
+        if seen is None:
+            break
+        code = getattr(seen, "sqlstate", None) or getattr(seen, "pgcode", None)
+        if code:
+            return str(code)
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return None
+
+
+def classify(exc: BaseException) -> Fault:
+    """What retrying can do about exc. Only connection-type failures mean "database down"."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return Fault.DOWN
+    code = _sqlstate(exc)
+    if code is not None:
+        cls = code[:2].upper()
+        if cls in _DOWN_CLASSES:
+            return Fault.DOWN
+        return Fault.TRANSIENT if cls in _TRANSIENT_CLASSES else Fault.PERMANENT
+    chain: BaseException | None = exc
+    for _ in range(5):
+        if chain is None:
+            break
+        if isinstance(chain, OSError | TimeoutError | PoolTimeout | DisconnectionError):
+            return Fault.DOWN
+        chain = getattr(chain, "orig", None) or chain.__cause__
+    return Fault.TRANSIENT
+
+
+def _short(exc: BaseException | None) -> str:
+    if exc is None:
+        return ""
     orig = getattr(exc, "orig", None)
-    return f"{type(exc).__name__}: {orig if orig is not None else exc}"[:300]
+    code = _sqlstate(exc)
+    text = f"{type(exc).__name__}: {orig if orig is not None else exc}"
+    return (f"[{code}] {text}" if code else text)[:300]
+
+
+Item = tuple[bytes, CallEvent | OperatorEvent]  # the journal line and its event
 
 
 class RecordWriter:
@@ -56,21 +123,50 @@ class RecordWriter:
         journal_dir: Path,
         settings: DatabaseSettings,
         policy: BlockPolicy,
+        quarantine_dir: Path | None = None,
+        segment_bytes: int | None = None,
     ) -> None:
         self._engine = engine
         self._settings = settings
         self._policy = policy
         self._dir = journal_dir
-        self._journal = Journal(journal_dir, settings.journal_max_bytes)
+        self._quarantine_dir = quarantine_dir or journal_dir.parent / "quarantine"
+        if self._quarantine_dir.resolve().is_relative_to(journal_dir.resolve()):
+            raise ValueError(f"the quarantine ({self._quarantine_dir}) must be outside the "
+                             f"journal ({journal_dir})")
+        self._move_legacy_rejected()
+        self._journal = Journal(journal_dir, settings.journal_max_bytes, segment_bytes)
         self.dropped = 0  # events lost: journal full or unwritable
-        self.rejected = 0  # events the database refused as data (kept in rejected.jsonl)
+        self.quarantined = 0  # lines set aside in the quarantine file
         self.committed = 0  # events stored since start
         self.failures = 0  # batches that failed for want of the database
+        self.syncs = 0  # journal fsyncs while the database was away
+        self._attempts = 0  # failures in a row of the batch at the head, not for want of the db
+        self._database_away = False
+        self._problems: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._closed = False  # stopped: late events are journalled and the file closed again
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
+
+    @property
+    def quarantine_file(self) -> Path:
+        return self._quarantine_dir / QUARANTINE_FILE
+
+    @property
+    def backlog(self) -> int:
+        """Events journalled and not yet committed to PostgreSQL."""
+        return self._journal.backlog
+
+    @property
+    def journal_bytes(self) -> int:
+        return self._journal.bytes_on_disk
+
+    @property
+    def problems(self) -> list[str]:
+        """What puts records at risk now; empty when every record is kept."""
+        return sorted(self._problems)
 
     # -- EventSink: the call path ------------------------------------------------------------
 
@@ -80,25 +176,41 @@ class RecordWriter:
     def operator_event(self, event: OperatorEvent) -> None:
         self._append(_OPERATOR, event)
 
-    @property
-    def backlog(self) -> int:
-        """Events journalled and not yet committed to PostgreSQL."""
-        return self._journal.backlog
+    def journal_events(self, events: Sequence[CallEvent]) -> bool:
+        """Journal every one of events or none (the fallback importer keeps its line for a
+        later try when this says False; nothing is counted as dropped)."""
+        lines = [self._line(_CALL, ev) for ev in events]
+        try:
+            written = self._journal.append_many(lines)
+        except OSError as exc:
+            self._problem(JOURNAL_UNWRITABLE, str(exc))
+            return False
+        finally:
+            self._close_if_stopped()
+        if not written:
+            self._problem(JOURNAL_FULL, f"{self._journal.bytes_on_disk} bytes")
+            return False
+        self._journal_took()
+        return True
+
+    @staticmethod
+    def _line(kind: bytes, event: CallEvent | OperatorEvent) -> bytes:
+        return b'{"k":"' + kind + b'","e":' + event.model_dump_json().encode() + b"}"
 
     def _append(self, kind: bytes, event: CallEvent | OperatorEvent) -> None:
         try:
-            line = b'{"k":"' + kind + b'","e":' + event.model_dump_json().encode() + b"}"
-            written = self._journal.append(line)
-            if self._closed:
-                self._journal.close()  # the next start writes it to PostgreSQL
+            written = self._journal.append(self._line(kind, event))
         except Exception as exc:
             self.dropped += 1
-            log.critical(
-                "record_dropped_journal_error", event_id=str(event.event_id), error=str(exc)
-            )
+            self._problem(JOURNAL_UNWRITABLE, str(exc))
+            log.critical("record_dropped_journal_error", event_id=str(event.event_id),
+                         error=str(exc), dropped=self.dropped)
             return
+        finally:
+            self._close_if_stopped()
         if not written:
             self.dropped += 1
+            self._problem(JOURNAL_FULL, f"{self._journal.bytes_on_disk} bytes")
             log.critical(
                 "record_dropped_journal_full",
                 event_id=str(event.event_id),
@@ -106,7 +218,27 @@ class RecordWriter:
                 dropped=self.dropped,
             )
             return
+        self._journal_took()
+
+    def _journal_took(self) -> None:
+        self._clear(JOURNAL_FULL)
+        self._clear(JOURNAL_UNWRITABLE)
         self._idle.clear()
+
+    def _close_if_stopped(self) -> None:
+        if self._closed:
+            self._journal.close()  # the next start writes it to PostgreSQL
+
+    # -- problems ------------------------------------------------------------------------------
+
+    def _problem(self, name: str, detail: str) -> None:
+        if name not in self._problems:
+            log.critical("records_degraded", problem=name, detail=detail[:300])
+        self._problems[name] = detail
+
+    def _clear(self, name: str) -> None:
+        if self._problems.pop(name, None) is not None:
+            log.info("records_problem_cleared", problem=name)
 
     # -- background task ---------------------------------------------------------------------
 
@@ -118,17 +250,31 @@ class RecordWriter:
         return self._task
 
     async def run(self) -> None:
-        log.info("record_writer_started", backlog=self.backlog, journal=str(self._dir))
+        log.info("record_writer_started", backlog=self.backlog, journal=str(self._dir),
+                 quarantine=str(self._quarantine_dir))
         while True:
-            batch = self._journal.read(self._settings.batch_size)
-            if batch.lines:
-                if not await self._write(batch):
-                    if self._stopping:
-                        return
-                    await self._sleep(self._settings.retry_interval)
-                    continue
-                if len(batch.lines) >= self._settings.batch_size:
-                    continue
+            try:
+                batch = self._journal.read(self._settings.batch_size)
+                self._clear(JOURNAL_UNREADABLE)
+            except OSError as exc:
+                self._problem(JOURNAL_UNREADABLE, str(exc))
+                batch = None
+            if batch is not None and (batch.lines or batch.torn):
+                try:
+                    written = await self._write(batch)
+                except Exception:  # a fault of ours must not stop the records for good
+                    log.exception("record_batch_failed", size=len(batch.lines))
+                    written = False
+                if written:
+                    if len(batch.lines) >= self._settings.batch_size:
+                        continue
+                else:
+                    batch = None
+            if batch is None:  # not written: keep the journal safe, try again later
+                if self._stopping:
+                    return
+                await self._wait_out(self._settings.retry_interval)
+                continue
             if self.backlog == 0:
                 self._idle.set()
             if self._stopping:
@@ -145,13 +291,11 @@ class RecordWriter:
                 await asyncio.wait_for(task, timeout)
             except TimeoutError:
                 log.warning("record_writer_stop_timeout", backlog=self.backlog)
-        try:
-            await asyncio.to_thread(self._journal.sync)
-        except OSError as exc:
-            log.error("journal_sync_failed", error=str(exc))
+        await self._sync_journal()
         self._journal.close()
         self._closed = True
-        log.info("record_writer_stopped", backlog=self.backlog, dropped=self.dropped)
+        log.info("record_writer_stopped", backlog=self.backlog, dropped=self.dropped,
+                 quarantined=self.quarantined)
 
     async def wait_idle(self, timeout: float) -> bool:  # noqa: ASYNC109 (for tests)
         """Wait until every journalled event is committed. False on timeout."""
@@ -162,80 +306,187 @@ class RecordWriter:
             return False
         return True
 
-    async def _sleep(self, seconds: float) -> None:
+    async def _sleep(self, seconds: float) -> bool:
+        """Sleep up to seconds; True when woken early (stop, wait_idle)."""
         try:
             await asyncio.wait_for(self._wake.wait(), seconds)
+            woken = True
         except TimeoutError:
-            pass
+            woken = False
         self._wake.clear()
+        return woken
 
-    async def _write(self, batch: JournalBatch) -> bool:
-        """Store batch and advance the journal. False when the database is unavailable."""
-        calls, ops, bad = self._decode(batch.lines)
-        try:
-            await store(self._engine, self._policy, calls, ops)
-        except Exception as exc:
-            if not _is_data_fault(exc):
-                self.failures += 1
-                log.warning(
-                    "records_database_unavailable",
-                    error=_short(exc),
-                    backlog=self.backlog,
-                    retry_in=self._settings.retry_interval,
-                )
-                return False
-            log.error("record_batch_refused_isolating", error=_short(exc), size=len(batch.lines))
-            if not await self._write_one_by_one(calls, ops):
-                return False
-        self._reject(bad)
-        self._journal.commit(batch)
-        self.committed += len(calls) + len(ops)
+    async def _wait_out(self, seconds: float) -> None:
+        """The database is away (or the batch could not be finished): wait before the next
+        try, fsyncing what the call path appends every flush_interval meanwhile."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while True:
+            await self._sync_journal()
+            left = deadline - loop.time()
+            if left <= 0 or self._stopping:
+                return
+            if await self._sleep(min(self._settings.flush_interval, left)):
+                return
+
+    async def _sync_journal(self) -> None:
+        if not self._journal.unsynced:
+            return
         try:
             await asyncio.to_thread(self._journal.sync)
         except OSError as exc:
-            log.error("journal_sync_failed", error=str(exc))
-        return True
+            self._problem(JOURNAL_SYNC_FAILED, str(exc))
+            return
+        self.syncs += 1
+        self._clear(JOURNAL_SYNC_FAILED)
 
-    async def _write_one_by_one(self, calls: list[CallEvent], ops: list[OperatorEvent]) -> bool:
-        singles: list[tuple[CallEvent | OperatorEvent, list[CallEvent], list[OperatorEvent]]]
-        singles = [(ev, [ev], []) for ev in calls] + [(ev, [], [ev]) for ev in ops]
-        for ev, call_evs, op_evs in singles:
-            try:
-                await store(self._engine, self._policy, call_evs, op_evs)
-            except Exception as exc:
-                if not _is_data_fault(exc):
+    # -- one batch ---------------------------------------------------------------------------
+
+    async def _write(self, batch: JournalBatch) -> bool:
+        """Store batch, quarantine what cannot be stored, advance the journal. False when the
+        batch must be tried again (database away, a fault that may pass, quarantine
+        unwritable)."""
+        items, bad = self._decode(batch.lines)
+        bad += [(raw, "torn line: no newline at the end of a closed segment (a crash or a "
+                      "full disk cut it)") for raw in batch.torn]
+        refused: list[tuple[bytes, str]] = []
+        if items:
+            fault, exc = await self._store(items)
+            if fault is Fault.DOWN:
+                self._database_is_away(exc)
+                return False
+            if fault is Fault.TRANSIENT:
+                self._attempts += 1
+                if self._attempts < self._settings.quarantine_after:
+                    log.warning("record_batch_failed_will_retry", error=_short(exc),
+                                attempt=self._attempts, size=len(items))
                     return False
-                log.error("record_refused", event_id=str(ev.event_id), error=_short(exc))
-                self._reject([ev.model_dump_json().encode()])
+            if fault is not None:
+                log.error("record_batch_refused_isolating", error=_short(exc), fault=fault.value,
+                          size=len(items), attempt=self._attempts)
+                isolated = await self._isolate(items)
+                if isolated is None:
+                    return False
+                refused = isolated
+        if not await self._quarantine(bad + refused):
+            return False
+        self._journal.commit(batch)
+        self._attempts = 0
+        self.committed += len(items) - len(refused)
+        if self._database_away:
+            self._database_away = False
+            log.info("records_database_back", backlog=self.backlog)
         return True
 
-    def _decode(
-        self, lines: list[bytes]
-    ) -> tuple[list[CallEvent], list[OperatorEvent], list[bytes]]:
-        calls: list[CallEvent] = []
-        ops: list[OperatorEvent] = []
-        bad: list[bytes] = []
+    async def _store(self, items: Sequence[Item]) -> tuple[Fault | None, BaseException | None]:
+        calls = [ev for _, ev in items if isinstance(ev, CallEvent)]
+        ops = [ev for _, ev in items if isinstance(ev, OperatorEvent)]
+        try:
+            await store(self._engine, self._policy, calls, ops)
+        except Exception as exc:
+            return classify(exc), exc
+        return None, None
+
+    def _database_is_away(self, exc: BaseException | None) -> None:
+        self.failures += 1
+        self._database_away = True
+        log.warning(
+            "records_database_unavailable",
+            error=_short(exc),
+            backlog=self.backlog,
+            retry_in=self._settings.retry_interval,
+        )
+
+    async def _isolate(self, items: Sequence[Item]) -> list[tuple[bytes, str]] | None:
+        """Each record alone: the refused ones with their reasons, None when the database
+        went away meanwhile (then the batch is tried again; what was stored is stored once)."""
+        refused: list[tuple[bytes, str]] = []
+        for line, ev in items:
+            fault, exc = await self._store([(line, ev)])
+            if fault is Fault.DOWN:
+                self._database_is_away(exc)
+                return None
+            if fault is not None:
+                why = "refused by the database" if fault is Fault.PERMANENT else (
+                    f"failed {self._settings.quarantine_after} times")
+                refused.append((line, f"{why}: {_short(exc)}"))
+        return refused
+
+    def _decode(self, lines: list[bytes]) -> tuple[list[Item], list[tuple[bytes, str]]]:
+        items: list[Item] = []
+        bad: list[tuple[bytes, str]] = []
         for line in lines:
             try:
                 rec = json.loads(line)
-                if rec["k"] == _CALL.decode():
-                    calls.append(CallEvent.model_validate(rec["e"]))
+                kind = rec["k"]
+                if kind == _CALL.decode():
+                    items.append((line, CallEvent.model_validate(rec["e"])))
+                elif kind == _OPERATOR.decode():
+                    items.append((line, OperatorEvent.model_validate(rec["e"])))
                 else:
-                    ops.append(OperatorEvent.model_validate(rec["e"]))
-            except (ValueError, KeyError, TypeError, ValidationError) as exc:
-                log.error("journal_line_unreadable", error=str(exc), line=line[:200])
-                bad.append(line)
-        return calls, ops, bad
+                    bad.append((line, f"unreadable: unknown kind {str(kind)[:20]!r}"))
+            except ValidationError as exc:
+                bad.append((line, f"unreadable: {exc.error_count()} invalid fields: "
+                                  f"{str(exc)[:200]}"))
+            except (ValueError, KeyError, TypeError) as exc:
+                bad.append((line, f"unreadable: {type(exc).__name__}: {str(exc)[:200]}"))
+        return items, bad
 
-    def _reject(self, lines: list[bytes]) -> None:
-        """Keep what the database cannot take beside the journal, for a person to look at."""
-        if not lines:
-            return
-        self.rejected += len(lines)
+    async def _quarantine(self, bad: list[tuple[bytes, str]]) -> bool:
+        """Keep what cannot be stored outside the journal, with its reason, for a person.
+        False when the quarantine cannot be written (then nothing moves on)."""
+        if not bad:
+            return True
+        now = datetime.now(UTC).isoformat()
+        out: list[bytes] = []
+        for line, reason in bad:
+            entry: dict[str, str] = {"at": now, "reason": reason, "journal": str(self._dir)}
+            try:
+                entry["line"] = line.decode()
+            except UnicodeDecodeError:
+                entry["line_b64"] = base64.b64encode(line).decode()
+            out.append(json.dumps(entry).encode() + b"\n")
         try:
-            with open(self._dir / REJECTED_FILE, "ab") as fh:
-                fh.write(b"".join(line + b"\n" for line in lines))
-                fh.flush()
-                os.fsync(fh.fileno())
+            await asyncio.to_thread(self._append_quarantine, b"".join(out))
         except OSError as exc:
-            log.critical("rejected_records_lost", count=len(lines), error=str(exc))
+            self._problem(QUARANTINE_UNWRITABLE, str(exc))
+            log.error("record_quarantine_unwritable", count=len(bad), error=str(exc),
+                      file=str(self.quarantine_file))
+            return False
+        self._clear(QUARANTINE_UNWRITABLE)
+        self.quarantined += len(bad)
+        for line, reason in bad:
+            log.error("record_quarantined", reason=reason, line=line[:200],
+                      file=str(self.quarantine_file), quarantined=self.quarantined)
+        return True
+
+    def _append_quarantine(self, data: bytes) -> None:
+        self._quarantine_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.quarantine_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                     0o640)
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            except OSError:
+                os.ftruncate(fd, size)  # no half entry left behind
+                raise
+        finally:
+            os.close(fd)
+
+    def _move_legacy_rejected(self) -> None:
+        """Older versions kept refused records in the journal directory: move them out."""
+        old = self._dir / LEGACY_REJECTED_FILE
+        if not old.is_file():
+            return
+        new = self._quarantine_dir / f"rejected-{time.time_ns()}.jsonl"
+        try:
+            self._quarantine_dir.mkdir(parents=True, exist_ok=True)
+            shutil.move(old, new)
+        except OSError as exc:
+            log.error("legacy_rejected_not_moved", path=str(old), error=str(exc))
+            return
+        log.warning("legacy_rejected_moved_to_quarantine", path=str(new))
