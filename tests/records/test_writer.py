@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from structlog.testing import capture_logs
 
 from siaga112.devstack.postgres import start_postgres, stop_postgres
@@ -22,9 +22,10 @@ from siaga112.http_api import Api
 from siaga112.model import CallEventType, Disposition, OperatorEvent, OperatorState
 from siaga112.records import writer as writer_module
 from siaga112.records.apply import store
+from siaga112.records.engine import connect_args
 from siaga112.records.policy import BlockPolicy
 from siaga112.records.writer import QUARANTINE_FILE, Fault, RecordWriter, classify
-from siaga112.settings import DatabaseSettings
+from siaga112.settings import DatabaseSettings, PolicySettings
 from tests.unit.test_http_api_fakes import FakeDaemon, bearer, make_settings
 
 from .conftest import PORT
@@ -511,3 +512,30 @@ async def test_dropped_and_quarantined_in_metrics_and_degraded_on_ready(
     assert await writer.wait_idle(10)
     writer.call_event(call_events("later")[0])
     assert writer.problems == []
+
+
+async def test_a_hung_database_times_out_and_the_writer_goes_on(
+    clean: AsyncEngine, db_url: str, tmp_path: Path
+):
+    engine = create_async_engine(db_url, connect_args=connect_args(0.5))
+    try:
+        async with engine.connect() as conn:
+            assert (await conn.execute(text("SHOW statement_timeout"))).scalar_one() == "500ms"
+        writer = RecordWriter(engine, tmp_path / "journal", FAST,
+                              BlockPolicy(engine, PolicySettings()))
+        with capture_logs() as logs:
+            async with clean.begin() as holder:  # another session holds the table: writes hang
+                await holder.execute(text("LOCK TABLE call_events IN ACCESS EXCLUSIVE MODE"))
+                writer.start()
+                for ev in call_events("held"):
+                    writer.call_event(ev)
+                while writer.failures == 0:  # noqa: ASYNC110 (until a statement times out)
+                    await asyncio.sleep(0.05)
+            assert await writer.wait_idle(10)
+        await writer.stop()
+        away = [e for e in logs if e["event"] == "records_database_unavailable"]
+        assert away and "[57014]" in away[0]["error"]
+        assert writer.quarantined == 0
+        assert await _count(clean, "SELECT count(*) FROM call_events") == len(call_events("x"))
+    finally:
+        await engine.dispose()
