@@ -672,3 +672,11 @@ def operator_code(
         keys={"phone": phone},
         variables={"hold_ms": _ms(hold)},
     )
+
+
+def citizen_clock(local_ip: str, caller: str, **options: Any) -> SippConfig:
+    """A citizen on their own clock (citizen_clock.xml): plays what `citizen` plays, with the
+    same options, and logs every step with SIPp's clock (ms=, milliseconds), so that a test can
+    tell from the phone's side how long the citizen heard, waited or was left alone."""
+    config = citizen(local_ip, caller, **options)
+    return replace(config, scenario=config.scenario.with_name("citizen_clock.xml"))

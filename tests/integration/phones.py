@@ -3,13 +3,15 @@ pid when the test ends. Built on siaga112.sipp (the same wrapper the load test u
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from siaga112 import dtmf_pcap, sipp
-from siaga112.sipp import SippResult, SippRun
+from siaga112.sipp import LogEvent, SippConfig, SippResult, SippRun
 
 MOBILE = "127.0.0.2"
 LANDLINE = "127.0.0.3"
@@ -84,9 +86,16 @@ class Phones:
 
     async def citizen(self, caller: str, line: str = MOBILE, **options: Any) -> SippRun:
         """A citizen dialling 112 (see sipp.citizen); returns once SIPp runs."""
-        port = next(self._ports)
-        config = sipp.citizen(line, caller, local_port=port, **options)
-        run = SippRun(config, self._dir(f"citizen-{caller}"))
+        return await self._caller(sipp.citizen, "citizen", caller, line, options)
+
+    async def citizen_clock(self, caller: str, line: str = MOBILE, **options: Any) -> SippRun:
+        """A citizen whose every step is logged with SIPp's clock (see sipp.citizen_clock)."""
+        return await self._caller(sipp.citizen_clock, "clock", caller, line, options)
+
+    async def _caller(self, build: Callable[..., SippConfig], name: str, caller: str, line: str,
+                      options: dict[str, Any]) -> SippRun:
+        config = build(line, caller, local_port=next(self._ports), **options)
+        run = SippRun(config, self._dir(f"{name}-{caller}"))
         await run.start()
         self._runs.append(run)
         return run
@@ -109,3 +118,31 @@ class Phones:
         for run in self._runs:
             if run.running:
                 await run.stop(grace=1.0)
+
+
+# -- the caller's clock: what a phone logged, and when ----------------------------------------
+
+
+def stamp(logs: list[LogEvent], event: str) -> int | None:
+    """SIPp's clock (ms) of the first `event` in a citizen_clock log, None if it never came."""
+    for e in logs:
+        if e.event == event:
+            return int(e["ms"])
+    return None
+
+
+def invites(phone: SippRun) -> list[str]:
+    """The callers (From user part) of every INVITE this desk phone or duty line got so far."""
+    return [e.fields.get("caller", "") for e in phone.logs() if e.event == "invite"]
+
+
+async def logged(run: SippRun, event: str, seconds: float, n: int = 1) -> float:
+    """Wait until the phone has logged `event` n times; the monotonic time it was seen (polled
+    every 10 ms: the instant is at most that late). AssertionError after `seconds`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while sum(1 for e in run.logs() if e.event == event) < n:
+        if loop.time() > deadline:
+            raise AssertionError(f"{run!r} did not log {event} x{n} in {seconds}s: {run.logs()}")
+        await asyncio.sleep(0.01)
+    return loop.time()
