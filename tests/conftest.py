@@ -1,13 +1,19 @@
 """Fixtures shared by every test. The integration fixtures bring the local stack up (real
 Asterisk 22, PostgreSQL, Mosquitto: `siaga112 stack up`, idempotent) and give each test its own
-daemon, then clean up the calls, bridges and operator states the test made."""
+daemon, then clean up the calls, bridges and operator states the test made.
+
+Tests keep to their own data: the database `siaga112_test` (never the operator's `siaga112`,
+which `make run` shows), an MQTT prefix `test-<hex>/siaga112` per daemon, and, for any process a
+test starts without settings of its own, SIAGA112_CONFIG pointing at var/siaga112-test.toml (the
+Makefile exports the operator's var/siaga112.toml)."""
 
 from __future__ import annotations
 
 import asyncio
 import fcntl
+import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -57,11 +63,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 @pytest.fixture(scope="session")
-def stack() -> Stack:
+def stack() -> Iterator[Stack]:
     from siaga112.devstack import procs
     from siaga112.devstack import stack as devstack
     from siaga112.devstack.pbx import Pbx
-    from siaga112.devstack.postgres import database_url, role_password
+    from siaga112.devstack.postgres import test_database_url
 
     pid = procs.read_pid(STATE / "siaga112.pid")
     if pid is not None:
@@ -69,10 +75,18 @@ def stack() -> Stack:
                     "PBX and would take the tests' calls: run `make down` first", returncode=3)
     devstack.up(REPO, STATE)
     pbx = Pbx(repo=REPO, state_dir=STATE)
-    return Stack(db_url=database_url(devstack.PG_PORT, password=role_password(STATE)),
-                 recordings=pbx.recordings,
-                 fallback_journal=pbx.fallback_journal,
-                 state_dir=STATE)
+    db_url = test_database_url(STATE, devstack.PG_PORT)
+    # A CLI or daemon a test starts without settings of its own reads the test kit's file.
+    before = os.environ.get("SIAGA112_CONFIG")
+    os.environ["SIAGA112_CONFIG"] = str(STATE / devstack.TEST_SETTINGS)
+    yield Stack(db_url=db_url,
+                recordings=pbx.recordings,
+                fallback_journal=pbx.fallback_journal,
+                state_dir=STATE)
+    if before is None:
+        os.environ.pop("SIAGA112_CONFIG", None)
+    else:
+        os.environ["SIAGA112_CONFIG"] = before
 
 
 def daemon_settings(stack: Stack, tmp_path: Path, **overrides: Any) -> Any:

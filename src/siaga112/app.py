@@ -31,6 +31,7 @@ from siaga112.queue import CallQueue
 from siaga112.recordings import RetentionSweeper
 from siaga112.records.agencies import keep_synced
 from siaga112.records.engine import connect_args
+from siaga112.records.listen import BlocklistListener
 from siaga112.records.policy import BlockPolicy
 from siaga112.records.repository import Repository
 from siaga112.records.writer import RecordWriter
@@ -53,6 +54,8 @@ class Daemon:
             pool_timeout=5, connect_args=connect_args(settings.database.statement_timeout),
         )
         self.screening = Screening(load=self._load_blocks)
+        # A block or unblock by any process (CLI, API, policy) reaches screening at its commit.
+        self.blocklist_listener = BlocklistListener(settings.database.url, self.screening.changed)
         self.policy = BlockPolicy(self.engine, settings.policy,
                                   on_blocklist_changed=self.screening.changed)
         self.repository = Repository(self.engine, self.policy)
@@ -140,6 +143,7 @@ class Daemon:
         self.writer.start()
         self.notifier.start()
         self._spawn(self.screening.run(), "screening")
+        self._spawn(self.blocklist_listener.run(), "blocklist-listen")
         self._spawn(self.policy.run_expiry(), "block-expiry")
         self._spawn(self.events.run(), "ari-events")
         self._spawn(self.holding.run_announcements(), "holding-announcements")

@@ -1,7 +1,10 @@
 """Screening: is this caller on the prank and ghost-call blocklist?
 
-The check is a dict lookup in memory, refreshed from the records store in the background. It
-fails open: if the blocklist has never been read, or cannot be read, nobody is blocked.
+The check is a dict lookup in memory, refreshed from the records store in the background: at
+once when told the blocklist changed (``changed()``: PostgreSQL's NOTIFY from any process that
+changed it, heard by ``records.listen``, or this daemon's own policy), and every
+``refresh_interval`` seconds as a safety net. It fails open: if the blocklist has never been
+read, or cannot be read, nobody is blocked.
 """
 
 from __future__ import annotations

@@ -8,6 +8,10 @@ in the dev settings' database URL); the ``postgres`` superuser only by peer on a
 ``state_dir/pg-socket`` (0700, the cluster owner's), for set-up. Nothing is trusted: a local
 user cannot log in as a superuser (and so cannot run ``COPY ... TO PROGRAM``).
 
+Two databases, both owned by the project's role: ``siaga112``, the records the operator's
+daemon (``make run``) reads, and ``siaga112_test``, the test kit's (the test suite, ``siaga112
+load-test`` and ``siaga112 bench``), so that a test run never leaves a call in the operator's list.
+
 ``ensure_postgres`` is idempotent and returns quickly when the cluster is already up;
 ``stop_postgres`` / ``start_postgres`` let tests take the database away mid-stream.
 """
@@ -38,6 +42,7 @@ from siaga112.devstack.procs import (
 HOST = "127.0.0.1"
 ROLE = "siaga112"
 DATABASE = "siaga112"
+TEST_DATABASE = "siaga112_test"  # the test kit's: tests, load test and bench write here
 _PIDFILE = "postgres.pid"
 _LOGFILE = "postgres.log"
 _PORTFILE = "postgres.port"
@@ -71,6 +76,11 @@ def database_url(port: int, database: str = DATABASE, password: str | None = Non
     return f"postgresql+asyncpg://{auth}@{HOST}:{port}/{database}"
 
 
+def test_database_url(state_dir: Path, port: int = 5432) -> str:
+    """The URL of the test kit's database (``siaga112_test``, made by ``ensure_postgres``)."""
+    return database_url(port, TEST_DATABASE, role_password(state_dir))
+
+
 def role_password(state_dir: Path) -> str:
     """The siaga112 role's password, generated once per state_dir (0600)."""
     path = Path(state_dir) / _PASSWORD_FILE
@@ -81,8 +91,8 @@ def role_password(state_dir: Path) -> str:
 
 
 def ensure_postgres(state_dir: Path, port: int = 5432) -> str:
-    """Install, initialise and start the dev cluster as needed; create role and database
-    ``siaga112``; return its SQLAlchemy URL."""
+    """Install, initialise and start the dev cluster as needed; create the role and the
+    databases ``siaga112`` and ``siaga112_test``; return the URL of ``siaga112``."""
     bins = bin_dir()
     if bins is None:
         apt_install(["postgresql"])
@@ -315,14 +325,19 @@ def _wait_ready(bins: Path, port: int) -> None:
 
 
 def _ensure_role_and_db(bins: Path, state_dir: Path, port: int, password: str) -> None:
-    # ROLE and DATABASE are both "siaga112" (literal here); the password is a generated
-    # token_urlsafe string (checked by role_password), safe inside SQL quotes.
+    # ROLE is "siaga112" and the databases "siaga112" and "siaga112_test" (literals here); the
+    # password is a generated token_urlsafe string (checked by role_password), safe in quotes.
     assert _PASSWORD_ALPHABET.match(password)
     if _psql(bins, state_dir, port, "SELECT 1 FROM pg_roles WHERE rolname = 'siaga112'") != "1":
         _psql(bins, state_dir, port, "CREATE ROLE siaga112 LOGIN CREATEDB")
     # Not a superuser; its password set at every start (the file is the truth).
     _psql(bins, state_dir, port,
           f"ALTER ROLE siaga112 NOSUPERUSER LOGIN CREATEDB PASSWORD '{password}'")
-    if _psql(bins, state_dir, port,
-             "SELECT 1 FROM pg_database WHERE datname = 'siaga112'") != "1":
-        _psql(bins, state_dir, port, "CREATE DATABASE siaga112 OWNER siaga112")
+    for exists, create in (
+        ("SELECT 1 FROM pg_database WHERE datname = 'siaga112'",
+         "CREATE DATABASE siaga112 OWNER siaga112"),
+        ("SELECT 1 FROM pg_database WHERE datname = 'siaga112_test'",
+         "CREATE DATABASE siaga112_test OWNER siaga112"),
+    ):
+        if _psql(bins, state_dir, port, exists) != "1":
+            _psql(bins, state_dir, port, create)

@@ -4,6 +4,11 @@
 It also writes the dev settings file (state_dir/siaga112.toml, 0600) with a fresh admin API token,
 the test PBX's generated ARI password and the database URL with the project role's generated
 password, so that `siaga112 run` with SIAGA112_CONFIG pointing there talks to this stack.
+
+The test kit has its own data: the database ``siaga112_test`` (migrated here too) and the settings
+file state_dir/siaga112-test.toml (that database, the MQTT prefix ``test/siaga112``, its own state
+dir), which the test session puts in SIAGA112_CONFIG. The operator's ``siaga112`` sees real calls
+only.
 """
 
 from __future__ import annotations
@@ -17,12 +22,19 @@ from pydantic import SecretStr
 from siaga112.devstack import procs
 from siaga112.devstack.mosquitto import MosquittoServer, ensure_mosquitto
 from siaga112.devstack.pbx import Pbx
-from siaga112.devstack.postgres import ensure_postgres, postgres_status, stop_postgres
+from siaga112.devstack.postgres import (
+    ensure_postgres,
+    postgres_status,
+    stop_postgres,
+    test_database_url,
+)
 from siaga112.devstack.procs import say
 from siaga112.settings import AriSettings
 
 PG_PORT = 5432
 MQTT_PORT = 1883
+TEST_SETTINGS = "siaga112-test.toml"
+TEST_TOPIC_PREFIX = "test/siaga112"
 
 
 def repo_root() -> Path:
@@ -48,13 +60,16 @@ def up(repo: Path, state_dir: Path) -> Path:
     pbx.up()
     say(f"[3/{steps}] PostgreSQL on 127.0.0.1:{PG_PORT}")
     url = ensure_postgres(state_dir, PG_PORT)
-    say(f"[4/{steps}] database schema")
+    say(f"[4/{steps}] database schema (siaga112, and siaga112_test for the tests)")
     from siaga112.records.migrate import upgrade
 
+    test_url = test_database_url(state_dir, PG_PORT)
     upgrade(url)
+    upgrade(test_url)
     say(f"[5/{steps}] Mosquitto on 127.0.0.1:{MQTT_PORT}")
     ensure_mosquitto(state_dir, MQTT_PORT)
     conf = write_dev_settings(state_dir, url, pbx)
+    write_dev_settings(state_dir, test_url, pbx, test=True)
     tighten(state_dir, pbx)
     say(f"stack up; settings in {conf}")
     return conf
@@ -76,8 +91,10 @@ def tighten(state_dir: Path, pbx: Pbx) -> None:
                     f.chmod(0o640)
 
 
-def write_dev_settings(state_dir: Path, db_url: str, pbx: Pbx) -> Path:
-    conf = state_dir / "siaga112.toml"
+def write_dev_settings(state_dir: Path, db_url: str, pbx: Pbx, test: bool = False) -> Path:
+    """state_dir/siaga112.toml; with test, the test kit's state_dir/siaga112-test.toml (its own
+    database, MQTT prefix and state dir, the same PBX and admin token)."""
+    conf = state_dir / (TEST_SETTINGS if test else "siaga112.toml")
     token_file = state_dir / "api-token"
     if not token_file.exists():
         procs.write_private(token_file, secrets.token_urlsafe(24) + "\n")
@@ -86,13 +103,14 @@ def write_dev_settings(state_dir: Path, db_url: str, pbx: Pbx) -> Path:
     procs.write_private(conf, (
         "# Written by `siaga112 stack up` for the local stack. Do not edit: it is rewritten.\n"
         "# 0600: it holds the admin token and the stack's passwords.\n"
-        f'state_dir = "{state_dir}"\n'
+        f'state_dir = "{state_dir / "test" if test else state_dir}"\n'
         f'fallback_journal = "{pbx.fallback_journal}"\n'
         'log_format = "json"\n\n'
         "[ari]\n"
         f'password = "{pbx.ari_password()}"\n\n'
         "[database]\n"
         f'url = "{db_url}"\n\n'
+        + (f'[mqtt]\ntopic_prefix = "{TEST_TOPIC_PREFIX}"\n\n' if test else "") +
         "[recording]\n"
         f'dir = "{pbx.recordings}"\n\n'
         "[[api.tokens]]\n"

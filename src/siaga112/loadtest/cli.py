@@ -161,10 +161,15 @@ def _settings():  # noqa: ANN202 - late import, like the main CLI
     from siaga112.devstack.stack import repo_root
     from siaga112.settings import SettingsError, load
 
-    if "SIAGA112_CONFIG" not in os.environ:
-        local = repo_root() / "var" / "siaga112.toml"
-        if local.is_file():
-            os.environ["SIAGA112_CONFIG"] = str(local)  # the local stack's, also for the daemon
+    local = repo_root() / "var" / "siaga112.toml"
+    if "SIAGA112_CONFIG" not in os.environ and local.is_file():
+        os.environ["SIAGA112_CONFIG"] = str(local)  # the local stack's, also for the daemon
+    in_use = Path(os.environ.get("SIAGA112_CONFIG", "")).resolve()
+    if local.is_file() and in_use == local.resolve():
+        # Test kit: its calls go to the test database, never the operator's (also the daemon's).
+        from siaga112.devstack.postgres import test_database_url
+
+        os.environ.setdefault("SIAGA112_DATABASE__URL", test_database_url(local.parent))
     from siaga112 import logs
 
     logs.configure("warning", "console")  # the report is the output; warnings still show

@@ -3,8 +3,11 @@
 After each stored batch that marks calls prank or ghost, in the same transaction, the
 caller's prank+ghost calls in the window are counted: more than ``prank_block_threshold``
 blocks the number for ``block_hours`` (unless it is blocked already), more than
-``referral_threshold`` refers it to the ministry. Every change is audited in ``block_audit``.
-``on_blocklist_changed`` is called after the commit so that screening reloads.
+``referral_threshold`` refers it to the ministry. Every change is audited in ``block_audit``
+and announced with ``NOTIFY siaga112_blocklist`` (payload: the number) in its own transaction,
+so that every running daemon's screening hears it at the commit (``records.listen``), whoever
+made it: the CLI, the API or the policy. ``on_blocklist_changed`` is also called after the
+commit, for this process's own screening.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from siaga112.model import BlockEntry
+from siaga112.records.listen import CHANNEL
 from siaga112.settings import PolicySettings
 
 log = structlog.get_logger(__name__)
@@ -65,6 +69,7 @@ _EXPIRE = text(
     RETURNING number
     """
 )
+_NOTIFY = text(f"SELECT pg_notify('{CHANNEL}', :number)")
 _UNBLOCK = text(
     "UPDATE blocklist SET expired_at = now() WHERE number = :number AND expired_at IS NULL "
     "RETURNING number"
@@ -111,6 +116,7 @@ class BlockPolicy:
                 )
                 if blocked.first() is not None:
                     await self._audit(conn, number, "block", POLICY, reason)
+                    await self._notify_db(conn, number)
                     log.warning("number_blocked", number=number, calls=row.n, hours=s.block_hours)
                     changed = True
             if row.n > s.referral_threshold:
@@ -141,6 +147,7 @@ class BlockPolicy:
             numbers = list((await conn.execute(_EXPIRE)).scalars())
             for number in numbers:
                 await self._audit(conn, number, "expire", POLICY, "block time over")
+                await self._notify_db(conn, number)
         if numbers:
             log.info("blocks_expired", numbers=numbers)
             self.notify()
@@ -173,6 +180,7 @@ class BlockPolicy:
                 )
             ).one()
             await self._audit(conn, number, "manual_block", by, reason)
+            await self._notify_db(conn, number)
         log.info("number_blocked_manually", number=number, hours=hours, by=by)
         self.notify()
         return BlockEntry(number=row.number, blocked_until=row.blocked_until, reason=reason, by=by)
@@ -183,10 +191,16 @@ class BlockPolicy:
             ended = (await conn.execute(_UNBLOCK, {"number": number})).first() is not None
             if ended:
                 await self._audit(conn, number, "unblock", by, reason)
+                await self._notify_db(conn, number)
         if ended:
             log.info("number_unblocked", number=number, by=by)
             self.notify()
         return ended
+
+    @staticmethod
+    async def _notify_db(conn: AsyncConnection, number: str) -> None:
+        """Every daemon's listener hears this when (and only if) the transaction commits."""
+        await conn.execute(_NOTIFY, {"number": number})
 
     @staticmethod
     async def _audit(
