@@ -120,7 +120,17 @@ class Daemon:
         self.metrics.queue_length(snapshot.length)
 
     async def _team_moving(self, agency: str, payload: dict[str, Any]) -> None:
-        self.team_moving(agency, str(payload["call_id"]), str(payload["dispatch_id"]), "mqtt")
+        """An agency's MQTT `moving` (ids checked by the notifier): taken only for a dispatch
+        that exists and is that agency's, of the call it names."""
+        call_id, dispatch_id = str(payload["call_id"]), str(payload["dispatch_id"])
+        found = await self.repository.agency_dispatch(dispatch_id, agency)
+        if found is None or found.call_id != call_id:
+            log.warning("mqtt_team_moving_refused", agency=agency, call_id=call_id,
+                        dispatch_id=dispatch_id,
+                        reason="no such dispatch of this agency" if found is None
+                        else "the dispatch is of another call")
+            return
+        self.team_moving(agency, found.call_id, dispatch_id, "mqtt")
 
     def team_moving(self, agency: str, call_id: str, dispatch_id: str, by: str) -> None:
         self.sink.call_event(

@@ -29,6 +29,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from siaga112 import ids
 from siaga112.callerid import normalise
 from siaga112.http_auth import Authenticator, AuthError, Principal, Role
 from siaga112.http_schemas import (
@@ -57,14 +58,23 @@ from siaga112.http_schemas import (
     UnblockQuery,
 )
 from siaga112.model import BlockEntry, OperatorSnapshot, OperatorState, QueueSnapshot
-from siaga112.records.schemas import BlockRecord, CallDetail, CallRecord, Kpis, Referral
+from siaga112.records.schemas import (
+    BlockRecord,
+    CallDetail,
+    CallRecord,
+    DispatchRow,
+    Kpis,
+    Referral,
+)
 from siaga112.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 API_VERSION = "1"
 MAX_BODY = 64 * 1024
-MAX_ID = 128
+# Path parameters that are ids, and their longest; others (a phone number) are printable text.
+PATH_IDS = {"call_id": ids.CALL_ID_MAX, "dispatch_id": ids.ID_MAX, "name": 64}
+MAX_PATH_TEXT = 64
 READY_DB_TIMEOUT = 1.0
 NO_LIVE_CALL = "no live call with that id"  # Stasis.command's answer for a call it lacks
 REFERRAL_CSV_COLUMNS = ("number", "count", "first_at", "last_at", "referred_at", "exported_at")
@@ -99,6 +109,7 @@ class RepositoryLike(Protocol):
                          operator: str | None = None, limit: int = 100,
                          offset: int = 0) -> list[CallRecord]: ...
     async def get_call(self, call_id: str) -> CallDetail | None: ...
+    async def agency_dispatch(self, dispatch_id: str, agency: str) -> DispatchRow | None: ...
     async def mark_call(self, call_id: str, by: str, disposition: str | None = None,
                         category: str | None = None) -> CallRecord: ...
     async def list_blocks(self, include_expired: bool = False) -> list[BlockRecord]: ...
@@ -187,10 +198,12 @@ class Ctx:
         return self.body
 
     def path(self, name: str) -> str:
+        """A path parameter, checked by its name (PATH_IDS): a 422 naming it otherwise."""
         value = self.request.match_info[name]
-        if not value or len(value) > MAX_ID or not value.isprintable():
+        wrong = _path_problem(name, value)
+        if wrong is not None:
             raise ApiError(422, "bad_path_parameter",
-                           f"{name} must be 1 to {MAX_ID} printable characters")
+                           [{"type": "bad_id", "loc": ["path", name], "msg": f"{name} {wrong}"}])
         return value
 
     @property
@@ -234,6 +247,14 @@ def _errors_of(exc: ValidationError) -> list[dict[str, Any]]:
     for e in out:
         e.pop("ctx", None)
     return out
+
+
+def _path_problem(name: str, value: str) -> str | None:
+    if name in PATH_IDS:
+        return ids.problem(value, PATH_IDS[name])
+    if not value or len(value) > MAX_PATH_TEXT or not value.isprintable():
+        return f"must be 1 to {MAX_PATH_TEXT} printable characters"
+    return None
 
 
 def _snake(reason: str) -> str:
@@ -324,8 +345,9 @@ class Api:
                   "Numbers referred to the ministry, as JSON or as CSV.",
                   sup, query=ReferralsQuery, answer=ReferralsAnswer),
             Route("POST", "/dispatches/{dispatch_id}/moving", self._moving,
-                  "An agency reports its team is on the way.",
-                  op, body=MovingBody, answer=MovingAnswer, status=202, agency_ok=True),
+                  "An agency reports its team is on the way (its own dispatches only).",
+                  op, body=MovingBody, answer=MovingAnswer, status=202, agency_ok=True,
+                  errors=(404, 409, 503)),
             Route("GET", "/kpis", self._kpis, "Service KPIs over [since, until).",
                   sup, query=KpisQuery, answer=Kpis),
             Route("GET", "/metrics", self._metrics, "Prometheus metrics (text format).",
@@ -604,7 +626,17 @@ class Api:
         if who is not None and who.role is Role.AGENCY and who.agency != body.agency:
             raise ApiError(403, "forbidden",
                            f"token {who.name!r} speaks for agency {who.agency}, not {body.agency}")
-        self._d.team_moving(body.agency, body.call_id, dispatch_id, ctx.by)
+        # Only a dispatch that exists and is this agency's: no moving_at set on another
+        # agency's dispatch (silencing its overdue alert), no phantom rows.
+        found = await self._d.repository.agency_dispatch(dispatch_id, body.agency)
+        if found is None:
+            raise ApiError(404, "dispatch_not_found",
+                           f"agency {body.agency} has no dispatch {dispatch_id!r}")
+        if found.call_id != body.call_id:
+            raise ApiError(409, "dispatch_of_another_call",
+                           f"dispatch {dispatch_id!r} is of call {found.call_id!r}, "
+                           f"not {body.call_id!r}")
+        self._d.team_moving(body.agency, found.call_id, dispatch_id, ctx.by)
         log.info("team_moving_by_api", dispatch_id=dispatch_id, call_id=body.call_id,
                  agency=body.agency, by=ctx.by)
         return MovingAnswer(dispatch_id=dispatch_id, call_id=body.call_id, agency=body.agency)
@@ -627,7 +659,7 @@ _ERROR_TEXT = {
     401: "no token, or an unknown one",
     403: "the token's role is too low",
     404: "no such thing",
-    409: "the call is not in a state for this",
+    409: "the call is not in a state for this, or ids that do not belong together",
     422: "a parameter or field is invalid (detail names it)",
     503: "a dependency did not answer",
 }

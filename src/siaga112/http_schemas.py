@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from siaga112.ids import AgencyCode, CallId, Id, Note
 from siaga112.model import BlockEntry, Disposition, OperatorSnapshot
 from siaga112.records.schemas import (
     BlockRecord,
@@ -19,7 +20,6 @@ from siaga112.records.schemas import (
 )
 
 CATEGORY_PATTERN = r"^(0[1-9]|1[0-2])$"
-AGENCY_PATTERN = r"^[0-9]{2}$"
 
 
 class _In(BaseModel):
@@ -74,7 +74,7 @@ class ChosenState(StrEnum):
 
 class OperatorStateBody(_In):
     state: ChosenState
-    reason: str | None = Field(None, max_length=200)
+    reason: Note | None = Field(None, max_length=200)
 
 
 class OperatorsAnswer(BaseModel):
@@ -90,7 +90,7 @@ class CallsQuery(_In):
     until: datetime | None = Field(None, description="arrived before (ISO 8601; UTC if no zone)")
     caller: str | None = Field(None, max_length=64, description="any form; normalised to E.164")
     disposition: Disposition | None = None
-    operator: str | None = Field(None, max_length=64)
+    operator: Id | None = Field(None, max_length=64)
     limit: int = Field(100, ge=1, le=500)
     offset: int = Field(0, ge=0, le=1_000_000)
 
@@ -130,7 +130,7 @@ class DispositionAnswer(BaseModel):
 
 
 class AgencyBody(_In):
-    agency: str = Field(pattern=AGENCY_PATTERN, description="two-digit agency code")
+    agency: AgencyCode = Field(description="two-digit agency code")
 
 
 class AgencyAnswer(BaseModel):
@@ -153,11 +153,11 @@ class BlocklistAnswer(BaseModel):
 class BlockBody(_In):
     number: str = Field(max_length=64, description="any form; normalised to E.164")
     hours: float | None = Field(gt=0, le=24 * 365 * 10, description="null: until unblocked")
-    reason: str = Field(min_length=1, max_length=200)
+    reason: Note = Field(min_length=1, max_length=200)
 
 
 class UnblockQuery(_In):
-    reason: str = Field(min_length=1, max_length=200)
+    reason: Note = Field(min_length=1, max_length=200)
 
 
 class BlockAnswer(BlockEntry):
@@ -198,8 +198,8 @@ class KpisQuery(_In):
 
 
 class MovingBody(_In):
-    call_id: str = Field(min_length=1, max_length=128)
-    agency: str = Field(pattern=AGENCY_PATTERN)
+    call_id: CallId = Field(description="the call the dispatch belongs to")
+    agency: AgencyCode = Field(description="two-digit agency code: the dispatch's agency")
 
 
 class MovingAnswer(BaseModel):

@@ -26,8 +26,10 @@ from typing import Any
 
 import aiomqtt
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from siaga112 import ids
+from siaga112.ids import CallId, Id
 from siaga112.metrics import Metrics
 from siaga112.model import CallEvent, CallEventType, OperatorEvent, OperatorSnapshot, QueueSnapshot
 from siaga112.settings import MqttSettings
@@ -47,17 +49,20 @@ AGENCY_EVENTS = frozenset(
 )
 DROP_LOG_INTERVAL = 5.0  # seconds between two "dropped" log lines
 PUBLISH_WINDOW = 20  # messages in flight at once (paho's default max_inflight_messages)
+MAX_INBOUND = 4096  # bytes of an agency's message; a `moving` is under 300
+LOGGED = 200  # characters of a refused value or payload put in a log line
 
 TeamMovingCallback = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
 class TeamMovingPayload(BaseModel):
-    """What an agency system publishes on {prefix}/agencies/{code}/moving."""
+    """What an agency system publishes on {prefix}/agencies/{code}/moving: ids checked
+    (ids.py), so nothing unchecked reaches a record or a topic."""
 
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
-    call_id: str = Field(min_length=1)
-    dispatch_id: str = Field(min_length=1)
+    call_id: CallId
+    dispatch_id: Id
 
 
 @dataclass(frozen=True)
@@ -105,8 +110,9 @@ class Topics:
 
 
 def _segment_ok(value: str) -> bool:
-    """A value usable as one topic level: not empty, no level separator nor wildcard."""
-    return bool(value) and not any(c in value for c in "/+#\0")
+    """A value usable as one topic level: an id (ids.py: bounded, no level separator, no
+    wildcard, no control character)."""
+    return ids.is_id(value)
 
 
 class OutBuffer:
@@ -158,6 +164,47 @@ class OutBuffer:
             self._events.popleft()
         for topic in [t for t, e in self._state.items() if e.seq in done]:
             del self._state[topic]
+
+
+@dataclass(frozen=True)
+class TeamMoving:
+    """An agency's `moving` message that passed every check."""
+
+    agency: str  # from the topic: two digits
+    payload: TeamMovingPayload
+
+
+@dataclass(frozen=True)
+class Refused:
+    """An inbound message refused, and why: `event` names the log line."""
+
+    event: str  # mqtt_unexpected_topic | mqtt_team_moving_refused | mqtt_team_moving_malformed
+    reason: str
+    agency: str | None = None
+    shown: str = ""  # the start of the payload, as text
+    errors: list[Any] | None = None  # pydantic's, without the input
+
+
+def read_team_moving(topics: Topics, topic: str, payload: object) -> TeamMoving | Refused:
+    """Check one message on {prefix}/agencies/{code}/moving: the topic, the agency code, the
+    size, the JSON and the ids in it (ids.py). Pure; never raises."""
+    agency = topics.agency_of_moving(topic)
+    if agency is None:
+        return Refused("mqtt_unexpected_topic", "not an agency's moving topic")
+    if not ids.is_agency_code(agency):
+        return Refused("mqtt_team_moving_refused", "the topic names no agency code (two digits)")
+    raw = payload if isinstance(payload, bytes | str) else str(payload)
+    if len(raw) > MAX_INBOUND:
+        return Refused("mqtt_team_moving_refused",
+                       f"payload of {len(raw)} bytes, over {MAX_INBOUND}", agency)
+    try:
+        moving = TeamMovingPayload.model_validate_json(raw)
+    except ValidationError as exc:
+        text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        return Refused("mqtt_team_moving_malformed", "not a moving message with checked ids",
+                       agency, text[:LOGGED], list(errors))
+    return TeamMoving(agency, moving)
 
 
 class NullNotifier:
@@ -235,7 +282,7 @@ class MqttNotifier:
         if _segment_ok(event.call_id):
             messages.insert(0, Message(self.topics.call(event.call_id), payload))
         else:
-            log.error("mqtt_bad_topic_level", call_id=event.call_id, event_type=event.type)
+            log.error("mqtt_bad_topic_level", call_id=event.call_id[:LOGGED], event_type=event.type)
         # An OVERDUE of kind "complaint" concerns the centre, not an agency: no agency topic.
         if event.type in AGENCY_EVENTS and event.data.get("agency") is not None:
             code = str(event.data["agency"])
@@ -429,26 +476,21 @@ class MqttNotifier:
 
     async def _read(self, client: aiomqtt.Client) -> None:
         async for message in client.messages:
-            await self._inbound(message.topic.value, message.payload)
+            try:
+                await self._inbound(message.topic.value, message.payload)
+            except Exception:  # one message, whatever it holds, never ends the listener
+                log.exception("mqtt_inbound_failed", topic=str(message.topic.value)[:LOGGED])
 
     async def _inbound(self, topic: str, payload: Any) -> None:
-        agency = self.topics.agency_of_moving(topic)
-        if agency is None:
-            log.error("mqtt_unexpected_topic", topic=topic)
+        """One agency message: checked (read_team_moving), then handed on; a message that
+        fails a check is refused with a log line naming what was wrong."""
+        read = read_team_moving(self.topics, topic, payload)
+        if isinstance(read, Refused):
+            log.error(read.event, topic=topic[:LOGGED], agency=read.agency, reason=read.reason,
+                      payload=read.shown, errors=read.errors)
             return
-        raw = payload if isinstance(payload, bytes | str) else str(payload)
-        try:
-            moving = TeamMovingPayload.model_validate_json(raw)
-        except ValidationError as exc:
-            text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
-            log.error(
-                "mqtt_team_moving_malformed",
-                topic=topic,
-                agency=agency,
-                payload=text[:500],
-                errors=exc.errors(include_url=False, include_input=False),
-            )
-            return
+        moving = read.payload
+        agency = read.agency
         log.info(
             "mqtt_team_moving",
             agency=agency,

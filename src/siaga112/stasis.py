@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from siaga112 import legs
+from siaga112 import ids, legs
 from siaga112.ari.client import AriError
 from siaga112.ari.models import (
     AriEvent,
@@ -192,17 +192,17 @@ class Stasis:
         members: dict[str, list[str]],
         channels: dict[str, Channel],
     ) -> Resume | None:
-        tags = channel.channelvars or {}
-        since = _parse_time(tags.get("SIAGA112_ARRIVED", ""))
-        priority = tags.get("SIAGA112_PRIORITY") == "1"
-        flags = [f for f in tags.get("SIAGA112_FLAGS", "").split(",") if f]
+        tags = ids.channel_tags(channel.channelvars)  # checked: a bad tag is left out
+        if tags.refused:
+            log.warning("channel_tags_refused", channel=channel.id, variables=tags.refused)
+        since, priority, flags = tags.arrived, tags.priority, tags.flags
         if bridge_id == legs.HOLDING_BRIDGE:
             return Resume(CallState.QUEUED, since=since, priority=priority, flags=flags)
         if bridge_id is not None and legs.call_of_bridge(bridge_id) == channel.id:
             others = [legs.parse(c) for c in members.get(bridge_id, []) if c != channel.id]
             ops = [leg for leg in others if leg.kind is legs.LegKind.OPERATOR]
             agencies = {
-                c: (channels[c].channelvars or {}).get("SIAGA112_DISPATCH", "")
+                c: ids.dispatch_tag((channels[c].channelvars or {}).get("SIAGA112_DISPATCH"))
                 for c in members.get(bridge_id, [])
                 if c in channels and legs.parse(c).kind is legs.LegKind.AGENCY
             }

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from siaga112.http_api import Api
@@ -20,7 +20,7 @@ from siaga112.model import CallEvent, CallEventType
 from siaga112.records.apply import store
 from siaga112.records.policy import BlockPolicy
 from siaga112.records.repository import Repository
-from siaga112.records.tables import referrals
+from siaga112.records.tables import calls, dispatches, referrals
 from siaga112.settings import PolicySettings
 from tests.unit.test_http_api_fakes import FakeDaemon, bearer, make_settings
 
@@ -212,3 +212,78 @@ async def test_kpis_over_a_window(client: TestClient[Any, Any], daemon: FakeDaem
 
     recent = await answer(await client.get("/kpis", headers=bearer("supervisor")))
     assert recent["calls"] == 0  # default: the last 24 h
+
+
+# -- an agency touches only its own dispatches ------------------------------------------------
+
+
+async def _dispatch_rows(engine: AsyncEngine) -> dict[str, tuple[str, str | None, bool]]:
+    """dispatch id -> (call id, agency, moving_at set)."""
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(dispatches))).mappings().all()
+    return {r["dispatch_id"]: (r["call_id"], r["agency"], r["moving_at"] is not None)
+            for r in rows}
+
+
+async def _call_ids(engine: AsyncEngine) -> set[str]:
+    async with engine.connect() as conn:
+        return set((await conn.execute(select(calls.c.call_id))).scalars())
+
+
+async def test_the_repository_finds_a_dispatch_only_for_its_own_agency(
+    daemon: FakeDaemon,
+) -> None:
+    repo: Repository = daemon.repository
+    await record_call(daemon.engine, "c1", "+6281111111111", T0, agency="01")
+    await record_call(daemon.engine, "c2", "+6282222222222", T0, agency="02")
+    # a phantom dispatch: a moving event that no request preceded (what the old API stored)
+    await store(daemon.engine, daemon.policy, [CallEvent(
+        call_id="c3", seq=0, type=T.TEAM_MOVING,
+        data={"agency": "01", "dispatch_id": "c3-01-x", "by": "mqtt"})])
+
+    found = await repo.agency_dispatch("c1-01-x", "01")
+    assert found is not None and (found.call_id, found.agency) == ("c1", "01")
+    assert await repo.agency_dispatch("c2-02-x", "01") is None  # another agency's
+    assert await repo.agency_dispatch("c9-01-x", "01") is None  # none at all
+    assert await repo.agency_dispatch("c3-01-x", "01") is None  # never requested
+
+
+async def test_an_agency_token_moves_its_own_dispatch_and_no_other(
+    client: TestClient[Any, Any], daemon: FakeDaemon
+) -> None:
+    await record_call(daemon.engine, "c1", "+6281111111111", T0, agency="01")
+    await record_call(daemon.engine, "c2", "+6282222222222", T0, agency="02")
+    before_calls = await _call_ids(daemon.engine)
+    agency01 = bearer("agency")  # damkar, agency 01
+
+    # agency 02's dispatch, claimed as agency 01's: not found, nothing recorded
+    resp = await client.post("/dispatches/c2-02-x/moving", headers=agency01,
+                             json={"call_id": "c2", "agency": "01"})
+    assert (await answer(resp, 404))["error"] == "dispatch_not_found"
+    # a dispatch nobody has: not found, so no phantom row
+    resp = await client.post("/dispatches/c9-01-x/moving", headers=agency01,
+                             json={"call_id": "c9", "agency": "01"})
+    assert (await answer(resp, 404))["error"] == "dispatch_not_found"
+    # agency 01's own dispatch named with agency 02's call
+    resp = await client.post("/dispatches/c1-01-x/moving", headers=agency01,
+                             json={"call_id": "c2", "agency": "01"})
+    assert (await answer(resp, 409))["error"] == "dispatch_of_another_call"
+    # an operator cannot move agency 02's dispatch in agency 01's name either
+    resp = await client.post("/dispatches/c2-02-x/moving", headers=bearer("operator"),
+                             json={"call_id": "c2", "agency": "01"})
+    assert (await answer(resp, 404))["error"] == "dispatch_not_found"
+    assert daemon.moving == []
+
+    # its own: taken, and the event the daemon records sets moving_at on that dispatch only
+    resp = await client.post("/dispatches/c1-01-x/moving", headers=agency01,
+                             json={"call_id": "c1", "agency": "01"})
+    assert await answer(resp, 202) == {"dispatch_id": "c1-01-x", "call_id": "c1",
+                                       "agency": "01", "accepted": True}
+    assert daemon.moving == [("01", "c1", "c1-01-x", "damkar")]
+    agency, call_id, dispatch_id, by = daemon.moving[0]
+    await store(daemon.engine, daemon.policy, [CallEvent(  # as app.Daemon.team_moving emits it
+        call_id=call_id, seq=0, type=T.TEAM_MOVING,
+        data={"agency": agency, "dispatch_id": dispatch_id, "by": by})])
+    assert await _dispatch_rows(daemon.engine) == {"c1-01-x": ("c1", "01", True),
+                                                   "c2-02-x": ("c2", "02", False)}
+    assert await _call_ids(daemon.engine) == before_calls

@@ -18,6 +18,7 @@ from test_http_api_fakes import (
     TOKENS,
     FakeDaemon,
     FakeQueue,
+    KnownDispatches,
     bearer,
     desk_of,
     make_settings,
@@ -316,25 +317,90 @@ async def test_an_agency_for_a_call_not_live_is_409(
     assert daemon.stasis.commands == []
 
 
-@pytest.mark.parametrize("role, agency, status, by", [
-    ("operator", "02", 202, "op1"),
-    ("agency", "01", 202, "damkar"),
-    ("agency", "02", 403, None),
+@pytest.fixture
+def dispatches(daemon: FakeDaemon, dead_engine: AsyncEngine) -> KnownDispatches:
+    """c1 has dispatches to agency 02 and to agency 01."""
+    repo = KnownDispatches(dead_engine, {"c1-02-abc": ("c1", "02"), "c1-01-def": ("c1", "01")})
+    daemon.repository = repo
+    return repo
+
+
+@pytest.mark.parametrize("role, dispatch, agency, status, by", [
+    ("operator", "c1-02-abc", "02", 202, "op1"),
+    ("agency", "c1-01-def", "01", 202, "damkar"),
 ])
-async def test_team_moving(
-    client: TestClient[Any, Any], daemon: FakeDaemon, role: str, agency: str, status: int,
-    by: str | None,
+async def test_team_moving_on_the_agencys_own_dispatch(
+    client: TestClient[Any, Any], daemon: FakeDaemon, dispatches: KnownDispatches, role: str,
+    dispatch: str, agency: str, status: int, by: str,
 ) -> None:
-    resp = await client.post("/dispatches/c1-02-abc/moving", headers=bearer(role),
+    resp = await client.post(f"/dispatches/{dispatch}/moving", headers=bearer(role),
                              json={"call_id": "c1", "agency": agency})
     assert resp.status == status
-    if by is None:
-        assert "speaks for agency 01" in (await body_of(resp))["detail"]
-        assert daemon.moving == []
-    else:
-        assert await body_of(resp) == {"dispatch_id": "c1-02-abc", "call_id": "c1",
-                                       "agency": agency, "accepted": True}
-        assert daemon.moving == [(agency, "c1", "c1-02-abc", by)]
+    assert await body_of(resp) == {"dispatch_id": dispatch, "call_id": "c1",
+                                   "agency": agency, "accepted": True}
+    assert daemon.moving == [(agency, "c1", dispatch, by)]
+
+
+@pytest.mark.parametrize("role, dispatch, body, status, error, named", [
+    # agency 01's token speaking for agency 02
+    ("agency", "c1-02-abc", {"call_id": "c1", "agency": "02"}, 403, "forbidden",
+     "speaks for agency 01"),
+    # agency 01's token on agency 02's dispatch
+    ("agency", "c1-02-abc", {"call_id": "c1", "agency": "01"}, 404, "dispatch_not_found",
+     "agency 01 has no dispatch 'c1-02-abc'"),
+    # a dispatch nobody has: no phantom row
+    ("operator", "c9-02-zzz", {"call_id": "c9", "agency": "02"}, 404, "dispatch_not_found",
+     "c9-02-zzz"),
+    # the agency's own dispatch, named with another call
+    ("agency", "c1-01-def", {"call_id": "c2", "agency": "01"}, 409,
+     "dispatch_of_another_call", "is of call 'c1'"),
+])
+async def test_team_moving_on_a_dispatch_not_the_agencys_is_refused(
+    client: TestClient[Any, Any], daemon: FakeDaemon, dispatches: KnownDispatches, role: str,
+    dispatch: str, body: dict[str, str], status: int, error: str, named: str,
+) -> None:
+    resp = await client.post(f"/dispatches/{dispatch}/moving", headers=bearer(role), json=body)
+    assert resp.status == status
+    data = await body_of(resp)
+    assert data["error"] == error
+    assert named in data["detail"]
+    assert daemon.moving == []
+
+
+@pytest.mark.parametrize("path, body, field", [
+    ("/dispatches/c1-02-abc/moving", {"call_id": "x\u0000y", "agency": "02"}, "call_id"),
+    ("/dispatches/c1-02-abc/moving", {"call_id": "7" * 65_000, "agency": "02"}, "call_id"),
+    ("/dispatches/c1-02-abc/moving", {"call_id": "a/b/#", "agency": "02"}, "call_id"),
+    ("/dispatches/c1-02-abc/moving", {"call_id": "c1", "agency": "0\u0000"}, "agency"),
+    ("/dispatches/c1%00x/moving", {"call_id": "c1", "agency": "02"}, "dispatch_id"),
+    ("/dispatches/a+b/moving", {"call_id": "c1", "agency": "02"}, "dispatch_id"),
+    (f"/dispatches/{'d' * 129}/moving", {"call_id": "c1", "agency": "02"}, "dispatch_id"),
+    ("/calls/c1%0A/disposition", {"disposition": "prank"}, "call_id"),
+    (f"/calls/{'1' * 97}/agencies", {"agency": "01"}, "call_id"),
+    ("/operators/op1/state", {"state": "paused", "reason": "tea\u0000"}, "reason"),
+    ("/operators/op%2F1/state", {"state": "paused"}, "name"),
+    ("/blocklist", {"number": "081234567890", "hours": 1, "reason": "\u0007"}, "reason"),
+])
+async def test_an_unchecked_id_or_text_is_422_naming_the_field(
+    client: TestClient[Any, Any], daemon: FakeDaemon, dispatches: KnownDispatches, path: str,
+    body: dict[str, Any], field: str,
+) -> None:
+    raw = json.dumps(body).encode()  # control characters as JSON escapes: \u0000
+    resp = await client.post(path, data=raw, headers={**bearer("admin"),
+                                                      "Content-Type": "application/json"})
+    assert resp.status == 422, await resp.text()
+    data = await body_of(resp)
+    assert data["error"] in ("bad_body", "bad_path_parameter")
+    assert [field] in [e["loc"][-1:] for e in data["detail"]]
+    assert daemon.moving == [] and daemon.stasis.commands == []
+    assert "u0000" not in json.dumps(data) and len(json.dumps(data)) < 2_000
+
+
+async def test_an_unchecked_operator_in_a_query_is_422(client: TestClient[Any, Any]) -> None:
+    resp = await client.get("/calls?operator=op1%00", headers=bearer("supervisor"))
+    assert resp.status == 422
+    data = await body_of(resp)
+    assert data["error"] == "bad_query" and data["detail"][0]["loc"] == ["operator"]
 
 
 # -- readiness and metrics -------------------------------------------------------------------

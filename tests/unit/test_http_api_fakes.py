@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from siaga112.http_api import NO_LIVE_CALL
 from siaga112.metrics import Metrics
 from siaga112.model import LineType, OperatorSnapshot, OperatorState, QueueEntry, QueueSnapshot
+from siaga112.records.repository import Repository
+from siaga112.records.schemas import DispatchRow
 from siaga112.settings import ApiSettings, ApiToken, MqttSettings, Settings
 
 TOKENS = {
@@ -118,6 +120,22 @@ class FakeDaemon:
 
     def team_moving(self, agency: str, call_id: str, dispatch_id: str, by: str) -> None:
         self.moving.append((agency, call_id, dispatch_id, by))
+
+
+class KnownDispatches(Repository):
+    """The real repository on whatever engine, but with dispatches known by heart:
+    dispatch id -> (call id, agency)."""
+
+    def __init__(self, engine: AsyncEngine, dispatches: dict[str, tuple[str, str]]) -> None:
+        super().__init__(engine)
+        self.dispatches = dispatches
+
+    async def agency_dispatch(self, dispatch_id: str, agency: str) -> DispatchRow | None:
+        call_id, owner = self.dispatches.get(dispatch_id, ("", ""))
+        if owner != agency:
+            return None
+        return DispatchRow(dispatch_id=dispatch_id, call_id=call_id, agency=owner,
+                           requested_at=datetime(2025, 1, 1, tzinfo=UTC))
 
 
 def waiting_caller(call_id: str = "1700000000.1") -> QueueEntry:

@@ -249,6 +249,26 @@ class Repository:
             rows = (await conn.execute(q)).mappings().all()
         return [DispatchRow.model_validate(dict(r)) for r in rows]
 
+    async def agency_dispatch(self, dispatch_id: str, agency: str) -> DispatchRow | None:
+        """The dispatch `dispatch_id` if it exists and is agency `agency`'s, else None. What an
+        agency reports about a dispatch (its team is moving) is taken only for its own: never
+        for another agency's dispatch (whose overdue alert it would silence), never for one
+        that does not exist (a phantom row)."""
+        q = select(
+            dispatches.c.dispatch_id,
+            dispatches.c.call_id,
+            dispatches.c.agency,
+            dispatches.c.requested_at,
+            dispatches.c.accepted_at,
+        ).where(
+            dispatches.c.dispatch_id == dispatch_id,
+            dispatches.c.agency == agency,
+            dispatches.c.requested_at.is_not(None),
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(q)).mappings().first()
+        return None if row is None else DispatchRow.model_validate(dict(row))
+
     # -- complaints --------------------------------------------------------------------------
 
     async def file_complaint(
