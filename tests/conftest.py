@@ -39,7 +39,7 @@ _lock: list[IO[str]] = []
 
 def _needs_stack(item: pytest.Item) -> bool:
     path = Path(str(item.path))
-    return path.parent.name != "unit" or "records" in path.name
+    return path.parent.name not in ("unit", "fuzz") or "records" in path.name
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
