@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from siaga112 import legs
+from siaga112 import ids, legs
 from siaga112.ari.client import AriError, channel_gone
 from siaga112.ari.models import (
     AriEvent,
@@ -77,10 +77,10 @@ class CallSession:
         self.stasis_at = stasis_at or time.monotonic()
         self._seq = 0
         self._timers: dict[str, Any] = {}
-        vars_ = citizen.channelvars or {}
-        line = vars_.get("SIAGA112_LINE", "")
-        self.line_type = LineType(line) if line in {t.value for t in LineType} else LineType.UNKNOWN
-        self.trunk = vars_.get("SIAGA112_TRUNK", "")[:64]
+        tags = ids.channel_tags(citizen.channelvars)  # checked: a bad tag is left out
+        known = {t.value for t in LineType}
+        self.line_type = LineType(tags.line) if tags.line in known else LineType.UNKNOWN
+        self.trunk = tags.trunk
         self.caller: CallerId = normalise(citizen.caller.number)
         self.arrived_at = citizen.creationtime or utcnow()
         self.priority = False
