@@ -2,7 +2,7 @@
 dependencies, runs them, and shuts them down in one place, in reverse order.
 
 Order of a call's way through the parts built here: EventStream (ARI events in) -> Stasis
-(routing) -> CallSession (one task per call) -> Screening -> CallQueue / OperatorDesk ->
+(routing) -> CallSession (call/: one task per call) -> Screening -> CallQueue / OperatorDesk ->
 operator and agency bridges -> FanOut(RecordWriter, MqttNotifier) (records and events out).
 """
 
@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from siaga112.agencies import Directory
 from siaga112.ari.client import AriClient
 from siaga112.ari.events import EventStream
+from siaga112.call import CallDeps
 from siaga112.dispatch_clock import DispatchClock
 from siaga112.fallback_import import FallbackImporter
 from siaga112.holding import HoldingBridge
@@ -27,6 +28,7 @@ from siaga112.model import BlockEntry, CallEvent, CallEventType, QueueSnapshot
 from siaga112.notifier import MqttNotifier, NullNotifier
 from siaga112.operators import OperatorDesk
 from siaga112.orphans import OrphanCloser
+from siaga112.overflow import TICK, Overflow
 from siaga112.queue import CallQueue
 from siaga112.recordings import RetentionSweeper
 from siaga112.records.agencies import keep_synced
@@ -36,10 +38,10 @@ from siaga112.records.policy import BlockPolicy
 from siaga112.records.repository import Repository
 from siaga112.records.writer import RecordWriter
 from siaga112.screening import Screening
-from siaga112.session import CallDeps
 from siaga112.settings import Settings
 from siaga112.sinks import FanOut
 from siaga112.stasis import Stasis
+from siaga112.supervisor import Supervisor
 
 log = structlog.get_logger(__name__)
 
@@ -83,6 +85,7 @@ class Daemon:
                 metrics=self.metrics,
             )
         )
+        self.overflow = Overflow(self.queue, self.desk, settings.queue, send=self.stasis.overflow)
         self.events = EventStream(
             settings.ari, on_event=self.stasis.on_event, on_connect=self.stasis.resync,
             on_reconnect_attempt=self.metrics.ari_reconnected,
@@ -99,7 +102,7 @@ class Daemon:
 
         self.api = Api(self)
         self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[Any]] = []
+        self.supervisor = Supervisor()
 
     # -- wiring callbacks ---------------------------------------------------------------------
 
@@ -152,18 +155,22 @@ class Daemon:
     async def start(self) -> None:
         self.writer.start()
         self.notifier.start()
-        self._spawn(self.screening.run(), "screening")
-        self._spawn(self.blocklist_listener.run(), "blocklist-listen")
-        self._spawn(self.policy.run_expiry(), "block-expiry")
-        self._spawn(self.events.run(), "ari-events")
-        self._spawn(self.holding.run_announcements(), "holding-announcements")
-        self._spawn(self.clock.run(), "dispatch-clock")
-        self._spawn(keep_synced(self.engine, self.directory.all(),
-                                self.settings.database.retry_interval), "agency-directory")
-        self._spawn(self.fallback.run(), "fallback-import")
+        jobs = self.supervisor
+        jobs.keep("screening", self.screening.run)
+        jobs.keep("blocklist-listen", self.blocklist_listener.run)
+        jobs.keep("block-expiry", self.policy.run_expiry)
+        jobs.keep("ari-events", self.events.run)
+        jobs.every("holding-announcements", self.holding.interval, self.holding.announce)
+        jobs.every("overflow", TICK, self.overflow.tick)
+        jobs.every("dispatch-clock", self.settings.agency.overdue_check_interval,
+                   self.clock.check_quietly, first_after=0)
+        jobs.keep("agency-directory", lambda: keep_synced(
+            self.engine, self.directory.all(), self.settings.database.retry_interval))
+        jobs.keep("fallback-import", self.fallback.run)
         if self.settings.recording.enabled:
-            self._spawn(self.retention.run(), "recording-retention")
-        self._spawn(self.orphans.after_resync(self.stasis.resynced), "orphan-records")
+            jobs.every("recording-retention", self.retention.interval,
+                       self.retention.sweep_off_loop, first_after=0)
+        jobs.keep("orphan-records", lambda: self.orphans.after_resync(self.stasis.resynced))
         await self.api.start()
         log.info("daemon_started", app=self.settings.ari.app, api_port=self.settings.api.port)
 
@@ -181,9 +188,7 @@ class Daemon:
         log.info("shutdown", handed_back=handed, live=len(self.stasis.sessions))
         self.events.stop()
         await self.api.stop()
-        for task in reversed(self._tasks):
-            task.cancel()
-        await asyncio.wait(self._tasks, timeout=grace) if self._tasks else None
+        await self.supervisor.stop(grace)
         await self.stasis.close()
         self.desk.close()
         await self.notifier.stop(timeout=grace)
@@ -191,15 +196,3 @@ class Daemon:
         await self.ari.close()
         await self.engine.dispose()
         log.info("daemon_stopped")
-
-    def _spawn(self, coro: Any, name: str) -> None:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        task.add_done_callback(self._task_done)
-        self._tasks.append(task)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            log.error("daemon_task_failed", task=task.get_name(), error=repr(exc))

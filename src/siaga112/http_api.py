@@ -139,6 +139,13 @@ class WriterLike(Protocol):
     def problems(self) -> list[str]: ...
 
 
+class OverflowLike(Protocol):
+    @property
+    def active(self) -> bool: ...
+    @property
+    def active_since(self) -> datetime | None: ...
+
+
 class DaemonLike(Protocol):
     @property
     def settings(self) -> Settings: ...
@@ -162,6 +169,8 @@ class DaemonLike(Protocol):
     def metrics(self) -> MetricsLike: ...
     @property
     def writer(self) -> WriterLike: ...
+    @property
+    def overflow(self) -> OverflowLike: ...
     def team_moving(self, agency: str, call_id: str, dispatch_id: str, by: str) -> None: ...
 
 
@@ -458,7 +467,8 @@ class Api:
         ready = ari and database and mqtt is not False and not problems
         answer = ReadyAnswer(ready=ready, ari=ari, database=database, mqtt=mqtt,
                              journal_backlog=int(d.writer.backlog),
-                             journal="degraded" if problems else "ok", journal_problems=problems)
+                             journal="degraded" if problems else "ok", journal_problems=problems,
+                             overflow=d.overflow.active, overflow_since=d.overflow.active_since)
         return _json(answer, 200 if ready else 503)
 
     async def _database_ok(self) -> bool:

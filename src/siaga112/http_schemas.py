@@ -56,6 +56,9 @@ class ReadyAnswer(BaseModel):
     database: bool
     mqtt: bool | Literal["disabled"]
     journal_backlog: int = Field(description="records waiting in the local journal")
+    overflow: bool = Field(default=False, description="no operator can answer: waiting callers "
+                           "go to the overflow target (queue.overflow)")
+    overflow_since: datetime | None = None
     journal: Literal["ok", "degraded"] = Field(
         default="ok", description="degraded: records are at risk (journal full or unwritable, "
         "quarantine unwritable); not ready")

@@ -94,6 +94,14 @@ class QueueSettings(_Section):
     operators: list[str] = [f"op{n}" for n in range(1, 9)]
     # Operators start logged in, so that a fresh centre takes calls before anyone dials *11.
     operators_start_logged_in: bool = True
+    # Escalation: with no operator able to answer (all logged out, paused or unreachable) for
+    # this long, waiting callers go to the overflow target; so does a caller who waited max_wait.
+    no_operator_timeout: float = Field(default=20.0, gt=0)
+    max_wait: float = Field(default=300.0, gt=0)
+    # "fallback": the dialplan's Queue(siaga112-fallback), every desk phone rings; or a dial
+    # string to a backup centre (e.g. "PJSIP/112@backup-centre"), which falls back to that queue.
+    overflow: str = Field(default="fallback", min_length=1, max_length=200,
+                          pattern=r"^(fallback|[A-Za-z0-9]+/[A-Za-z0-9_.@:+\-/]+)$")
 
 
 class ScreeningSettings(_Section):
@@ -117,9 +125,9 @@ class SilenceSettings(_Section):
     # TALK_DETECT thresholds: ms of silence before talking stops, energy level of speech.
     dsp_silence_ms: int = Field(default=1200, ge=100)
     dsp_talking_threshold: int = Field(default=128, ge=1)
-    # seconds of silence before the prompt
+    # seconds of silence before the prompt "press 5 twice if you cannot speak"; after it the
+    # caller stays queued, flagged silent: the system never hangs up a waiting caller
     silent_after: float = Field(default=6.0, gt=0)
-    keys_wait: float = Field(default=8.0, gt=0, description="seconds to press 5 5 after the prompt")
 
 
 class AgencySettings(_Section):

@@ -1,6 +1,6 @@
 """ARI events in: each event goes to the call it belongs to, without blocking the reader.
 
-A citizen's StasisStart opens a session (session.py); every other event is routed by the id of
+A citizen's StasisStart opens a session (call/session.py); every other event is routed by the id of
 its channel (legs.py) into that session's inbox, where it is handled in order. Desk-phone codes
 and endpoint reachability go to the operators' desk. On every (re)connect, `resync` rebuilds the
 view of live calls from Asterisk: waiting callers keep waiting, connected calls are taken back.
@@ -23,15 +23,17 @@ from siaga112.ari.models import (
     Channel,
     ChannelDestroyed,
     DeviceStateChanged,
+    PlaybackFinished,
     StasisEnd,
     StasisStart,
 )
-from siaga112.model import CallState, OperatorState
-from siaga112.session import CallDeps, CallSession, Command, Resume
+from siaga112.call import CallDeps, CallSession, Command, Resume
+from siaga112.call.items import OperatorAway, OverflowNow, StopNow
+from siaga112.model import CHOSEN_STATES, CallState, OperatorState
 
 log = structlog.get_logger(__name__)
 
-_OPCODE_STATES = {"available", "paused", "logged_out"}
+RESYNC_BUFFER_MAX = 10_000  # events held while a resync runs
 
 
 class Stasis:
@@ -41,6 +43,8 @@ class Stasis:
         self._tasks: set[asyncio.Task[None]] = set()
         self.accepting = True
         self.resynced = asyncio.Event()  # set after each (re)connect's resync
+        self._resyncing = False
+        self._buffer: list[AriEvent] = []  # events of calls not yet taken back
 
     # -- the reader's callback: never blocks -------------------------------------------------
 
@@ -64,12 +68,23 @@ class Stasis:
             if tech == "PJSIP":
                 self._deps.desk.reachability(name, ev.device_state.state)
             return
+        if isinstance(ev, PlaybackFinished):
+            kind, _, target = ev.playback.target_uri.partition(":")
+            session = self.sessions.get(legs.parse(target).call_id) if kind == "channel" else None
+            if session is not None:
+                session.post(ev)
+            return
         channel: Channel | None = getattr(ev, "channel", None)
         if channel is None:
             return
         session = self.sessions.get(legs.parse(channel.id).call_id)
         if session is not None:
             session.post(ev)
+        elif self._resyncing:
+            if len(self._buffer) < RESYNC_BUFFER_MAX:
+                self._buffer.append(ev)
+            else:
+                log.error("resync_buffer_full", dropped=ev.type)
         elif isinstance(ev, StasisStart):
             # A leg of a call we no longer have (it ended while the phone rang): let it go.
             log.info("orphan_leg", channel=channel.id)
@@ -79,17 +94,19 @@ class Stasis:
         if ev.channel.id in self.sessions:
             return
         if not self.accepting:
-            self._spawn(self._deps.ari.continue_in_dialplan(ev.channel.id, "fallback"))
+            self._spawn(self._deps.ari.continue_in_dialplan(ev.channel.id, legs.FALLBACK_CONTEXT))
             return
         self._open(ev.channel, resume=None, stasis_at=time.monotonic())
 
-    def _open(self, channel: Channel, resume: Resume | None, stasis_at: float | None) -> None:
+    def _open(self, channel: Channel, resume: Resume | None,
+              stasis_at: float | None) -> CallSession:
         session = CallSession(channel, self._deps, self._closed, resume=resume,
                               stasis_at=stasis_at)
         self.sessions[session.call_id] = session
         session.task = asyncio.get_running_loop().create_task(
             session.run(), name=f"call-{session.call_id}"
         )
+        return session
 
     def _closed(self, call_id: str) -> None:
         self.sessions.pop(call_id, None)
@@ -98,7 +115,7 @@ class Stasis:
         """A desk-phone code: the dialplan has stored the state in the astdb already."""
         name = _endpoint_of(ev.channel.name)
         state = ev.args[1] if len(ev.args) > 1 else ""
-        if state in _OPCODE_STATES and name in self._deps.desk:
+        if state in CHOSEN_STATES and name in self._deps.desk:
             self._deps.desk.choose(name, OperatorState(state), reason="desk phone", persist=False)
         else:
             log.warning("operator_code_rejected", endpoint=name, state=state)
@@ -120,7 +137,24 @@ class Stasis:
     # -- resync on (re)connect ---------------------------------------------------------------
 
     async def resync(self) -> None:
+        """Rebuild live calls from Asterisk. Until every live call is taken back, the queue
+        offers nobody (an operator on a 112 call must not look free) and events of calls not
+        yet taken back wait in a buffer; they are delivered, in order, when it is done."""
         self.resynced.clear()
+        self._resyncing = True
+        queue = self._deps.queue
+        queue.hold()
+        try:
+            await self._resync()
+        finally:
+            self._resyncing = False
+            buffered, self._buffer = self._buffer, []
+            for ev in buffered:
+                self.on_event(ev)
+            queue.release()
+        self.resynced.set()
+
+    async def _resync(self) -> None:
         ari = self._deps.ari
         app = await ari.application(self._deps.settings.ari.app)
         ours = set(app.channel_ids)
@@ -144,7 +178,10 @@ class Stasis:
                 session.post(StasisEnd(type="StasisEnd", channel=Channel(id=call_id)))
                 continue
             if session.operator and session.state is CallState.CONNECTED:
-                desk.connected(session.operator, call_id)
+                if session.operator_channel in channels:
+                    desk.connected(session.operator, call_id)
+                else:
+                    session.post(OperatorAway())
             elif session.operator and session.state is CallState.RINGING_OPERATOR:
                 if session.operator_channel in channels:
                     desk.ringing(session.operator, call_id)
@@ -152,7 +189,7 @@ class Stasis:
                     gone = Channel(id=session.operator_channel or "")
                     session.post(ChannelDestroyed(type="ChannelDestroyed", cause=0, channel=gone))
 
-        taken = 0
+        opened: list[CallSession] = []
         for channel_id in sorted(ours):
             leg = legs.parse(channel_id)
             channel = channels.get(channel_id)
@@ -160,17 +197,24 @@ class Stasis:
                 continue
             if leg.kind is not legs.LegKind.CITIZEN:
                 owner = self.sessions.get(leg.call_id)
+                citizen_there = leg.call_id in ours and leg.call_id in channels
                 in_call = bridge_of.get(channel_id) == legs.call_bridge(leg.call_id)
-                if owner is None and not in_call:
+                if (owner is None and not (in_call and citizen_there)):
+                    # A desk phone or duty line with no citizen (or ringing for a call we no
+                    # longer handle): hang it up, the operator is free.
                     log.info("resync_orphan_leg", channel=channel_id)
                     await self._hangup(channel_id)
                 continue
             resume = self._resume_of(channel, bridge_of.get(channel_id), members, channels)
-            self._open(channel, resume=resume, stasis_at=None)
-            taken += 1
-        log.info("resynced", channels=len(ours), taken_back=taken, live=len(self.sessions))
-        self._deps.queue.match()
-        self.resynced.set()
+            if resume is None:
+                continue
+            if resume.state is CallState.CONNECTED and resume.operator:
+                desk.connected(resume.operator, channel_id)  # busy before anyone is offered
+            opened.append(self._open(channel, resume=resume, stasis_at=None))
+        if opened:
+            await asyncio.wait([asyncio.ensure_future(s.taken_back.wait()) for s in opened],
+                               timeout=10)
+        log.info("resynced", channels=len(ours), taken_back=len(opened), live=len(self.sessions))
 
     async def _watch_desk_phones(self) -> None:
         """Follow each desk phone's reachability through its device state. (Subscribing to
@@ -207,6 +251,10 @@ class Stasis:
                 if c in channels and legs.parse(c).kind is legs.LegKind.AGENCY
             }
             op = ops[0] if ops else None
+            if op is None and not agencies:
+                # The operator hung up while we were away: the citizen is alone in the bridge.
+                return Resume(CallState.QUEUED, since=since, priority=priority, flags=flags,
+                              requeue_reason="operator_gone")
             return Resume(
                 CallState.CONNECTED, since=since, priority=priority, flags=flags,
                 operator=op.party if op else None,
@@ -220,22 +268,26 @@ class Stasis:
             return Resume(CallState.QUEUED, since=since, priority=priority, flags=flags)
         return None
 
-    # -- stopping ---------------------------------------------------------------------------
+    # -- stopping and overflow ------------------------------------------------------------------
 
-    async def hand_back_waiting(self) -> int:
-        """On a graceful stop, waiting callers go to the dialplan's fallback queue rather than
-        wait for us. Connected calls stay as they are and are taken back by the next start."""
+    async def hand_back_waiting(self, grace: float = 10.0) -> int:
+        """On a graceful stop, every call not connected (arriving, blocked in the announcement,
+        queued, ringing an operator) goes to the dialplan's fallback queue rather than wait for
+        us. Connected calls stay as they are and are taken back by the next start."""
         self.accepting = False
-        n = 0
-        for session in list(self.sessions.values()):
-            if session.state in (CallState.QUEUED, CallState.SCREENED, CallState.ARRIVED):
-                try:
-                    await self._deps.ari.continue_in_dialplan(session.call_id, "fallback")
-                    n += 1
-                except AriError as exc:
-                    log.warning("hand_back_on_stop_failed", call_id=session.call_id,
-                                error=str(exc))
-        return n
+        leaving = [s for s in self.sessions.values()
+                   if s.state not in (CallState.CONNECTED, CallState.ENDED)]
+        for session in leaving:
+            session.post(StopNow())
+        tasks = [s.task for s in leaving if s.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
+        return len(leaving)
+
+    def overflow(self, call_id: str, reason: str) -> None:
+        session = self.sessions.get(call_id)
+        if session is not None:
+            session.post(OverflowNow(reason))
 
     async def close(self, grace: float = 2.0) -> None:
         tasks = [s.task for s in self.sessions.values() if s.task is not None]

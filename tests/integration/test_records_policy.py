@@ -24,7 +24,7 @@ from tests.integration.test_call_path import call_of, record
 pytestmark = pytest.mark.integration
 
 QUICK = {"queue": {"ring_timeout": 4, "wrapup": 0, "announce_interval": 30}}
-SILENCE = {"enabled": True, "silent_after": 2.0, "keys_wait": 4.0}
+SILENCE = {"enabled": True, "silent_after": 2.0}
 
 
 async def records_of(daemon, caller: str, count: int, wait: float = 20) -> list[CallDetail]:
@@ -203,7 +203,7 @@ async def test_silent_caller_who_presses_55_goes_ahead_of_a_waiting_caller(
     talker = await phones.citizen(talker_no, MOBILE, hold=None, audio=phones.pcaps.speech(30))
     talker_id = await call_of(daemon, e164(talker_no))
     talking = daemon.stasis.sessions[talker_id]
-    await wait_for(lambda: talking._talked, 10, "TALK_DETECT to hear the speaking caller")
+    await wait_for(lambda: talking.waiting.talked, 10, "TALK_DETECT to hear the speaking caller")
     silent = await phones.citizen(silent_no, MOBILE, hold=None, audio=phones.pcaps.silence(10),
                                   dtmf=phones.pcaps.dtmf("55"), dtmf_at=4.0)
     silent_id = await call_of(daemon, e164(silent_no))
@@ -229,28 +229,40 @@ async def test_silent_caller_who_presses_55_goes_ahead_of_a_waiting_caller(
         assert_complete(detail)
 
 
-async def test_silent_callers_who_do_nothing_end_as_ghosts_and_count(
+async def test_silent_callers_who_do_nothing_wait_flagged_and_never_count_as_ghosts(
     daemon_factory, phones
 ) -> None:
-    """Two silent callers from one number press nothing: each ends as a ghost call after the
-    prompt, and the two count toward the policy (threshold 1 here: more than 1 blocks)."""
+    """Two silent callers from one number press nothing while nobody can answer. They hear the
+    prompt to its end and stay queued, flagged silent, until they hang up themselves; the
+    system never ends their call nor marks it a ghost, so nothing counts toward the policy
+    (threshold 1 here: two ghost marks would block)."""
     daemon = await daemon_factory(logged_in=[], **QUICK, silence=SILENCE,
                                   policy={"prank_block_threshold": 1})
     number = mobile_number()
     citizens = [
-        await phones.citizen(number, MOBILE, hold=None, audio=phones.pcaps.silence(10))
+        await phones.citizen(number, MOBILE, hold=14.0, audio=phones.pcaps.silence(20))
         for _ in range(2)
     ]
+    waiting = await wait_for(
+        lambda: [e for e in daemon.queue.snapshot().entries if "silent" in e.flags] or None,
+        15, "two callers flagged silent in the queue")
+    await wait_for(lambda: len([e for e in daemon.queue.snapshot().entries
+                                if "silent" in e.flags]) == 2, 10, "both flagged silent")
+    assert all(e.caller == e164(number) for e in waiting)
     for citizen in citizens:
-        result = await citizen.wait(20)
-        assert result.ok and result.events("bye_received"), result.explain()
-    ghosts = await records_of(daemon, e164(number), 2)
-    for detail in ghosts:
-        assert detail.call.disposition == Disposition.GHOST.value
+        result = await citizen.wait(30)
+        assert result.ok, result.explain()
+        assert not result.events("bye_received"), "the system hung up a waiting caller"
+    records = await records_of(daemon, e164(number), 2)
+    for detail in records:
+        assert detail.call.disposition == Disposition.ABANDONED.value
+        assert "silent" in detail.call.flags
         types = [e.type for e in detail.events]
         assert "silent_prompt" in types and "connected" not in types, types
         assert_complete(detail)
-    await wait_for(lambda: daemon.screening.check(e164(number)).blocked, 10, "the ghost block")
+    await asyncio.sleep(1.0)
+    await daemon.screening.reload()
+    assert not daemon.screening.check(e164(number)).blocked
 
 
 async def test_postgres_down_in_the_middle_of_calls_loses_no_record(

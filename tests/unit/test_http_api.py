@@ -412,7 +412,8 @@ async def test_ready_names_what_is_down(client: TestClient[Any, Any], daemon: Fa
     resp = await client.get("/ready", headers=bearer("supervisor"))
     assert resp.status == 503
     assert await body_of(resp) == {"ready": False, "ari": True, "database": False,
-                                   "mqtt": True, "journal_backlog": 7, "journal": "ok",
+                                   "mqtt": True, "journal_backlog": 7, "overflow": False,
+                                   "overflow_since": None, "journal": "ok",
                                    "journal_problems": []}
 
 
@@ -482,7 +483,7 @@ def test_openapi_is_plain_json() -> None:
     class Nothing:
         pass
 
-    d = FakeDaemon(settings=settings, engine=Nothing(), repository=None,  # type: ignore[arg-type]
+    d = FakeDaemon(settings=settings, engine=Nothing(), repository=None,
                    policy=None)
     assert json.loads(json.dumps(openapi(Api(d).routes)))["info"]["title"]
 

@@ -104,6 +104,12 @@ class FakeNotifier:
 
 
 @dataclass
+class FakeOverflow:
+    active: bool = False
+    active_since: datetime | None = None
+
+
+@dataclass
 class FakeDaemon:
     settings: Settings
     engine: AsyncEngine
@@ -116,6 +122,7 @@ class FakeDaemon:
     notifier: object = field(default_factory=FakeNotifier)
     metrics: Metrics = field(default_factory=lambda: Metrics(process=False))
     writer: FakeWriter = field(default_factory=FakeWriter)
+    overflow: FakeOverflow = field(default_factory=FakeOverflow)
     moving: list[tuple[str, str, str, str]] = field(default_factory=list)
 
     def team_moving(self, agency: str, call_id: str, dispatch_id: str, by: str) -> None:
