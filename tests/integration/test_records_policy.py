@@ -297,4 +297,4 @@ async def test_postgres_down_in_the_middle_of_calls_loses_no_record(
         assert detail.call.operator in {f"op{n}" for n in ops}, detail.call
         assert detail.call.disposition == Disposition.GENUINE.value
         assert_complete(detail)
-    assert daemon.writer.dropped == 0 and daemon.writer.rejected == 0
+    assert daemon.writer.dropped == 0 and daemon.writer.quarantined == 0
