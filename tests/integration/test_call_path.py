@@ -133,7 +133,10 @@ async def test_blocked_caller_is_not_queued(daemon_factory, phones) -> None:
     call_id = await call_of(daemon, e164(number))
     result = await citizen.wait(20)
     assert result.ok and result.events("bye_received"), result.explain()
-    assert op1.logs() == [], "a blocked caller must not ring an operator"
+    # Only INVITEs count: a BYE that Asterisk still retransmits for the previous test's leg may
+    # reach the same desk-phone address (seen once).
+    invites = [e for e in op1.logs() if e.event == "invite"]
+    assert invites == [], "a blocked caller must not ring an operator"
     detail = await record(daemon, call_id)
     assert detail.call.disposition == Disposition.BLOCKED.value
     assert "queued" not in [e.type for e in detail.events]

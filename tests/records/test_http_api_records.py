@@ -71,7 +71,8 @@ async def test_ready_when_everything_answers(
     daemon.events.connected.set()
     data = await answer(await client.get("/ready", headers=bearer("supervisor")))
     assert data == {"ready": True, "ari": True, "database": True, "mqtt": True,
-                    "journal_backlog": 0, "journal": "ok", "journal_problems": []}
+                    "journal_backlog": 0, "journal": "ok", "journal_problems": [],
+                    "overflow": False, "overflow_since": None}
 
 
 async def test_calls_list_filters_and_pages(
