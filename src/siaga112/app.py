@@ -98,7 +98,7 @@ class Daemon:
                                           settings.recording.retention_days)
         self.orphans = OrphanCloser(self.repository, self.writer, self.sink,
                                     live=lambda: self.stasis.sessions.keys())
-        from siaga112.http_api import Api  # late: the API reads every part built above
+        from siaga112.api import Api  # late: the API reads every part built above
 
         self.api = Api(self)
         self._stop = asyncio.Event()

@@ -28,7 +28,8 @@ from siaga112.ari.models import (
     StasisStart,
 )
 from siaga112.call import CallDeps, CallSession, Command, Resume
-from siaga112.call.items import OperatorAway, OverflowNow, StopNow
+from siaga112.call.errors import CallNotLive, CallNotResponding
+from siaga112.call.items import CommandKind, CommandResult, OperatorAway, OverflowNow, StopNow
 from siaga112.model import CHOSEN_STATES, CallState, OperatorState
 
 log = structlog.get_logger(__name__)
@@ -126,13 +127,18 @@ class Stasis:
 
     # -- commands from the API -------------------------------------------------------------
 
-    async def command(self, call_id: str, kind: str, arg: str, by: str) -> str:
+    async def command(self, call_id: str, kind: CommandKind, arg: str, by: str) -> CommandResult:
+        """Carry out a command on a live call, in its session's order. CallNotLive, or
+        CallNotResponding after 10 s; a refused command raises its CommandError."""
         session = self.sessions.get(call_id)
         if session is None:
-            return "no live call with that id"
-        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+            raise CallNotLive(call_id)
+        done: asyncio.Future[CommandResult] = asyncio.get_running_loop().create_future()
         session.post(Command(kind, arg, by, done))
-        return await asyncio.wait_for(done, 10)
+        try:
+            return await asyncio.wait_for(done, 10)
+        except TimeoutError:
+            raise CallNotResponding(call_id, kind.value) from None
 
     # -- resync on (re)connect ---------------------------------------------------------------
 

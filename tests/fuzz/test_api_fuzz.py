@@ -21,7 +21,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from structlog.testing import capture_logs
 
 from siaga112 import ids
-from siaga112.http_api import Api, Route
+from siaga112.api import Api
+from siaga112.api.routing import Route
 from siaga112.model import BlockEntry
 from siaga112.records.schemas import DispatchRow, Kpis
 from tests.fuzz.strategies import FUZZ, HOSTILE_TEXT, ID_LIKE, JSON_VALUE, dumps, spoiled
@@ -37,6 +38,9 @@ class RecordingRepository:
     """Answers every records query with nothing (or the one dispatch); keeps the arguments."""
 
     seen: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+
+    async def ping(self, within: float) -> bool:
+        return False
 
     async def list_calls(self, *args: Any, **kw: Any) -> list[Any]:
         self.seen.append(("list_calls", (*args, *kw.values())))

@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from siaga112.http_api import Api
+from siaga112.api import Api
 from siaga112.model import CallEvent, CallEventType
 from siaga112.records.apply import store
 from siaga112.records.policy import BlockPolicy

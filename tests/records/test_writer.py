@@ -17,13 +17,14 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from structlog.testing import capture_logs
 
+from siaga112.api import Api
 from siaga112.devstack.postgres import start_postgres, stop_postgres
-from siaga112.http_api import Api
 from siaga112.model import CallEventType, Disposition, OperatorEvent, OperatorState
 from siaga112.records import writer as writer_module
 from siaga112.records.apply import store
 from siaga112.records.engine import connect_args
 from siaga112.records.policy import BlockPolicy
+from siaga112.records.repository import Repository
 from siaga112.records.writer import QUARANTINE_FILE, Fault, RecordWriter, classify
 from siaga112.settings import DatabaseSettings, PolicySettings
 from tests.unit.test_http_api_fakes import FakeDaemon, bearer, make_settings
@@ -490,8 +491,8 @@ async def test_dropped_and_quarantined_in_metrics_and_degraded_on_ready(
     writer = make_writer(settings=DatabaseSettings(journal_max_bytes=1024))  # not started
     for ev in call_events("big", agency="fire"):
         writer.call_event(ev)
-    daemon = FakeDaemon(settings=make_settings(), engine=clean, repository=None, policy=policy,
-                        writer=writer)  # type: ignore[arg-type]
+    daemon = FakeDaemon(settings=make_settings(), engine=clean, repository=Repository(clean),
+                        policy=policy, writer=writer)  # type: ignore[arg-type]
     daemon.events.connected.set()
     daemon.metrics.watch_records(writer)
     async with TestClient(TestServer(Api(daemon).app)) as client:

@@ -25,9 +25,21 @@ from test_http_api_fakes import (
     waiting_caller,
 )
 
-from siaga112.http_api import Api, openapi
-from siaga112.http_auth import Authenticator, AuthError, Role
-from siaga112.model import OperatorState
+from siaga112.api import Api
+from siaga112.api.auth import Authenticator, AuthError, Role
+from siaga112.api.errors import CALL_FAILURES
+from siaga112.api.openapi import openapi
+from siaga112.call import errors as call_errors
+from siaga112.call.errors import (
+    CallNotConnected,
+    CallNotLive,
+    CallNotResponding,
+    CommandError,
+    UnknownAgency,
+    UnknownCategory,
+)
+from siaga112.call.items import CommandKind, CommandResult
+from siaga112.model import CallState, OperatorState
 from siaga112.notifier import NullNotifier
 from siaga112.records.policy import BlockPolicy
 from siaga112.records.repository import Repository
@@ -278,33 +290,66 @@ async def test_marking_a_live_call_goes_to_the_call(
 async def test_a_live_call_that_does_not_answer_is_503(
     client: TestClient[Any, Any], daemon: FakeDaemon
 ) -> None:
-    daemon.stasis.answers["disposition"] = "timeout"
+    daemon.stasis.answers[CommandKind.DISPOSITION] = CallNotResponding(LIVE, "disposition")
     resp = await client.post(f"/calls/{LIVE}/disposition", headers=bearer("operator"),
                              json={"disposition": "ghost"})
     assert resp.status == 503
     assert (await body_of(resp))["error"] == "call_not_responding"
 
 
-@pytest.mark.parametrize("answer, status, error", [
-    ("dialling", 202, None),
-    ("already on the call", 200, None),
-    ("unknown agency 77", 422, "unknown_agency"),
-    ("call is queued, not connected", 409, "call_not_connected"),
+@pytest.mark.parametrize("answer, status, error, detail", [
+    (CommandResult.DIALLING, 202, None, None),
+    (CommandResult.ALREADY_ON_CALL, 200, None, None),
+    (UnknownAgency("77"), 422, "unknown_agency", "unknown agency 77"),
+    (CallNotConnected(LIVE, CallState.QUEUED), 409, "call_not_connected",
+     "call is queued, not connected"),
+    (CallNotResponding(LIVE, "agency"), 503, "call_not_responding",
+     f"call {LIVE!r} did not take the agency command in time"),
 ])
 async def test_bringing_an_agency_onto_a_live_call(
-    client: TestClient[Any, Any], daemon: FakeDaemon, answer: str, status: int,
-    error: str | None,
+    client: TestClient[Any, Any], daemon: FakeDaemon, answer: CommandResult | CommandError,
+    status: int, error: str | None, detail: str | None,
 ) -> None:
-    daemon.stasis.answers["agency"] = answer
+    daemon.stasis.answers[CommandKind.AGENCY] = answer
     resp = await client.post(f"/calls/{LIVE}/agencies", headers=bearer("operator"),
                              json={"agency": "77"})
     assert resp.status == status
     data = await body_of(resp)
     if error is None:
-        assert data == {"call_id": LIVE, "agency": "77", "result": answer}
+        assert data == {"call_id": LIVE, "agency": "77", "result": str(answer)}
     else:
-        assert data["error"] == error and answer in data["detail"]
+        assert data == {"error": error, "detail": detail}
     assert daemon.stasis.commands == [(LIVE, "agency", "77", "op1")]
+
+
+async def test_a_category_the_call_refuses_is_422_after_the_disposition(
+    client: TestClient[Any, Any], daemon: FakeDaemon
+) -> None:
+    daemon.stasis.answers[CommandKind.CATEGORY] = UnknownCategory("05")
+    resp = await client.post(f"/calls/{LIVE}/disposition", headers=bearer("operator"),
+                             json={"disposition": "ghost", "category": "05"})
+    assert resp.status == 422
+    assert await body_of(resp) == {"error": "unknown_category",
+                                   "detail": "unknown category 05"}
+    assert [kind for _, kind, _, _ in daemon.stasis.commands] == ["disposition", "category"]
+
+
+async def test_a_call_that_ends_between_disposition_and_category_is_409(
+    client: TestClient[Any, Any], daemon: FakeDaemon
+) -> None:
+    daemon.stasis.answers[CommandKind.CATEGORY] = CallNotLive(LIVE)
+    resp = await client.post(f"/calls/{LIVE}/disposition", headers=bearer("operator"),
+                             json={"disposition": "ghost", "category": "05"})
+    assert resp.status == 409
+    assert await body_of(resp) == {"error": "call_not_live",
+                                   "detail": f"call {LIVE!r} is not live"}
+
+
+def test_every_refusal_of_a_live_call_has_its_status() -> None:
+    refusals = {c for c in vars(call_errors).values()
+                if isinstance(c, type) and issubclass(c, CommandError) and c is not CommandError}
+    assert refusals == set(CALL_FAILURES)
+    assert len({error for _, error in CALL_FAILURES.values()}) == len(CALL_FAILURES)
 
 
 async def test_an_agency_for_a_call_not_live_is_409(
@@ -418,8 +463,8 @@ async def test_ready_names_what_is_down(client: TestClient[Any, Any], daemon: Fa
 
 
 async def test_ready_takes_mqtt_disabled_as_fine(dead_engine: AsyncEngine) -> None:
-    d = FakeDaemon(settings=make_settings(mqtt=False), engine=dead_engine, repository=None,
-                   policy=None, notifier=NullNotifier())
+    d = FakeDaemon(settings=make_settings(mqtt=False), engine=dead_engine,
+                   repository=Repository(dead_engine), policy=None, notifier=NullNotifier())
     async with TestClient(TestServer(Api(d).app)) as c:
         data = await body_of(await c.get("/ready", headers=bearer("supervisor")))
     assert data["mqtt"] == "disabled" and data["ari"] is False

@@ -12,7 +12,8 @@ from typing import Any
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from siaga112.http_api import NO_LIVE_CALL
+from siaga112.call.errors import CallNotLive, CommandError
+from siaga112.call.items import CommandKind, CommandResult
 from siaga112.metrics import Metrics
 from siaga112.model import LineType, OperatorSnapshot, OperatorState, QueueEntry, QueueSnapshot
 from siaga112.records.repository import Repository
@@ -46,19 +47,22 @@ def make_settings(metrics_public: bool = False, mqtt: bool = True) -> Settings:
 
 @dataclass
 class FakeStasis:
-    """Live calls by id; `answers` says what a command of a kind returns (default "ok")."""
+    """Live calls by id, as Stasis.command answers: CallNotLive for a call it lacks; for a live
+    one, what `answers` says for the kind (default OK), a CommandError being raised.
+    `commands` keeps the commands live calls were given."""
 
     sessions: dict[str, object] = field(default_factory=dict)
-    answers: dict[str, str] = field(default_factory=dict)
+    answers: dict[CommandKind, CommandResult | CommandError] = field(default_factory=dict)
     commands: list[tuple[str, str, str, str]] = field(default_factory=list)
 
-    async def command(self, call_id: str, kind: str, arg: str, by: str) -> str:
-        self.commands.append((call_id, kind, arg, by))
+    async def command(self, call_id: str, kind: CommandKind, arg: str,
+                      by: str) -> CommandResult:
         if call_id not in self.sessions:
-            return NO_LIVE_CALL
-        answer = self.answers.get(kind, "ok")
-        if answer == "timeout":
-            raise TimeoutError
+            raise CallNotLive(call_id)
+        self.commands.append((call_id, kind.value, arg, by))
+        answer = self.answers.get(kind, CommandResult.OK)
+        if isinstance(answer, CommandError):
+            raise answer
         return answer
 
 
@@ -112,7 +116,7 @@ class FakeOverflow:
 @dataclass
 class FakeDaemon:
     settings: Settings
-    engine: AsyncEngine
+    engine: AsyncEngine  # not read by the API (it reaches the database through `repository`)
     repository: Any
     policy: Any
     stasis: FakeStasis = field(default_factory=FakeStasis)

@@ -17,6 +17,8 @@ from siaga112.agencies import Directory
 from siaga112.ari.client import AriError
 from siaga112.ari.models import AriEvent, ChannelDestroyed, ChannelDtmfReceived, StasisStart
 from siaga112.ari.protocol import Ari
+from siaga112.call.errors import UnknownAgency
+from siaga112.call.items import CommandResult
 from siaga112.model import CallEventType
 from siaga112.settings import AgencySettings
 
@@ -77,16 +79,17 @@ class AgencyLegs:
                      joined=True)
         self._by_code[leg.party] = d
 
-    async def request(self, code: str, by: str) -> str:
+    async def request(self, code: str, by: str) -> CommandResult:
+        """Dial agency `code` onto the call; UnknownAgency (the operator hears why)."""
         agency = self._directory.get(code)
         if agency is None:
             log.warning("agency_unknown", agency=code)
             await self._tell_operator("unknown-code")
-            return f"unknown agency {code}"
+            raise UnknownAgency(code)
         existing = self._by_code.get(code)
         if existing is not None and (existing.joined or existing.channel):
             log.info("agency_already_on_call", agency=code)
-            return "already on the call"
+            return CommandResult.ALREADY_ON_CALL
         d = Dispatch(dispatch_id=f"{self._session.call_id}-{code}-{uuid.uuid4().hex[:8]}",
                      code=code)
         self._by_code[code] = d
@@ -95,7 +98,7 @@ class AgencyLegs:
         log.info("agency_requested", agency=code, name=agency.name)
         await self._announce("connecting-agency")
         await self._dial(d)
-        return "dialling"
+        return CommandResult.DIALLING
 
     async def _dial(self, d: Dispatch) -> None:
         agency = self._directory.get(d.code)

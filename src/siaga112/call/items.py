@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 
 from siaga112.ari.models import AriEvent
 from siaga112.model import CallState
@@ -39,14 +40,30 @@ class OperatorAway:
     """The resync found the operator's leg gone (they hung up while we were disconnected)."""
 
 
+class CommandKind(StrEnum):
+    AGENCY = "agency"  # arg: the agency's code
+    CATEGORY = "category"  # arg: "01".."12"
+    DISPOSITION = "disposition"  # arg: a Disposition value
+
+
+class CommandResult(StrEnum):
+    """What a command did. A command that could not be carried out raises one of
+    call/errors.py's CommandError classes instead."""
+
+    OK = "ok"
+    DIALLING = "dialling"  # the agency's duty line is being dialled
+    ALREADY_ON_CALL = "already on the call"  # the agency is on the call, or being dialled
+
+
 @dataclass(frozen=True)
 class Command:
-    """From the HTTP API or the CLI: bring an agency, set a category, mark the call."""
+    """From the HTTP API: bring an agency, set a category, mark the call. The outcome goes back
+    through `done`: a CommandResult, or a CommandError set as its exception."""
 
-    kind: str
+    kind: CommandKind
     arg: str = ""
     by: str = "api"
-    done: asyncio.Future[str] | None = None
+    done: asyncio.Future[CommandResult] | None = None
 
 
 @dataclass

@@ -4,6 +4,7 @@ operator's codes (*2NN agency, *3CC category, *7 prank, *8 ghost), and the opera
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 import structlog
@@ -12,7 +13,13 @@ from siaga112 import legs
 from siaga112.agencies import CATEGORIES
 from siaga112.ari.client import AriError
 from siaga112.ari.models import AriEvent, ChannelDestroyed, ChannelDtmfReceived, StasisStart
-from siaga112.call.items import Command
+from siaga112.call.errors import (
+    CallNotConnected,
+    CommandError,
+    UnknownAgency,
+    UnknownCategory,
+)
+from siaga112.call.items import Command, CommandKind, CommandResult
 from siaga112.codes import CodeKind, CodeReader
 from siaga112.model import CallEventType, CallState, Disposition, utcnow
 
@@ -145,7 +152,8 @@ class OperatorLeg:
         log.info("operator_code", code=code.raw, kind=code.kind.value, arg=code.arg)
         by = self.call.operator or "operator"
         if code.kind is CodeKind.AGENCY:
-            await self.call.agencies.request(code.arg, by=by)
+            with contextlib.suppress(UnknownAgency):  # logged, and the operator hears why
+                await self.call.agencies.request(code.arg, by=by)
         elif code.kind is CodeKind.CATEGORY:
             self._set_category(code.arg, by)
         elif code.kind is CodeKind.PRANK:
@@ -168,19 +176,24 @@ class OperatorLeg:
         self.call.emit(CallEventType.DISPOSITION, disposition=disposition.value, by=by)
 
     async def command(self, cmd: Command) -> None:
-        """From the API: the same actions as the desk phone's codes."""
+        """From the API: the same actions as the desk phone's codes. The outcome goes back
+        through `cmd.done`: a CommandResult, or the CommandError that refused it."""
         call = self.call
-        result = "ok"
-        if cmd.kind == "agency":
-            if call.state is not CallState.CONNECTED:
-                result = f"call is {call.state.value}, not connected"
-            else:
+        result = CommandResult.OK
+        try:
+            if cmd.kind is CommandKind.AGENCY:
+                if call.state is not CallState.CONNECTED:
+                    raise CallNotConnected(call.call_id, call.state)
                 result = await call.agencies.request(cmd.arg, by=cmd.by)
-        elif cmd.kind == "category":
-            result = "ok" if self._set_category(cmd.arg, cmd.by) else "unknown category"
-        elif cmd.kind == "disposition":
-            self.mark(Disposition(cmd.arg), cmd.by)
-        else:
-            result = f"unknown command {cmd.kind}"
+            elif cmd.kind is CommandKind.CATEGORY:
+                if not self._set_category(cmd.arg, cmd.by):
+                    raise UnknownCategory(cmd.arg)
+            else:
+                self.mark(Disposition(cmd.arg), cmd.by)
+        except CommandError as exc:
+            log.info("command_refused", kind=cmd.kind.value, arg=cmd.arg, reason=str(exc))
+            if cmd.done is not None and not cmd.done.done():
+                cmd.done.set_exception(exc)
+            return
         if cmd.done is not None and not cmd.done.done():
             cmd.done.set_result(result)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 
+import structlog
 from sqlalchemy import ColumnElement, and_, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -32,6 +34,8 @@ from siaga112.records.tables import (
     referrals,
 )
 from siaga112.settings import PolicySettings
+
+log = structlog.get_logger(__name__)
 
 _ACTIVE = and_(
     blocklist.c.expired_at.is_(None),
@@ -90,6 +94,18 @@ class Repository:
         """policy runs on mark_call; by default the stock thresholds with no reload hook."""
         self._engine = engine
         self._policy = policy or BlockPolicy(engine, PolicySettings.model_validate({}))
+
+    async def ping(self, within: float = 1.0) -> bool:
+        """True when the database answers ``SELECT 1`` within `within` seconds (for /ready):
+        any failure is False, never an exception."""
+        try:
+            async with asyncio.timeout(within):
+                async with self._engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            log.info("database_ping_failed", error=repr(exc))
+            return False
+        return True
 
     # -- blocklist ---------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """What the HTTP API takes (query strings and bodies) and what it answers, as pydantic models.
-The OpenAPI document is built from these (http_api.py); docs/api.md describes them."""
+The OpenAPI document is built from these (openapi.py); docs/api.md describes them."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from siaga112.call.items import CommandResult
 from siaga112.ids import AgencyCode, CallId, Id, Note
 from siaga112.model import BlockEntry, Disposition, OperatorSnapshot
 from siaga112.records.schemas import (
@@ -128,7 +129,7 @@ class DispositionBody(_In):
 class DispositionAnswer(BaseModel):
     call_id: str
     live: bool = Field(description="marked on the live call (else on its record)")
-    result: str
+    result: CommandResult = Field(description="'ok'")
     call: CallRecord | None = Field(description="the record after marking; null for a live call")
 
 
@@ -139,7 +140,7 @@ class AgencyBody(_In):
 class AgencyAnswer(BaseModel):
     call_id: str
     agency: str
-    result: str = Field(description="'dialling' or 'already on the call'")
+    result: CommandResult = Field(description="'dialling' (202) or 'already on the call' (200)")
 
 
 # -- blocklist ---------------------------------------------------------------------------------

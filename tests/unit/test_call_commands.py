@@ -1,0 +1,142 @@
+"""Commands on a live call (what the HTTP API sends through Stasis.command) come back typed: a
+CommandResult, or a CommandError from call/errors.py, on a real Stasis and CallSession with a
+fake ARI. The API's mapping of each to an HTTP status is in test_http_api.py."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from structlog.testing import capture_logs
+from tests.fakes import FakeAri, FakeClock, ListSink, rematch
+
+from siaga112.agencies import Directory
+from siaga112.ari.models import CallerID, Channel, ChannelDtmfReceived, StasisStart
+from siaga112.call import CallDeps
+from siaga112.call.errors import (
+    CallNotConnected,
+    CallNotLive,
+    CallNotResponding,
+    UnknownAgency,
+    UnknownCategory,
+)
+from siaga112.call.items import CommandKind, CommandResult
+from siaga112.holding import HoldingBridge
+from siaga112.model import BlockEntry, CallState, Disposition, OperatorState
+from siaga112.operators import OperatorDesk
+from siaga112.queue import CallQueue
+from siaga112.screening import Screening
+from siaga112.settings import Settings
+from siaga112.stasis import Stasis
+
+CALL = "1700000000.7"
+OP_LEG = f"{CALL}-op-op1-1"
+
+
+def build(ari: FakeAri) -> tuple[Stasis, OperatorDesk, ListSink]:
+    s = Settings.model_validate({"silence": {"enabled": False}, "queue": {"wrapup": 0}})
+    sink = ListSink()
+
+    async def load() -> list[BlockEntry]:
+        return []
+
+    queue_ref: list[CallQueue] = []
+    desk = OperatorDesk(["op1"], ari, sink, s.queue.wrapup, True,
+                        on_change=lambda: rematch(queue_ref))
+    queue = CallQueue(desk, on_change=lambda snap: None)
+    queue_ref.append(queue)
+    deps = CallDeps(ari=ari, settings=s, screening=Screening(load), queue=queue, desk=desk,
+                    sink=sink, directory=Directory(s.agencies), holding=HoldingBridge(ari, 30),
+                    clock=FakeClock())
+    return Stasis(deps), desk, sink
+
+
+async def settle() -> None:
+    for _ in range(30):
+        await asyncio.sleep(0)
+
+
+async def a_call(connected: bool) -> tuple[Stasis, FakeAri, ListSink]:
+    """A live call: queued with nobody at the desk, or answered by op1."""
+    ari = FakeAri()
+    stasis, desk, sink = build(ari)
+    if not connected:
+        desk.choose("op1", OperatorState.LOGGED_OUT, None, persist=False)
+    stasis.on_event(StasisStart(
+        type="StasisStart", args=["citizen"],
+        channel=Channel(id=CALL, state="Ring", caller=CallerID(number="081234567890"),
+                        channelvars={"SIAGA112_LINE": "mobile"})))
+    await settle()
+    if connected:
+        stasis.on_event(StasisStart(type="StasisStart", args=["operator", CALL],
+                                    channel=Channel(id=OP_LEG)))
+        await settle()
+    want = CallState.CONNECTED if connected else CallState.QUEUED
+    assert stasis.sessions[CALL].state is want
+    return stasis, ari, sink
+
+
+async def test_an_agency_is_dialled_then_already_on_the_call() -> None:
+    stasis, ari, sink = await a_call(connected=True)
+    first = await stasis.command(CALL, CommandKind.AGENCY, "02", "op1")
+    again = await stasis.command(CALL, CommandKind.AGENCY, "02", "op1")
+    assert (first, again) == (CommandResult.DIALLING, CommandResult.ALREADY_ON_CALL)
+    assert [c[1] for c in ari.called("originate")] == ["PJSIP/op1", "PJSIP/agency02"]  # once
+    assert sink.types().count("agency_requested") == 1
+
+
+async def test_an_unknown_agency_is_refused_and_the_operator_hears_why() -> None:
+    stasis, ari, sink = await a_call(connected=True)
+    with pytest.raises(UnknownAgency, match="unknown agency 99"):
+        await stasis.command(CALL, CommandKind.AGENCY, "99", "op1")
+    assert ("play", OP_LEG, "sound:siaga112/unknown-code") in ari.called("play")
+    assert not ari.called("originate")[1:]  # only op1's desk phone was ever dialled
+    assert stasis.sessions[CALL].state is CallState.CONNECTED
+
+
+async def test_an_agency_for_a_call_not_connected_is_refused() -> None:
+    stasis, ari, sink = await a_call(connected=False)
+    with pytest.raises(CallNotConnected, match="call is queued, not connected") as refused:
+        await stasis.command(CALL, CommandKind.AGENCY, "02", "api")
+    assert refused.value.state is CallState.QUEUED
+    assert "agency_requested" not in sink.types()
+
+
+async def test_marking_and_a_category_are_ok_and_an_unknown_category_is_refused() -> None:
+    stasis, ari, sink = await a_call(connected=True)
+    assert await stasis.command(CALL, CommandKind.DISPOSITION, "prank", "op1") is \
+        CommandResult.OK
+    assert await stasis.command(CALL, CommandKind.CATEGORY, "05", "op1") is CommandResult.OK
+    with pytest.raises(UnknownCategory, match="unknown category 13"):
+        await stasis.command(CALL, CommandKind.CATEGORY, "13", "op1")
+    assert sink.types().count("category") == 1
+    assert stasis.sessions[CALL].disposition is Disposition.PRANK
+
+
+async def test_a_call_the_daemon_lacks_is_not_live() -> None:
+    stasis, _, _ = await a_call(connected=False)
+    with pytest.raises(CallNotLive, match="'1600000000.1' is not live"):
+        await stasis.command("1600000000.1", CommandKind.DISPOSITION, "ghost", "api")
+
+
+async def test_a_call_that_does_not_take_the_command_is_not_responding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stasis, _, _ = await a_call(connected=True)
+    monkeypatch.setattr(stasis.sessions[CALL], "post", lambda item: None)  # a stuck inbox
+    real_wait_for = asyncio.wait_for
+    monkeypatch.setattr(asyncio, "wait_for", lambda fut, _t: real_wait_for(fut, 0))
+    with pytest.raises(CallNotResponding, match="did not take the agency command in time"):
+        await stasis.command(CALL, CommandKind.AGENCY, "02", "api")
+
+
+async def test_an_unknown_agency_code_from_the_desk_phone_is_no_fault() -> None:
+    stasis, ari, _ = await a_call(connected=True)
+    with capture_logs() as logs:
+        for digit in "*299":
+            stasis.on_event(ChannelDtmfReceived(type="ChannelDtmfReceived", digit=digit,
+                                                channel=Channel(id=OP_LEG)))
+        await settle()
+    assert ("play", OP_LEG, "sound:siaga112/unknown-code") in ari.called("play")
+    assert [e["event"] for e in logs if e["log_level"] in ("error", "exception")] == []
+    assert stasis.sessions[CALL].state is CallState.CONNECTED
