@@ -256,8 +256,15 @@ class Stasis:
                 for c in members.get(bridge_id, [])
                 if c in channels and legs.parse(c).kind is legs.LegKind.AGENCY
             }
+            # Duty lines still ringing (dialled before we went away, not yet answered, so not
+            # in our application): the call waits for them as it would have.
+            ringing = {
+                c.id: ids.dispatch_tag((c.channelvars or {}).get("SIAGA112_DISPATCH"))
+                for c in channels.values()
+                if c.id not in agencies and _agency_leg_of(c.id, channel.id)
+            }
             op = ops[0] if ops else None
-            if op is None and not agencies:
+            if op is None and not agencies and not ringing:
                 # The operator hung up while we were away: the citizen is alone in the bridge.
                 return Resume(CallState.QUEUED, since=since, priority=priority, flags=flags,
                               requeue_reason="operator_gone")
@@ -268,6 +275,7 @@ class Stasis:
                     legs.operator_leg(op.call_id, op.party, op.attempt) if op else None
                 ),
                 agency_channels=agencies,
+                agency_dialling=ringing,
             )
         if channel.state == "Up" and since is not None:
             # Answered by us before, in no bridge: screening or an announcement was under way.
@@ -321,6 +329,11 @@ class Stasis:
             await self._deps.ari.hangup(channel_id)
         except AriError:
             pass
+
+
+def _agency_leg_of(channel_id: str, call_id: str) -> bool:
+    leg = legs.parse(channel_id)
+    return leg.kind is legs.LegKind.AGENCY and leg.call_id == call_id
 
 
 def _endpoint_of(channel_name: str) -> str:

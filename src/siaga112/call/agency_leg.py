@@ -71,12 +71,13 @@ class AgencyLegs:
     def channels(self) -> list[str]:
         return [d.channel for d in self._by_code.values() if d.channel]
 
-    def adopt(self, channel_id: str, dispatch_id: str) -> None:
-        """A resync found this agency leg in the call's bridge (its dispatch id is its tag)."""
+    def adopt(self, channel_id: str, dispatch_id: str, joined: bool) -> None:
+        """A resync found this agency leg in the call's bridge (joined), or its duty line still
+        ringing (not joined: it is bridged when it answers). Its dispatch id is its tag."""
         leg = legs.parse(channel_id)
         d = Dispatch(dispatch_id=dispatch_id or f"{self._session.call_id}-{leg.party}",
                      code=leg.party, line=leg.line, attempt=leg.attempt, channel=channel_id,
-                     joined=True)
+                     joined=joined)
         self._by_code[leg.party] = d
 
     async def request(self, code: str, by: str) -> CommandResult:

@@ -77,6 +77,7 @@ class Resume:
     operator: str | None = None
     operator_channel: str | None = None
     agency_channels: dict[str, str] = field(default_factory=dict)  # channel id -> dispatch id
+    agency_dialling: dict[str, str] = field(default_factory=dict)  # duty lines still ringing
     requeue_reason: str | None = None  # "operator_gone": connected before, nobody with them now
 
 

@@ -33,7 +33,9 @@ async def take_back(call: CallSession, r: Resume) -> None:
         if r.operator is not None:
             call.deps.desk.connected(r.operator, call.call_id)
         for channel_id, dispatch_id in r.agency_channels.items():
-            call.agencies.adopt(channel_id, dispatch_id)
+            call.agencies.adopt(channel_id, dispatch_id, joined=True)
+        for channel_id, dispatch_id in r.agency_dialling.items():
+            call.agencies.adopt(channel_id, dispatch_id, joined=False)
         return
     if r.requeue_reason is not None:
         await call.waiting.requeue_front(r.requeue_reason)
