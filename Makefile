@@ -19,18 +19,18 @@ OPERATORS ?= 8
 
 .PHONY: stack run up down status test lint load-test bench
 
-$(VENV)/.installed: pyproject.toml scripts/bootstrap.sh
+$(VENV)/.installed: pyproject.toml setup.py testkit/pyproject.toml scripts/bootstrap.sh
 	@scripts/bootstrap.sh
 	@test -x $(BIN)/python || { echo "[siaga112] creating the virtual environment"; $(PYTHON) -m venv $(VENV); }
 	@echo "[siaga112] installing Python dependencies"
-	@$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	@$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]' -e ./testkit
 	@touch $@
 
 $(STATE)/siaga112.toml: $(VENV)/.installed
-	@$(BIN)/siaga112 stack up
+	@$(BIN)/siaga112-testkit stack up
 
 stack: $(VENV)/.installed
-	@$(BIN)/siaga112 stack up
+	@$(BIN)/siaga112-testkit stack up
 
 run: stack
 	$(BIN)/siaga112 run
@@ -39,10 +39,10 @@ up: stack
 	@$(BIN)/siaga112 start
 
 down:
-	@if [ -x $(BIN)/siaga112 ]; then $(BIN)/siaga112 stack down; fi
+	@if [ -x $(BIN)/siaga112-testkit ]; then $(BIN)/siaga112-testkit stack down; fi
 
 status:
-	@$(BIN)/siaga112 stack status
+	@$(BIN)/siaga112-testkit stack status
 
 # Lint first: CI runs `make test`, so ruff and mypy (with the unit tests' fakes, checked
 # against the real interfaces) are checked on every run.
@@ -51,11 +51,11 @@ test: stack lint
 
 lint: $(VENV)/.installed
 	@echo "[siaga112] ruff and mypy"
-	@$(BIN)/ruff check -q src tests
-	@$(BIN)/mypy src tests/fakes.py tests/unit
+	@$(BIN)/ruff check -q src testkit/src tests
+	@$(BIN)/mypy src testkit/src tests/fakes.py tests/unit
 
 load-test: stack
-	@$(BIN)/siaga112 load-test --pbx $(PBX) --rate $(RATE) --calls $(CALLS) --duration $(DURATION) --hold $(HOLD) --operators $(OPERATORS)
+	@$(BIN)/siaga112-testkit load-test --pbx $(PBX) --rate $(RATE) --calls $(CALLS) --duration $(DURATION) --hold $(HOLD) --operators $(OPERATORS)
 
 bench: stack
-	@$(BIN)/siaga112 bench
+	@$(BIN)/siaga112-testkit bench

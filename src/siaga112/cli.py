@@ -1,4 +1,5 @@
-"""The `siaga112` command line: the daemon, the schema, the local stack, and the records."""
+"""The `siaga112` command line, for operators and ops: the daemon, the schema and the
+records. The local stack, the load test and the bench are the test kit's (`siaga112-testkit`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import argparse
 import asyncio
 import os
 import sys
-from pathlib import Path
 
 # Files the daemon and the stack write (journal, logs, recordings' notes) hold callers'
 # numbers: 0640 at most, directories 0750. Token files are written 0600 on their own.
@@ -35,9 +35,8 @@ def _daemon_settings(args: argparse.Namespace):  # noqa: ANN202
 
 
 def _run(args: argparse.Namespace) -> int:
-    from siaga112 import logs
+    from siaga112 import logs, procs
     from siaga112.app import Daemon
-    from siaga112.devstack import procs
 
     settings = _daemon_settings(args)
     logs.configure(settings.log_level, settings.log_format)
@@ -58,8 +57,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _start(args: argparse.Namespace) -> int:
-    """The daemon in the background, stopped again by `stack down` (by its pid)."""
-    from siaga112.devstack import procs
+    """The daemon in the background, stopped again by `siaga112 stop` (by its pid)."""
+    from siaga112 import procs
 
     settings = _daemon_settings(args)  # refusals are said here, not only in the log
     pidfile = settings.state_dir / "siaga112.pid"
@@ -81,6 +80,19 @@ def _start(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stop(args: argparse.Namespace) -> int:
+    """Stop the daemon `start` left in the background, by its pid and start time (never by
+    name): a process that took its pid since is left alone."""
+    from siaga112 import procs
+
+    pidfile = _settings().state_dir / "siaga112.pid"
+    if procs.stop_pid(pidfile, timeout=15):
+        print("siaga112 daemon stopped")
+    else:
+        print(f"siaga112 daemon was not running (no live process in {pidfile})")
+    return 0
+
+
 def _migrate(args: argparse.Namespace) -> int:
     from siaga112.records.migrate import downgrade, upgrade
 
@@ -90,39 +102,6 @@ def _migrate(args: argparse.Namespace) -> int:
     else:
         upgrade(url, args.revision)
     return 0
-
-
-def _state_dir(args: argparse.Namespace) -> Path:
-    from siaga112.devstack.stack import repo_root
-
-    return Path(args.state_dir).resolve() if args.state_dir else repo_root() / "var"
-
-
-def _pbx(args: argparse.Namespace) -> int:
-    from siaga112.devstack.pbx import Pbx
-    from siaga112.devstack.stack import build_sounds, repo_root
-
-    pbx = Pbx(repo=repo_root(), state_dir=_state_dir(args))
-    if args.action == "up":
-        build_sounds(repo_root())
-        pbx.up()
-    elif args.action == "down":
-        pbx.down()
-    print(pbx.status())
-    return 0
-
-
-def _stack(args: argparse.Namespace) -> int:
-    from siaga112.devstack import stack
-
-    repo, state = stack.repo_root(), _state_dir(args)
-    if args.action == "up":
-        stack.up(repo, state)
-        return 0
-    if args.action == "down":
-        stack.down(repo, state)
-        return 0
-    return stack.status(repo, state)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -139,29 +118,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--defaults", action="store_true", help=defaults_help)
     p.set_defaults(func=_start)
 
+    p = sub.add_parser("stop", help="stop the daemon `start` left in the background (by its pid)")
+    p.set_defaults(func=_stop)
+
     p = sub.add_parser("migrate", help="upgrade (or downgrade) the database schema")
     p.add_argument("--url", help="database URL (default: from settings)")
     p.add_argument("--revision", default="head")
     p.add_argument("--downgrade", metavar="REV", help="downgrade to this revision instead")
     p.set_defaults(func=_migrate)
 
-    p = sub.add_parser("pbx", help="the test PBX (Asterisk 22 on loopback)")
-    p.add_argument("action", choices=["up", "down", "status"])
-    p.add_argument("--state-dir")
-    p.set_defaults(func=_pbx)
-
-    p = sub.add_parser("stack", help="the whole local stack: PBX, PostgreSQL, Mosquitto")
-    p.add_argument("action", choices=["up", "down", "status"])
-    p.add_argument("--state-dir")
-    p.set_defaults(func=_stack)
-
     from siaga112.records import cli as records_cli
 
     records_cli.register(sub)
 
-    from siaga112.loadtest import cli as loadtest_cli
-
-    loadtest_cli.register(sub)
     return parser
 
 

@@ -16,6 +16,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,8 +24,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import structlog
-
-from siaga112.devstack import procs
 
 log = structlog.get_logger(__name__)
 
@@ -91,7 +90,24 @@ def _synthesise(text: str, target: Path) -> None:
         os.replace(out, target)
 
 
+TOOLS = ("espeak-ng", "sox")  # commands, and the Debian packages that bring them
+
+
+class MissingTool(RuntimeError):
+    """A tool the prompts are made with is not installed."""
+
+
+def require_tools() -> None:
+    """Raise MissingTool naming every tool that is missing (this never installs anything)."""
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if missing:
+        raise MissingTool(
+            f"cannot make the voice prompts: {', '.join(missing)} not installed (Debian: "
+            f"apt-get install {' '.join(missing)})")
+
+
 def _run(argv: list[str]) -> None:
+    require_tools()
     result = subprocess.run(argv, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"{argv[0]} failed ({result.returncode}): {result.stderr.strip()}")
@@ -99,7 +115,6 @@ def _run(argv: list[str]) -> None:
 
 def build_prompts(outdir: Path, prompts: Mapping[str, str] = PROMPTS) -> list[str]:
     """Write every prompt that is missing or out of date into outdir; return the names made."""
-    procs.apt_install(["espeak-ng", "sox"])
     outdir.mkdir(parents=True, exist_ok=True)
     manifest_path = outdir / MANIFEST
     try:
@@ -128,7 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("outdir", type=Path, help="directory for NAME.wav (created if missing)")
     args = parser.parse_args(argv)
-    made = build_prompts(args.outdir)
+    try:
+        made = build_prompts(args.outdir)
+    except MissingTool as exc:
+        print(f"siaga112.prompts: {exc}", file=sys.stderr)
+        return 1
     print(f"{len(made)} made, {len(PROMPTS) - len(made)} up to date in {args.outdir}",
           file=sys.stderr)  # fmt: skip
     return 0

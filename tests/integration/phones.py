@@ -1,5 +1,5 @@
 """SIPp phones for integration tests, on the test PBX's loopback topology, each stopped by its
-pid when the test ends. Built on siaga112.sipp (the same wrapper the load test uses)."""
+pid when the test ends. Built on siaga112_testkit.sipp (the same wrapper the load test uses)."""
 
 from __future__ import annotations
 
@@ -10,19 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from siaga112 import dtmf_pcap, sipp
-from siaga112.sipp import LogEvent, SippConfig, SippResult, SippRun
+from siaga112_testkit import dtmf_pcap, sipp
+from siaga112_testkit.sipp import LogEvent, SippConfig, SippResult, SippRun
+from siaga112_testkit.topology import LANDLINE_TRUNK, MOBILE_TRUNK, agency_ip, operator_ip
 
-MOBILE = "127.0.0.2"
-LANDLINE = "127.0.0.3"
-
-
-def operator_ip(n: int) -> str:
-    return f"127.0.1.{n}"
-
-
-def agency_ip(code: str, fallback: bool = False) -> str:
-    return f"127.0.{3 if fallback else 2}.{int(code)}"
+MOBILE = MOBILE_TRUNK  # the tests' short name
+LANDLINE = LANDLINE_TRUNK  # the tests' short name
 
 
 def mobile_number() -> str:

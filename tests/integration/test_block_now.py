@@ -94,7 +94,7 @@ async def test_cli_block_and_unblock_reach_the_running_daemon_at_once(
 async def test_listener_comes_back_after_postgres_restarts(daemon_factory, stack) -> None:
     """PostgreSQL stops and starts again under a running daemon: the listener reconnects (with
     backoff) and a block from the CLI afterwards is screened at once."""
-    from siaga112.devstack.postgres import start_postgres, stop_postgres
+    from siaga112_testkit.devstack.postgres import start_postgres, stop_postgres
 
     daemon = await daemon_factory(logged_in=[])
     listener = daemon.blocklist_listener

@@ -24,19 +24,19 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from siaga112 import legs
+from siaga112 import legs, procs
 from siaga112.ari.client import AriClient, NotFound
-from siaga112.devstack import procs
-from siaga112.devstack.pbx import Pbx
-from siaga112.loadtest.daemon import DaemonApi
-from siaga112.loadtest.phones import MOBILE_TRUNK, CallerGroup, DeskPlan, national_number
-from siaga112.loadtest.report import render
-from siaga112.loadtest.runner import CallPath, LoadPlan, RunContext, run_load
 from siaga112.records.policy import BlockPolicy
 from siaga112.records.repository import Repository
 from siaga112.records.schemas import CallDetail
 from siaga112.settings import AriSettings, PolicySettings, Settings
-from siaga112.sipp import SippResult, SippRun
+from siaga112_testkit.devstack.pbx import Pbx
+from siaga112_testkit.loadtest.daemon import DaemonApi
+from siaga112_testkit.loadtest.phones import CallerGroup, DeskPlan, national_number
+from siaga112_testkit.loadtest.report import render
+from siaga112_testkit.loadtest.runner import CallPath, LoadPlan, RunContext, run_load
+from siaga112_testkit.sipp import SippResult, SippRun
+from siaga112_testkit.topology import MOBILE_TRUNK
 from tests import conftest
 from tests.conftest import REPO, STATE, Stack, daemon_settings, reset_pbx, wait_for
 from tests.integration import test_events_api

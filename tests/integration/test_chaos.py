@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from siaga112.sipp import SippRun
+from siaga112_testkit.sipp import SippRun
 from tests.conftest import wait_for
 from tests.integration.phones import LANDLINE, MOBILE, e164, invites, logged, mobile_number
 from tests.integration.test_caller_clock import (  # noqa: F401 - fixtures used by name

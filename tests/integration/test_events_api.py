@@ -16,8 +16,8 @@ import aiohttp
 import aiomqtt
 import pytest
 
-from siaga112.devstack.mosquitto import MosquittoServer
 from siaga112.model import CallEvent, CallEventType, OperatorSnapshot, OperatorState, QueueSnapshot
+from siaga112_testkit.devstack.mosquitto import MosquittoServer
 from tests.conftest import STATE, wait_for
 from tests.integration.phones import MOBILE, e164, mobile_number
 from tests.integration.test_call_path import call_of, record

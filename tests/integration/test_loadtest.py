@@ -8,17 +8,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from siaga112.loadtest.daemon import DaemonApi
-from siaga112.loadtest.phones import (
-    LANDLINE_TRUNK,
-    MOBILE_TRUNK,
-    CallerGroup,
-    DeskPlan,
-    national_number,
-)
-from siaga112.loadtest.plot import plot_reports
-from siaga112.loadtest.report import LoadReport, render
-from siaga112.loadtest.runner import CallPath, LoadPlan, RunContext, run_load
+from siaga112_testkit.loadtest.daemon import DaemonApi
+from siaga112_testkit.loadtest.phones import CallerGroup, DeskPlan, national_number
+from siaga112_testkit.loadtest.plot import plot_reports
+from siaga112_testkit.loadtest.report import LoadReport, render
+from siaga112_testkit.loadtest.runner import CallPath, LoadPlan, RunContext, run_load
+from siaga112_testkit.topology import LANDLINE_TRUNK, MOBILE_TRUNK
 
 pytestmark = pytest.mark.integration
 

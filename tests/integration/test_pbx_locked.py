@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from siaga112 import sipp
-from siaga112.sipp import SippRun
+from siaga112_testkit import sipp
+from siaga112_testkit.sipp import SippRun
 from tests.conftest import wait_for
 from tests.integration.phones import MOBILE
 

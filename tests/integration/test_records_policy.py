@@ -270,7 +270,7 @@ async def test_postgres_down_in_the_middle_of_calls_loses_no_record(
 ) -> None:
     """PostgreSQL stops while calls are connected; more calls come, are answered and reach
     operators while it is down; it starts again and every call's record is there, once."""
-    from siaga112.devstack.postgres import start_postgres, stop_postgres
+    from siaga112_testkit.devstack.postgres import start_postgres, stop_postgres
 
     ops = [1, 2, 3]
     daemon = await daemon_factory(logged_in=[f"op{n}" for n in ops], **QUICK)

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from siaga112 import legs
+from siaga112 import legs, procs
 from siaga112.ari.client import AriClient, NotFound
-from siaga112.devstack import procs
 from siaga112.operators import state_var
 from tests.conftest import ari_settings, reset_pbx, wait_for
 from tests.integration.phones import LANDLINE, MOBILE, mobile_number

@@ -14,9 +14,9 @@ import aiomqtt
 import pytest
 from mqtt_helpers import Subscriber
 
-from siaga112.devstack.mosquitto import MosquittoServer, ensure_mosquitto
 from siaga112.notifier import MqttNotifier
 from siaga112.settings import MqttSettings
+from siaga112_testkit.devstack.mosquitto import MosquittoServer, ensure_mosquitto
 
 STATE_DIR = Path(__file__).resolve().parents[2] / "var"
 PORT = 1883

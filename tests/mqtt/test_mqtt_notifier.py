@@ -10,7 +10,6 @@ import pytest
 from mqtt_helpers import Subscriber, until
 from structlog.testing import capture_logs
 
-from siaga112.devstack.mosquitto import MosquittoServer
 from siaga112.metrics import Metrics
 from siaga112.model import (
     CallEvent,
@@ -25,6 +24,7 @@ from siaga112.model import (
 )
 from siaga112.notifier import MqttNotifier
 from siaga112.settings import MqttSettings
+from siaga112_testkit.devstack.mosquitto import MosquittoServer
 
 pytestmark = pytest.mark.integration
 

@@ -12,11 +12,17 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from siaga112.devstack.postgres import HOST, ROLE, database_url, ensure_postgres, role_password
 from siaga112.records.migrate import upgrade_async
 from siaga112.records.policy import BlockPolicy
 from siaga112.records.tables import metadata
 from siaga112.settings import PolicySettings
+from siaga112_testkit.devstack.postgres import (
+    HOST,
+    ROLE,
+    database_url,
+    ensure_postgres,
+    role_password,
+)
 
 STATE_DIR = Path(__file__).resolve().parents[2] / "var"
 PORT = 5432

@@ -13,11 +13,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from siaga112.devstack.postgres import start_postgres, stop_postgres
 from siaga112.model import CallEvent
 from siaga112.records.policy import BlockPolicy
 from siaga112.records.writer import JOURNAL_UNWRITABLE, RecordWriter
 from siaga112.settings import DatabaseSettings
+from siaga112_testkit.devstack.postgres import start_postgres, stop_postgres
 
 from .conftest import PORT
 from .diskfull import Tmpfs, fill

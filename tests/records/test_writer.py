@@ -18,7 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from structlog.testing import capture_logs
 
 from siaga112.api import Api
-from siaga112.devstack.postgres import start_postgres, stop_postgres
 from siaga112.model import CallEventType, Disposition, OperatorEvent, OperatorState
 from siaga112.records import writer as writer_module
 from siaga112.records.apply import store
@@ -27,6 +26,7 @@ from siaga112.records.policy import BlockPolicy
 from siaga112.records.repository import Repository
 from siaga112.records.writer import QUARANTINE_FILE, Fault, RecordWriter, classify
 from siaga112.settings import DatabaseSettings, PolicySettings
+from siaga112_testkit.devstack.postgres import start_postgres, stop_postgres
 from tests.unit.test_http_api_fakes import FakeDaemon, bearer, make_settings
 
 from .conftest import PORT

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from siaga112.devstack import procs
+from siaga112 import procs
 
 
 @pytest.fixture

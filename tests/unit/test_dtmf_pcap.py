@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from siaga112.dtmf_pcap import (
+from siaga112_testkit.dtmf_pcap import (
     CLOCK_RATE,
     G711,
     SIPP_SHARE,

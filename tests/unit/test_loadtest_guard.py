@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from siaga112 import cli
-from siaga112.loadtest.cli import NOT_TEST_PBX_FLAG, not_the_test_pbx
+from siaga112_testkit import cli
+from siaga112_testkit.loadtest.cli import NOT_TEST_PBX_FLAG, not_the_test_pbx
 
 LOCAL_ARI = "http://127.0.0.1:8088/ari"
 PASSWORD = "generated-for-the-local-test-pbx"

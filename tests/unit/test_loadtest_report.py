@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from siaga112.loadtest import report as rp
-from siaga112.loadtest.bench import clean
-from siaga112.loadtest.phones import CallerGroup, DeskPlan, national_number
-from siaga112.loadtest.records import QueueLog
 from siaga112.metrics import Metrics
 from siaga112.model import Disposition
+from siaga112_testkit.loadtest import report as rp
+from siaga112_testkit.loadtest.bench import clean
+from siaga112_testkit.loadtest.phones import CallerGroup, DeskPlan, national_number
+from siaga112_testkit.loadtest.records import QueueLog
 
 # --- maths -----------------------------------------------------------------------------------
 
@@ -232,8 +232,8 @@ def test_national_numbers_are_fresh_and_valid() -> None:
 
 
 def test_bench_finds_the_highest_clean_and_prompt_rates() -> None:
-    from siaga112.loadtest.bench import BenchResult, Step
-    from siaga112.loadtest.runner import CallPath
+    from siaga112_testkit.loadtest.bench import BenchResult, Step
+    from siaga112_testkit.loadtest.runner import CallPath
 
     fast = rp.Spread.of([4.0, 8.0])
     slow = rp.Spread.of([4.0, 5000.0])

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from siaga112.dtmf_pcap import write_dtmf_pcap, write_speech_pcap
-from siaga112.sipp import (
+from siaga112_testkit.dtmf_pcap import write_dtmf_pcap, write_speech_pcap
+from siaga112_testkit.sipp import (
     LogEvent,
     SippConfig,
     SippError,

@@ -1,10 +1,12 @@
-"""Schema migrations (alembic, scripts in the repo's ``migrations/``) run from Python:
+"""Schema migrations (alembic; the scripts are the repository's ``migrations/``, shipped in
+the package as ``siaga112._migrations``) run from Python:
 ``siaga112 migrate`` calls ``upgrade(url)``."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 
 import structlog
@@ -17,15 +19,28 @@ from siaga112.records.engine import MIGRATION_TIMEOUT, QUERY_TIMEOUT, connect_ar
 
 log = structlog.get_logger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "migrations"
+
+def migrations_dir() -> Path:
+    """The alembic scripts, shipped inside the distribution as the package
+    ``siaga112._migrations`` (the repository's ``migrations/`` folder, mapped in pyproject.toml):
+    found the same way from a wheel and from an editable install."""
+    try:
+        found = resources.files("siaga112._migrations")
+    except ModuleNotFoundError:
+        raise FileNotFoundError(
+            "siaga112's migrations are not installed with the package (siaga112._migrations); "
+            "reinstall siaga112 (pip install . or pip install -e .)") from None
+    if not isinstance(found, Path):  # a zipped install: alembic needs a directory
+        raise FileNotFoundError(f"siaga112._migrations is not a directory on disk: {found}")
+    return found
 
 
 def alembic_config() -> Config:
-    ini = MIGRATIONS_DIR / "alembic.ini"
+    ini = migrations_dir() / "alembic.ini"
     if not ini.is_file():
-        raise FileNotFoundError(f"alembic.ini not found at {ini} (is siaga112 run from its repo?)")
+        raise FileNotFoundError(f"alembic.ini not found at {ini} (installed without them?)")
     cfg = Config(str(ini))
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     return cfg
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from siaga112.loadtest.report import LoadReport
+from siaga112_testkit.loadtest.report import LoadReport
 
 
 def plot_reports(reports: Sequence[LoadReport], path: Path, title: str = "") -> Path:

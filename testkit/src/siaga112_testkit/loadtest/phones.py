@@ -1,7 +1,7 @@
 """The load's phones, as SIPp processes on the test PBX's loopback topology: the operators' desk
 phones and the agencies' duty lines that answer (UAS, any number of calls), and the citizens
-calling 112 in groups (UAC, a rate, a number of calls). Built on siaga112.sipp; every process
-is stopped by its pid.
+calling 112 in groups (UAC, a rate, a number of calls). Built on siaga112_testkit.sipp; every
+process is stopped by its pid.
 """
 
 from __future__ import annotations
@@ -13,20 +13,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from siaga112 import dtmf_pcap, sipp
-from siaga112.sipp import SippRun
-
-MOBILE_TRUNK = "127.0.0.2"
-LANDLINE_TRUNK = "127.0.0.3"
-BENCH_TRUNK = "127.0.0.4"  # asterisk-conf/pjsip.conf trunk-bench: straight to app_queue
-
-
-def operator_ip(n: int) -> str:
-    return f"127.0.1.{n}"
-
-
-def agency_ip(code: str) -> str:
-    return f"127.0.2.{int(code)}"
+from siaga112_testkit import dtmf_pcap, sipp
+from siaga112_testkit.sipp import SippRun
+from siaga112_testkit.topology import agency_ip, operator_ip
 
 
 def national_number(prefix: str, digits: int) -> str:

@@ -32,11 +32,12 @@ from typing import Any
 
 import structlog
 
-from siaga112.dtmf_pcap import G711, audio_packets, silence_samples, write_pcap
+from siaga112_testkit.checkout import repo_root
+from siaga112_testkit.dtmf_pcap import G711, audio_packets, silence_samples, write_pcap
 
 log = structlog.get_logger(__name__)
 
-SCENARIOS_DIR = Path(__file__).resolve().parents[2] / "sipp-scenarios"
+SCENARIOS_DIR = repo_root() / "sipp-scenarios"
 SIPP_BINARY = "sipp"
 PBX_SIP = "127.0.0.1:5060"
 _MIN_AGE_FOR_USR1 = 0.3

@@ -11,7 +11,7 @@ Each digit is 8 packets 20 ms apart (payload type 101, telephone-event/8000): fi
 duration, then the end packet three times. Digits are ``gap_ms`` apart. Audio is G.711 A-law
 (payload type 8) in 20 ms packets unless asked otherwise.
 
-``python -m siaga112.dtmf_pcap OUTDIR`` writes the standard set the tests use.
+``python -m siaga112_testkit.dtmf_pcap OUTDIR`` writes the standard set the tests use.
 """
 
 from __future__ import annotations
@@ -342,7 +342,7 @@ def write_standard_set(outdir: Path, seconds: Sequence[int] = STANDARD_SECONDS) 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m siaga112.dtmf_pcap",
+        prog="python -m siaga112_testkit.dtmf_pcap",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

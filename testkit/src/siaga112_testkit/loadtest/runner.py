@@ -18,9 +18,10 @@ import structlog
 
 from siaga112.ari.client import AriClient, AriError
 from siaga112.callerid import normalise
-from siaga112.loadtest import report as rp
-from siaga112.loadtest.daemon import DaemonApi, DaemonError
-from siaga112.loadtest.phones import (
+from siaga112.settings import Settings
+from siaga112_testkit.loadtest import report as rp
+from siaga112_testkit.loadtest.daemon import DaemonApi, DaemonError
+from siaga112_testkit.loadtest.phones import (
     Caller,
     CallerGroup,
     DeskPlan,
@@ -28,9 +29,8 @@ from siaga112.loadtest.phones import (
     desk_phones,
     start_callers,
 )
-from siaga112.loadtest.records import QueueLog, read_calls
-from siaga112.settings import Settings
-from siaga112.sipp import SippStats
+from siaga112_testkit.loadtest.records import QueueLog, read_calls
+from siaga112_testkit.sipp import SippStats
 
 log = structlog.get_logger(__name__)
 
@@ -137,8 +137,8 @@ async def _drain(settings: Settings, seconds: float) -> int:
 
 def _hang_up_all_local() -> None:
     """An overloaded PBX may not answer ARI in time; the local test PBX's CLI still does."""
-    from siaga112.devstack.pbx import Pbx
-    from siaga112.devstack.stack import repo_root
+    from siaga112_testkit.devstack.pbx import Pbx
+    from siaga112_testkit.devstack.stack import repo_root
 
     pbx = Pbx(repo=repo_root(), state_dir=repo_root() / "var")
     if not pbx.running():

@@ -1,4 +1,4 @@
-"""`siaga112 bench`: the same citizens' load through (a) Asterisk's own dialplan, app_queue
+"""`siaga112-testkit bench`: the same citizens' load through (a) Asterisk's own dialplan, app_queue
 ringing the desk phones (trunk-bench, 127.0.0.4 -> Queue(siaga112-fallback)), and (b) the
 daemon's full path (the mobile and landline trunks -> Stasis -> the daemon), one after the other
 in one run on the same desk phones, printed side by side with their ratio.
@@ -16,26 +16,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from siaga112.devstack.pbx import DEFAULT_ROOT
-from siaga112.loadtest import report as rp
-from siaga112.loadtest.daemon import (
+from siaga112.settings import Settings
+from siaga112_testkit.devstack.pbx import DEFAULT_ROOT
+from siaga112_testkit.loadtest import report as rp
+from siaga112_testkit.loadtest.daemon import (
     DaemonApi,
     Say,
     daemon_running,
     restore_operators,
     set_operators,
 )
-from siaga112.loadtest.phones import (
-    BENCH_TRUNK,
-    LANDLINE_TRUNK,
-    MOBILE_TRUNK,
-    CallerGroup,
-    DeskPlan,
-    national_number,
-)
-from siaga112.loadtest.plot import plot_reports
-from siaga112.loadtest.runner import CallPath, LoadPlan, RunContext, run_load
-from siaga112.settings import Settings
+from siaga112_testkit.loadtest.phones import CallerGroup, DeskPlan, national_number
+from siaga112_testkit.loadtest.plot import plot_reports
+from siaga112_testkit.loadtest.runner import CallPath, LoadPlan, RunContext, run_load
+from siaga112_testkit.topology import BENCH_TRUNK, LANDLINE_TRUNK, MOBILE_TRUNK
 
 LOCAL_PBX = "127.0.0.1:5060"
 # The daemon under bench: no wrap-up (app_queue's wrapuptime is 0 too), and a blocked caller

@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from siaga112.devstack import procs
-from siaga112.devstack.procs import say
+from siaga112_testkit.devstack import procs
+from siaga112_testkit.devstack.procs import say
 
 PACKAGES = "asterisk,asterisk-core-sounds-en-gsm,asterisk-moh-opsound-gsm"
 # The ARI user's password line in asterisk-conf/ari.conf (the placeholder the daemon refuses).

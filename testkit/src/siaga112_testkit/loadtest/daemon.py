@@ -16,8 +16,8 @@ from typing import Any
 import aiohttp
 import structlog
 
-from siaga112.devstack import procs
 from siaga112.settings import Settings
+from siaga112_testkit.devstack import procs
 
 log = structlog.get_logger(__name__)
 

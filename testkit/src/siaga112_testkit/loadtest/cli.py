@@ -1,4 +1,5 @@
-"""`siaga112 load-test` and `siaga112 bench` (the Makefile's `make load-test` and `make bench`).
+"""`siaga112-testkit load-test` and `siaga112-testkit bench` (the Makefile's `make load-test` and
+`make bench`).
 
 Both take the test-PBX lock (/tmp/siaga112-test-pbx.lock, the one the test suite takes), make
 sure a daemon is connected, bring up the desk phones, run the citizens' load, print the report
@@ -31,7 +32,7 @@ def not_the_test_pbx(ari_url: str, ari_password: str, sip: str, local_password: 
     """Why the PBX the settings and --pbx name may not be the local test PBX (empty: it is).
 
     The load test floods a PBX with calls and its drain hangs up every channel it finds, so it
-    runs only against the test PBX that `siaga112 stack up` started here: SIP on 127.0.0.1,
+    runs only against the test PBX that `siaga112-testkit stack up` started here: SIP on 127.0.0.1,
     ARI on loopback with the password generated for that PBX, and that PBX running."""
     from urllib.parse import urlsplit
 
@@ -43,7 +44,7 @@ def not_the_test_pbx(ari_url: str, ari_password: str, sip: str, local_password: 
     if ari_host not in _LOOPBACK:
         reasons.append(f"ari.url {ari_url} is not on loopback")
     if not local_running:
-        reasons.append("the local test PBX (`siaga112 stack up`) is not running")
+        reasons.append("the local test PBX (`siaga112-testkit stack up`) is not running")
     if local_password is None or ari_password != local_password:
         reasons.append("ari.password is not the one generated for the local test PBX")
     return reasons
@@ -52,8 +53,8 @@ def not_the_test_pbx(ari_url: str, ari_password: str, sip: str, local_password: 
 def refuse_other_pbx(args: argparse.Namespace, settings) -> None:  # noqa: ANN001
     """Raise ValueError (exit 2) unless the target is the local test PBX or the user said
     explicitly that it is not and that this is meant."""
-    from siaga112.devstack.pbx import Pbx
-    from siaga112.devstack.stack import repo_root
+    from siaga112_testkit.devstack.pbx import Pbx
+    from siaga112_testkit.devstack.stack import repo_root
 
     pbx = Pbx(repo=repo_root(), state_dir=repo_root() / "var")
     try:
@@ -158,8 +159,8 @@ def pbx_lock() -> Iterator[None]:
 
 
 def _settings():  # noqa: ANN202 - late import, like the main CLI
-    from siaga112.devstack.stack import repo_root
     from siaga112.settings import SettingsError, load
+    from siaga112_testkit.devstack.stack import repo_root
 
     local = repo_root() / "var" / "siaga112.toml"
     if "SIAGA112_CONFIG" not in os.environ and local.is_file():
@@ -167,7 +168,7 @@ def _settings():  # noqa: ANN202 - late import, like the main CLI
     in_use = Path(os.environ.get("SIAGA112_CONFIG", "")).resolve()
     if local.is_file() and in_use == local.resolve():
         # Test kit: its calls go to the test database, never the operator's (also the daemon's).
-        from siaga112.devstack.postgres import test_database_url
+        from siaga112_testkit.devstack.postgres import test_database_url
 
         os.environ.setdefault("SIAGA112_DATABASE__URL", test_database_url(local.parent))
     from siaga112 import logs
@@ -194,15 +195,10 @@ def capacity_note(args: argparse.Namespace) -> str:
 
 
 def _load_test(args: argparse.Namespace) -> int:
-    from siaga112.loadtest.daemon import restore_operators, set_operators
-    from siaga112.loadtest.phones import (
-        LANDLINE_TRUNK,
-        MOBILE_TRUNK,
-        CallerGroup,
-        DeskPlan,
-        national_number,
-    )
-    from siaga112.loadtest.runner import CallPath, LoadPlan
+    from siaga112_testkit.loadtest.daemon import restore_operators, set_operators
+    from siaga112_testkit.loadtest.phones import CallerGroup, DeskPlan, national_number
+    from siaga112_testkit.loadtest.runner import CallPath, LoadPlan
+    from siaga112_testkit.topology import LANDLINE_TRUNK, MOBILE_TRUNK
 
     if args.rate <= 0:
         raise SystemExit(f"--rate must be above 0, got {args.rate}")
@@ -230,10 +226,10 @@ def _load_test(args: argparse.Namespace) -> int:
     overrides = {"SIAGA112_QUEUE__WRAPUP": f"{args.wrapup:g}"}
 
     async def main() -> int:
-        from siaga112.loadtest.daemon import daemon_running
-        from siaga112.loadtest.plot import plot_reports
-        from siaga112.loadtest.report import render
-        from siaga112.loadtest.runner import RunContext, run_load
+        from siaga112_testkit.loadtest.daemon import daemon_running
+        from siaga112_testkit.loadtest.plot import plot_reports
+        from siaga112_testkit.loadtest.report import render
+        from siaga112_testkit.loadtest.runner import RunContext, run_load
 
         async with daemon_running(settings, overrides, say) as daemon:
             names = list(settings.queue.operators)
@@ -265,7 +261,7 @@ def _load_test(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from siaga112.loadtest.bench import BenchOptions, run_bench
+    from siaga112_testkit.loadtest.bench import BenchOptions, run_bench
 
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     if not rates or any(r <= 0 for r in rates):

@@ -1,4 +1,4 @@
-"""Start background servers with a pid file and stop them by that pid.
+"""Start background processes with a pid file and stop them by that pid.
 
 A pid file holds ``PID STARTTIME``: the process's start time in clock ticks after boot, field 22
 of /proc/PID/stat. A pid is only trusted, and only signalled, while the process with that pid
@@ -18,16 +18,9 @@ import secrets
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-
-
-def say(msg: str) -> None:
-    """Progress for a person watching first-time set-up."""
-    print(f"[siaga112] {msg}", file=sys.stderr, flush=True)
-
 
 # Popen objects of the servers we started, kept so that Python does not warn that a child is
 # "still running" when the object would be collected; they are stopped by pid all the same.
@@ -263,26 +256,3 @@ def port_open(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def apt_install(packages: Sequence[str]) -> None:
-    """Install Debian packages that are missing. Idempotent; says what it does."""
-    missing = [
-        p
-        for p in packages
-        if subprocess.run(
-            ["dpkg-query", "-W", "-f=${Status}", p], capture_output=True, text=True
-        ).stdout.strip()
-        != "install ok installed"
-    ]
-    if not missing:
-        return
-    say(f"installing Debian packages: {' '.join(missing)}")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    sudo = [] if os.geteuid() == 0 else ["sudo"]
-    subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(
-        [*sudo, "apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
-        check=True,
-        env=env,
-    )

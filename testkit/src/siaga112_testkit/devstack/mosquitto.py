@@ -17,7 +17,7 @@ from pathlib import Path
 
 import structlog
 
-from siaga112.devstack import procs
+from siaga112_testkit.devstack import procs
 
 log = structlog.get_logger(__name__)
 
@@ -25,7 +25,7 @@ HOST = "127.0.0.1"
 START_TIMEOUT = 10.0
 
 CONFIG_TEMPLATE = """\
-# Siaga112 dev/test broker, written by siaga112.devstack.mosquitto; edits are overwritten.
+# Siaga112 dev/test broker, written by siaga112_testkit.devstack.mosquitto; edits are overwritten.
 # SECURITY: anonymous clients are allowed. It listens on loopback only; never expose it.
 listener {port} {host}
 allow_anonymous true

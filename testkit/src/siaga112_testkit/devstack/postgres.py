@@ -10,7 +10,8 @@ user cannot log in as a superuser (and so cannot run ``COPY ... TO PROGRAM``).
 
 Two databases, both owned by the project's role: ``siaga112``, the records the operator's
 daemon (``make run``) reads, and ``siaga112_test``, the test kit's (the test suite, ``siaga112
-load-test`` and ``siaga112 bench``), so that a test run never leaves a call in the operator's list.
+load-test`` and ``siaga112-testkit bench``), so that a test run never leaves a call in the
+operator's list.
 
 ``ensure_postgres`` is idempotent and returns quickly when the cluster is already up;
 ``stop_postgres`` / ``start_postgres`` let tests take the database away mid-stream.
@@ -27,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from siaga112.devstack.procs import (
+from siaga112_testkit.devstack.procs import (
     apt_install,
     generated_secret,
     pid_alive,
@@ -208,7 +209,7 @@ def _write_auth(data: Path) -> None:
     trusted everyone on 127.0.0.1)."""
     owner = _RUN_AS if _is_root() else pwd.getpwuid(os.geteuid()).pw_name
     (data / "pg_hba.conf").write_text(
-        "# Written by siaga112.devstack.postgres at each start. Nothing is trusted.\n"
+        "# Written by siaga112_testkit.devstack.postgres at each start. Nothing is trusted.\n"
         "# The superuser: only by peer on the private socket (state_dir/pg-socket, 0700),\n"
         "# only for the cluster's owner; used by the dev stack for set-up.\n"
         "local all postgres peer map=siaga112\n"
@@ -216,7 +217,7 @@ def _write_auth(data: Path) -> None:
         f"host all {ROLE} 127.0.0.1/32 scram-sha-256\n"
     )
     (data / "pg_ident.conf").write_text(
-        "# Written by siaga112.devstack.postgres: the cluster's owner is the superuser.\n"
+        "# Written by siaga112_testkit.devstack.postgres: the cluster's owner is the superuser.\n"
         f"siaga112 {owner} postgres\n"
     )
     for name in ("pg_hba.conf", "pg_ident.conf"):
@@ -234,7 +235,8 @@ def _require_bins() -> Path:
 def _server_conf(port: int, sockets: Path) -> str:
     return "\n".join(
         [
-            "# Written by siaga112.devstack.postgres at each start: dev cluster, not production.",
+            "# Written by siaga112_testkit.devstack.postgres at each start: dev cluster, not "
+            "production.",
             f"port = {port}",
             f"listen_addresses = '{HOST}'",
             f"unix_socket_directories = '{sockets}'",

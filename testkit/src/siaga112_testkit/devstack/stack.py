@@ -19,17 +19,18 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from siaga112.devstack import procs
-from siaga112.devstack.mosquitto import MosquittoServer, ensure_mosquitto
-from siaga112.devstack.pbx import Pbx
-from siaga112.devstack.postgres import (
+from siaga112.settings import AriSettings
+from siaga112_testkit.checkout import repo_root
+from siaga112_testkit.devstack import procs
+from siaga112_testkit.devstack.mosquitto import MosquittoServer, ensure_mosquitto
+from siaga112_testkit.devstack.pbx import Pbx
+from siaga112_testkit.devstack.postgres import (
     ensure_postgres,
     postgres_status,
     stop_postgres,
     test_database_url,
 )
-from siaga112.devstack.procs import say
-from siaga112.settings import AriSettings
+from siaga112_testkit.devstack.procs import say
 
 PG_PORT = 5432
 MQTT_PORT = 1883
@@ -37,13 +38,10 @@ TEST_SETTINGS = "siaga112-test.toml"
 TEST_TOPIC_PREFIX = "test/siaga112"
 
 
-def repo_root() -> Path:
-    return Path(__file__).resolve().parents[3]
-
-
 def build_sounds(repo: Path) -> None:
     from siaga112.prompts import build_prompts
 
+    procs.apt_install(["espeak-ng", "sox"])  # the product only says they are missing
     made = build_prompts(repo / "build/sounds")
     if made:
         say(f"generated {len(made)} voice prompts (espeak-ng, Bahasa Indonesia)")
@@ -101,7 +99,8 @@ def write_dev_settings(state_dir: Path, db_url: str, pbx: Pbx, test: bool = Fals
     token_file.chmod(0o600)
     token = token_file.read_text().strip()
     procs.write_private(conf, (
-        "# Written by `siaga112 stack up` for the local stack. Do not edit: it is rewritten.\n"
+        "# Written by `siaga112-testkit stack up` for the local stack. Do not edit: it is "
+        "rewritten.\n"
         "# 0600: it holds the admin token and the stack's passwords.\n"
         f'state_dir = "{state_dir / "test" if test else state_dir}"\n'
         f'fallback_journal = "{pbx.fallback_journal}"\n'

@@ -1,0 +1,2 @@
+"""Load tests and benchmarks of the call path with SIPp: `siaga112-testkit load-test`,
+`siaga112-testkit bench`."""
