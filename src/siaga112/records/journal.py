@@ -304,7 +304,10 @@ class Journal:
             with open(self._path(seg), "rb") as fh:
                 if seg == self._committed.segment:
                     fh.seek(self._committed.offset)
-                count += fh.read().count(b"\n")
+                # Whole, non-blank lines: what read() hands out (a blank line is skipped there,
+                # so counting it here left the backlog above zero for ever).
+                whole = fh.read().split(b"\n")[:-1]
+                count += sum(1 for line in whole if line.strip())
         return count
 
 
