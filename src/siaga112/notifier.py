@@ -1,4 +1,5 @@
-"""Events out over MQTT: every step of every call, the queue and the operators, for dashboards
+"""Events out over MQTT (the topic tree and buffer: mqtt_buffer.py; agencies' messages in:
+mqtt_inbound.py): every step of every call, the queue and the operators, for dashboards
 and agency systems; and the one thing agencies tell us back (their team is moving).
 
 The emit methods are synchronous and never block nor raise into the call path: they put the
@@ -19,19 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiomqtt
 import structlog
-from pydantic import BaseModel, ConfigDict, ValidationError
 
-from siaga112 import ids
-from siaga112.ids import CallId, Id
 from siaga112.metrics import Metrics
 from siaga112.model import CallEvent, CallEventType, OperatorEvent, OperatorSnapshot, QueueSnapshot
+from siaga112.mqtt_buffer import Message, OutBuffer, Topics, _segment_ok
+from siaga112.mqtt_inbound import Refused, read_team_moving
 from siaga112.settings import MqttSettings
 
 log = structlog.get_logger(__name__)
@@ -49,162 +47,9 @@ AGENCY_EVENTS = frozenset(
 )
 DROP_LOG_INTERVAL = 5.0  # seconds between two "dropped" log lines
 PUBLISH_WINDOW = 20  # messages in flight at once (paho's default max_inflight_messages)
-MAX_INBOUND = 4096  # bytes of an agency's message; a `moving` is under 300
 LOGGED = 200  # characters of a refused value or payload put in a log line
 
 TeamMovingCallback = Callable[[str, dict[str, Any]], Awaitable[None]]
-
-
-class TeamMovingPayload(BaseModel):
-    """What an agency system publishes on {prefix}/agencies/{code}/moving: ids checked
-    (ids.py), so nothing unchecked reaches a record or a topic."""
-
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
-
-    call_id: CallId
-    dispatch_id: Id
-
-
-@dataclass(frozen=True)
-class Message:
-    topic: str
-    payload: bytes
-    retain: bool = False
-
-
-@dataclass(frozen=True)
-class _Entry:
-    """One buffered event: the messages it becomes, published together, in order."""
-
-    seq: int
-    messages: tuple[Message, ...]
-
-
-class Topics:
-    """The topic tree under one prefix (docs/mqtt.md)."""
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix.rstrip("/")
-        self.status = f"{self.prefix}/status"
-        self.queue = f"{self.prefix}/queue"
-        self.all_calls = f"{self.prefix}/events/calls"
-        self.operator_events = f"{self.prefix}/events/operators"
-        self.team_moving = f"{self.prefix}/agencies/+/moving"
-
-    def call(self, call_id: str) -> str:
-        return f"{self.prefix}/calls/{call_id}/events"
-
-    def operator(self, operator: str) -> str:
-        return f"{self.prefix}/operators/{operator}"
-
-    def agency_dispatches(self, code: str) -> str:
-        return f"{self.prefix}/agencies/{code}/dispatches"
-
-    def agency_of_moving(self, topic: str) -> str | None:
-        """The agency code in {prefix}/agencies/{code}/moving, or None for another topic."""
-        head = f"{self.prefix}/agencies/"
-        if not (topic.startswith(head) and topic.endswith("/moving")):
-            return None
-        code = topic[len(head) : -len("/moving")]
-        return code if code and "/" not in code else None
-
-
-def _segment_ok(value: str) -> bool:
-    """A value usable as one topic level: an id (ids.py: bounded, no level separator, no
-    wildcard, no control character)."""
-    return ids.is_id(value)
-
-
-class OutBuffer:
-    """Bounded, ordered: events up to max_events (oldest dropped), state coalesced per topic."""
-
-    def __init__(self, max_events: int) -> None:
-        self.max_events = max_events
-        self._events: deque[_Entry] = deque()
-        self._state: dict[str, _Entry] = {}  # topic -> latest; insertion order is seq order
-        self._seq = 0
-
-    def __len__(self) -> int:
-        return len(self._events) + len(self._state)
-
-    def add_event(self, messages: tuple[Message, ...]) -> int:
-        """Buffer an event; return how many old events were dropped to make room."""
-        self._seq += 1
-        self._events.append(_Entry(self._seq, messages))
-        dropped = 0
-        while len(self._events) > self.max_events:
-            self._events.popleft()
-            dropped += 1
-        return dropped
-
-    def set_state(self, message: Message) -> None:
-        self._seq += 1
-        self._state.pop(message.topic, None)  # re-insert: keeps dict order = seq order
-        self._state[message.topic] = _Entry(self._seq, (message,))
-
-    def head(self, limit: int) -> list[_Entry]:
-        """Up to limit entries in seq order, without removing them."""
-        out: list[_Entry] = []
-        events = iter(self._events)
-        states = iter(self._state.values())
-        ev, st = next(events, None), next(states, None)
-        while len(out) < limit and (ev is not None or st is not None):
-            if st is None or (ev is not None and ev.seq < st.seq):
-                out.append(ev)  # type: ignore[arg-type]
-                ev = next(events, None)
-            else:
-                out.append(st)
-                st = next(states, None)
-        return out
-
-    def remove(self, sent: Iterable[_Entry]) -> None:
-        """Forget entries that were published, unless dropped or superseded meanwhile."""
-        done = {e.seq for e in sent}
-        while self._events and self._events[0].seq in done:
-            self._events.popleft()
-        for topic in [t for t, e in self._state.items() if e.seq in done]:
-            del self._state[topic]
-
-
-@dataclass(frozen=True)
-class TeamMoving:
-    """An agency's `moving` message that passed every check."""
-
-    agency: str  # from the topic: two digits
-    payload: TeamMovingPayload
-
-
-@dataclass(frozen=True)
-class Refused:
-    """An inbound message refused, and why: `event` names the log line."""
-
-    event: str  # mqtt_unexpected_topic | mqtt_team_moving_refused | mqtt_team_moving_malformed
-    reason: str
-    agency: str | None = None
-    shown: str = ""  # the start of the payload, as text
-    errors: list[Any] | None = None  # pydantic's, without the input
-
-
-def read_team_moving(topics: Topics, topic: str, payload: object) -> TeamMoving | Refused:
-    """Check one message on {prefix}/agencies/{code}/moving: the topic, the agency code, the
-    size, the JSON and the ids in it (ids.py). Pure; never raises."""
-    agency = topics.agency_of_moving(topic)
-    if agency is None:
-        return Refused("mqtt_unexpected_topic", "not an agency's moving topic")
-    if not ids.is_agency_code(agency):
-        return Refused("mqtt_team_moving_refused", "the topic names no agency code (two digits)")
-    raw = payload if isinstance(payload, bytes | str) else str(payload)
-    if len(raw) > MAX_INBOUND:
-        return Refused("mqtt_team_moving_refused",
-                       f"payload of {len(raw)} bytes, over {MAX_INBOUND}", agency)
-    try:
-        moving = TeamMovingPayload.model_validate_json(raw)
-    except ValidationError as exc:
-        text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
-        errors = exc.errors(include_url=False, include_input=False, include_context=False)
-        return Refused("mqtt_team_moving_malformed", "not a moving message with checked ids",
-                       agency, text[:LOGGED], list(errors))
-    return TeamMoving(agency, moving)
 
 
 class NullNotifier:

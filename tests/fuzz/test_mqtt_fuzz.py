@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 
 from siaga112 import ids
 from siaga112.model import CallEvent, CallEventType
-from siaga112.notifier import MqttNotifier, Refused, TeamMoving, Topics, read_team_moving
+from siaga112.mqtt_buffer import Topics
+from siaga112.mqtt_inbound import Refused, TeamMoving, read_team_moving
+from siaga112.notifier import MqttNotifier
 from siaga112.settings import MqttSettings
 from tests.fuzz.strategies import (
     FUZZ,

@@ -1,5 +1,5 @@
 """What an id is (ids.py), the channel variables read back on a resync, and the check of an
-agency's MQTT `moving` message (notifier.read_team_moving): examples; tests/fuzz has the
+agency's MQTT `moving` message (mqtt_inbound.read_team_moving): examples; tests/fuzz has the
 properties over thousands of cases."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 import pytest
 
 from siaga112 import ids
-from siaga112.notifier import Refused, TeamMoving, Topics, read_team_moving
+from siaga112.mqtt_buffer import Topics
+from siaga112.mqtt_inbound import Refused, TeamMoving, read_team_moving
 
 
 @pytest.mark.parametrize("value", [

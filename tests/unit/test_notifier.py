@@ -13,7 +13,8 @@ from siaga112.model import (
     OperatorState,
     QueueSnapshot,
 )
-from siaga112.notifier import Message, MqttNotifier, NullNotifier, OutBuffer, Topics
+from siaga112.mqtt_buffer import Message, OutBuffer, Topics
+from siaga112.notifier import MqttNotifier, NullNotifier
 from siaga112.settings import MqttSettings
 from siaga112.sinks import EventSink
 
