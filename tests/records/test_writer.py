@@ -22,9 +22,11 @@ from siaga112.model import CallEventType, Disposition, OperatorEvent, OperatorSt
 from siaga112.records import writer as writer_module
 from siaga112.records.apply import store
 from siaga112.records.engine import connect_args
+from siaga112.records.faults import Fault, classify
 from siaga112.records.policy import BlockPolicy
+from siaga112.records.quarantine import QUARANTINE_FILE
 from siaga112.records.repository import Repository
-from siaga112.records.writer import QUARANTINE_FILE, Fault, RecordWriter, classify
+from siaga112.records.writer import RecordWriter
 from siaga112.settings import DatabaseSettings, PolicySettings
 from siaga112_testkit.devstack.postgres import start_postgres, stop_postgres
 from tests.unit.test_http_api_fakes import FakeDaemon, bearer, make_settings
@@ -230,7 +232,9 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import create_async_engine
 from siaga112.records.policy import BlockPolicy
 from siaga112.records import writer as writer_module
-from siaga112.records.writer import QUARANTINE_FILE, Fault, RecordWriter, classify
+from siaga112.records.faults import Fault, classify
+from siaga112.records.quarantine import QUARANTINE_FILE
+from siaga112.records.writer import RecordWriter
 from siaga112.settings import DatabaseSettings, PolicySettings
 from tests.records.factory import call_events
 

@@ -23,24 +23,18 @@ unwritable, fsync failed, journal unreadable); /ready says "degraded" and /metri
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import os
-import shutil
-import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 
 import structlog
 from pydantic import ValidationError
-from sqlalchemy.exc import DBAPIError, DisconnectionError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from siaga112.model import CallEvent, OperatorEvent
+from siaga112.records import quarantine
 from siaga112.records.apply import store
+from siaga112.records.faults import Fault, classify, short
 from siaga112.records.journal import Journal, JournalBatch
 from siaga112.records.policy import BlockPolicy
 from siaga112.settings import DatabaseSettings
@@ -49,8 +43,6 @@ log = structlog.get_logger(__name__)
 
 _CALL = b"c"
 _OPERATOR = b"o"
-QUARANTINE_FILE = "records.jsonl"
-LEGACY_REJECTED_FILE = "rejected.jsonl"  # what older versions left inside the journal
 
 # Problems (``RecordWriter.problems``): each means records are at risk until it clears.
 JOURNAL_FULL = "journal_full"
@@ -58,60 +50,6 @@ JOURNAL_UNWRITABLE = "journal_unwritable"
 JOURNAL_UNREADABLE = "journal_unreadable"
 JOURNAL_SYNC_FAILED = "journal_sync_failed"
 QUARANTINE_UNWRITABLE = "quarantine_unwritable"
-
-# SQLSTATE classes: the database is away (connection exception, insufficient resources,
-# operator intervention, which includes 57014 statement timeout) ...
-_DOWN_CLASSES = frozenset({"08", "53", "57"})
-# ... or something that may pass (transaction rollback, object in use, system error, internal).
-_TRANSIENT_CLASSES = frozenset({"40", "55", "58", "XX"})
-
-
-class Fault(StrEnum):
-    DOWN = "down"  # the database is away: retry for ever, the journal holds the records
-    TRANSIENT = "transient"  # may pass: retried, quarantined after quarantine_after failures
-    PERMANENT = "permanent"  # the data itself is refused: quarantined at once
-
-
-def _sqlstate(exc: BaseException) -> str | None:
-    seen: BaseException | None = exc
-    for _ in range(5):  # the error, the driver's error, what caused it
-        if seen is None:
-            break
-        code = getattr(seen, "sqlstate", None) or getattr(seen, "pgcode", None)
-        if code:
-            return str(code)
-        seen = getattr(seen, "orig", None) or seen.__cause__
-    return None
-
-
-def classify(exc: BaseException) -> Fault:
-    """What retrying can do about exc. Only connection-type failures mean "database down"."""
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return Fault.DOWN
-    code = _sqlstate(exc)
-    if code is not None:
-        cls = code[:2].upper()
-        if cls in _DOWN_CLASSES:
-            return Fault.DOWN
-        return Fault.TRANSIENT if cls in _TRANSIENT_CLASSES else Fault.PERMANENT
-    chain: BaseException | None = exc
-    for _ in range(5):
-        if chain is None:
-            break
-        if isinstance(chain, OSError | TimeoutError | PoolTimeout | DisconnectionError):
-            return Fault.DOWN
-        chain = getattr(chain, "orig", None) or chain.__cause__
-    return Fault.TRANSIENT
-
-
-def _short(exc: BaseException | None) -> str:
-    if exc is None:
-        return ""
-    orig = getattr(exc, "orig", None)
-    code = _sqlstate(exc)
-    text = f"{type(exc).__name__}: {orig if orig is not None else exc}"
-    return (f"[{code}] {text}" if code else text)[:300]
-
 
 Item = tuple[bytes, CallEvent | OperatorEvent]  # the journal line and its event
 
@@ -134,7 +72,7 @@ class RecordWriter:
         if self._quarantine_dir.resolve().is_relative_to(journal_dir.resolve()):
             raise ValueError(f"the quarantine ({self._quarantine_dir}) must be outside the "
                              f"journal ({journal_dir})")
-        self._move_legacy_rejected()
+        quarantine.move_legacy_rejected(journal_dir, self._quarantine_dir)
         self._journal = Journal(journal_dir, settings.journal_max_bytes, segment_bytes)
         self.dropped = 0  # events lost: journal full or unwritable
         self.quarantined = 0  # lines set aside in the quarantine file
@@ -152,7 +90,7 @@ class RecordWriter:
 
     @property
     def quarantine_file(self) -> Path:
-        return self._quarantine_dir / QUARANTINE_FILE
+        return self._quarantine_dir / quarantine.QUARANTINE_FILE
 
     @property
     def backlog(self) -> int:
@@ -358,11 +296,11 @@ class RecordWriter:
             if fault is Fault.TRANSIENT:
                 self._attempts += 1
                 if self._attempts < self._settings.quarantine_after:
-                    log.warning("record_batch_failed_will_retry", error=_short(exc),
+                    log.warning("record_batch_failed_will_retry", error=short(exc),
                                 attempt=self._attempts, size=len(items))
                     return False
             if fault is not None:
-                log.error("record_batch_refused_isolating", error=_short(exc), fault=fault.value,
+                log.error("record_batch_refused_isolating", error=short(exc), fault=fault.value,
                           size=len(items), attempt=self._attempts)
                 isolated = await self._isolate(items)
                 if isolated is None:
@@ -392,7 +330,7 @@ class RecordWriter:
         self._database_away = True
         log.warning(
             "records_database_unavailable",
-            error=_short(exc),
+            error=short(exc),
             backlog=self.backlog,
             retry_in=self._settings.retry_interval,
         )
@@ -409,7 +347,7 @@ class RecordWriter:
             if fault is not None:
                 why = "refused by the database" if fault is Fault.PERMANENT else (
                     f"failed {self._settings.quarantine_after} times")
-                refused.append((line, f"{why}: {_short(exc)}"))
+                refused.append((line, f"{why}: {short(exc)}"))
         return refused
 
     def _decode(self, lines: list[bytes]) -> tuple[list[Item], list[tuple[bytes, str]]]:
@@ -437,17 +375,9 @@ class RecordWriter:
         False when the quarantine cannot be written (then nothing moves on)."""
         if not bad:
             return True
-        now = datetime.now(UTC).isoformat()
-        out: list[bytes] = []
-        for line, reason in bad:
-            entry: dict[str, str] = {"at": now, "reason": reason, "journal": str(self._dir)}
-            try:
-                entry["line"] = line.decode()
-            except UnicodeDecodeError:
-                entry["line_b64"] = base64.b64encode(line).decode()
-            out.append(json.dumps(entry).encode() + b"\n")
         try:
-            await asyncio.to_thread(self._append_quarantine, b"".join(out))
+            await asyncio.to_thread(quarantine.append, self._quarantine_dir,
+                                    quarantine.entries(bad, self._dir))
         except OSError as exc:
             self._problem(QUARANTINE_UNWRITABLE, str(exc))
             log.error("record_quarantine_unwritable", count=len(bad), error=str(exc),
@@ -459,34 +389,3 @@ class RecordWriter:
             log.error("record_quarantined", reason=reason, line=line[:200],
                       file=str(self.quarantine_file), quarantined=self.quarantined)
         return True
-
-    def _append_quarantine(self, data: bytes) -> None:
-        self._quarantine_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.quarantine_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
-                     0o640)
-        try:
-            size = os.fstat(fd).st_size
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            except OSError:
-                os.ftruncate(fd, size)  # no half entry left behind
-                raise
-        finally:
-            os.close(fd)
-
-    def _move_legacy_rejected(self) -> None:
-        """Older versions kept refused records in the journal directory: move them out."""
-        old = self._dir / LEGACY_REJECTED_FILE
-        if not old.is_file():
-            return
-        new = self._quarantine_dir / f"rejected-{time.time_ns()}.jsonl"
-        try:
-            self._quarantine_dir.mkdir(parents=True, exist_ok=True)
-            shutil.move(old, new)
-        except OSError as exc:
-            log.error("legacy_rejected_not_moved", path=str(old), error=str(exc))
-            return
-        log.warning("legacy_rejected_moved_to_quarantine", path=str(new))
