@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from siaga112.call.items import Resume
-from siaga112.model import CallEventType, CallState
+from siaga112.model import CallEventType, CallState, utcnow
 
 if TYPE_CHECKING:
     from siaga112.call.session import CallSession
@@ -18,13 +18,17 @@ log = structlog.get_logger(__name__)
 
 
 async def take_back(call: CallSession, r: Resume) -> None:
+    if r.since is not None:
+        call.arrived_at = r.since
+    # Number this daemon's events after the previous one's: from the milliseconds since the
+    # call arrived (no daemon emits one event per millisecond), so a record read in seq order
+    # does not interleave the two daemons' steps.
+    call.restart_seq(int((utcnow() - call.arrived_at).total_seconds() * 1000))
     call.emit(CallEventType.RESYNCED, state=r.state.value, operator=r.operator)
     log.info("call_taken_back", state=r.state.value, operator=r.operator,
              requeue=r.requeue_reason)
     call.priority = r.priority
     call.flags = list(r.flags)
-    if r.since is not None:
-        call.arrived_at = r.since
     call.waiting.talked = True  # no silence check for a call we take back
     if r.state is CallState.CONNECTED:
         call.state = CallState.CONNECTED

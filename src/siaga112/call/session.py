@@ -113,6 +113,9 @@ class CallSession:
             CallEvent(call_id=self.call_id, seq=self._seq, type=type_, data=data)
         )
 
+    def restart_seq(self, at_least: int) -> None:
+        self._seq = max(self._seq, at_least)
+
     def next_seq(self) -> int:
         return self._seq + 1
 
