@@ -190,6 +190,9 @@ class Daemon:
         await self.api.stop()
         await self.supervisor.stop(grace)
         await self.stasis.close()
+        notes = self.stasis.flush_after_end()  # recordings' notes, before the sinks stop
+        if notes:
+            log.info("shutdown_notes_flushed", notes=notes)
         self.desk.close()
         await self.notifier.stop(timeout=grace)
         await self.writer.stop(timeout=grace)

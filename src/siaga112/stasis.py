@@ -303,6 +303,10 @@ class Stasis:
         if session is not None:
             session.post(OverflowNow(reason))
 
+    def flush_after_end(self) -> int:
+        """What ended calls still have to note (their recordings): now, before a stop."""
+        return self._deps.after_end.flush()
+
     async def close(self, grace: float = 2.0) -> None:
         tasks = [s.task for s in self.sessions.values() if s.task is not None]
         for t in tasks:

@@ -331,3 +331,23 @@ async def test_a_caller_waiting_max_wait_overflows_though_operators_are_logged_i
     await settle()
     assert ("set_var", CALL, "SIAGA112_OVERFLOW_DIAL", "PJSIP/112@backup") in ari.calls
     assert ari.called("continue_in_dialplan") == [("continue_in_dialplan", CALL, "overflow")]
+
+
+async def test_a_stop_flushes_the_recording_note_of_a_call_that_just_ended(tmp_path: Any) -> None:
+    """The recording's note is written a second or more after the hang-up (MixMonitor writes
+    on); a stop in between notes it at once rather than lose it."""
+    ari, clock = FakeAri(), FakeClock()
+    stasis, _, _, sink = build(ari, clock, recording={"dir": str(tmp_path)})
+    (tmp_path / f"{CALL}.wav").write_bytes(b"\0" * (44 + 16000))
+    stasis.on_event(citizen())
+    await settle()
+    from siaga112.ari.models import StasisEnd
+
+    stasis.on_event(StasisEnd(type="StasisEnd", channel=Channel(id=CALL)))
+    await settle()
+    assert "recording" not in sink.types()
+    assert stasis.flush_after_end() == 1
+    assert sink.calls[-1].type.value == "recording"
+    assert sink.calls[-1].data["seconds"] == 1.0
+    clock.advance(30)
+    assert sink.types().count("recording") == 1

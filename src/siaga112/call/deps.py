@@ -8,6 +8,7 @@ from typing import Protocol
 from siaga112.agencies import Directory
 from siaga112.ari.protocol import Ari
 from siaga112.call.clock import Clock, LoopClock
+from siaga112.call.notes import AfterEnd
 from siaga112.holding import HoldingBridge
 from siaga112.model import Disposition
 from siaga112.operators import OperatorDesk
@@ -35,3 +36,7 @@ class CallDeps:
     holding: HoldingBridge
     metrics: CallMetrics | None = None
     clock: Clock = field(default_factory=LoopClock)
+    after_end: AfterEnd = field(init=False)  # on the same clock as the calls' timers
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "after_end", AfterEnd(self.clock))

@@ -60,7 +60,7 @@ class Ending:
         if call.deps.metrics is not None:
             call.deps.metrics.call_ended(disposition)
         if call.deps.settings.recording.enabled:
-            call.clock.call_later(1.0, self._recorded)
+            self._note_recording_later(-1, 10)
 
     async def agency_left(self) -> None:
         """An agency hung up or could not be reached. With neither operator nor agency left
@@ -147,6 +147,11 @@ class Ending:
         except AriError:
             pass
 
+    def _note_recording_later(self, size: int, looks: int) -> None:
+        self.call.deps.after_end.later(
+            self.call.call_id, 1.0, lambda: self._recorded(size, looks),
+            final=lambda: self._recorded(-2, 1))
+
     def _recorded(self, last_size: int = -1, looks: int = 10) -> None:
         """Note the recording in the record once MixMonitor is done with it: the file is there
         and its size held still for a second (MixMonitor's thread writes on after hang-up)."""
@@ -157,7 +162,7 @@ class Ending:
         except OSError:
             size = -1
         if (size < 0 or size != last_size) and looks > 1:
-            call.clock.call_later(1.0, lambda: self._recorded(size, looks - 1))
+            self._note_recording_later(size, looks - 1)
             return
         if size < 0:
             log.warning("recording_missing", path=str(path), call_id=call.call_id)
