@@ -101,6 +101,8 @@ def ensure_postgres(state_dir: Path, port: int = 5432) -> str:
         if bins is None:
             raise RuntimeError("postgresql installed but no /usr/lib/postgresql/*/bin/initdb found")
     data = _data_dir(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    allow_traverse(state_dir)
     if not (data / "PG_VERSION").exists():
         _initdb(bins, state_dir)
     status = postgres_status(state_dir)
@@ -253,10 +255,20 @@ def _server_conf(port: int, sockets: Path) -> str:
     )
 
 
+def allow_traverse(state_dir: Path) -> None:
+    """The cluster's owner (postgres) must pass through the state directory, which the stack
+    makes 0750 under umask 027 (a fresh clone failed initdb: "Permission denied"). Others may
+    traverse it, not list it; what is inside keeps its own modes (secrets 0600)."""
+    mode = state_dir.stat().st_mode & 0o777
+    if mode & 0o001 == 0:
+        state_dir.chmod(mode | 0o001)
+
+
 def _initdb(bins: Path, state_dir: Path) -> None:
     data = _data_dir(state_dir)
     say(f"initialising dev PostgreSQL cluster in {data}")
     state_dir.mkdir(parents=True, exist_ok=True)
+    allow_traverse(state_dir)
     if data.exists():
         shutil.rmtree(data)  # a half-made cluster from an interrupted initdb
     data.mkdir(mode=0o700)
