@@ -229,3 +229,19 @@ def test_siaga112_run_without_a_file_asks_for_defaults(
         cli.main(["start"])
     assert exit_.value.code == 2
     assert "--defaults" in capsys.readouterr().err
+
+
+def test_the_records_cli_names_a_database_it_cannot_use(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """No traceback: which database (without its password) and why, exit 1."""
+    from siaga112.records import cli as records_cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SIAGA112_CONFIG", raising=False)
+    monkeypatch.setenv("SIAGA112_DATABASE__URL",
+                       "postgresql+asyncpg://siaga112:s3cret@127.0.0.1:1/siaga112")
+    assert records_cli.main(["calls", "list"]) == 1
+    err = capsys.readouterr().err
+    assert "records database postgresql+asyncpg://siaga112:***@127.0.0.1:1/siaga112" in err
+    assert "s3cret" not in err and "Traceback" not in err

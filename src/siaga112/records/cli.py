@@ -15,13 +15,15 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
+from sqlalchemy import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from siaga112.model import Disposition
 from siaga112.records.engine import connect_args
 from siaga112.records.policy import BlockPolicy
 from siaga112.records.repository import Repository
-from siaga112.settings import Settings
+from siaga112.settings import SettingsError, config_file, load
 
 Handler = Callable[[argparse.Namespace, Repository, BlockPolicy], Awaitable[int]]
 
@@ -114,7 +116,11 @@ def _runner(handler: Handler) -> Callable[[argparse.Namespace], int]:
 
 
 async def _with_repo(handler: Handler, args: argparse.Namespace) -> int:
-    settings = Settings()
+    try:
+        settings = load()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     engine = create_async_engine(
         settings.database.url, connect_args=connect_args(settings.database.statement_timeout)
     )
@@ -124,6 +130,15 @@ async def _with_repo(handler: Handler, args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (OSError, DBAPIError, TimeoutError) as exc:
+        # No traceback for an unreachable or refusing database: say which and why.
+        where = make_url(settings.database.url).render_as_string(hide_password=True)
+        cause = getattr(exc, "orig", None) or exc
+        print(f"error: the records database {where} cannot be used: "
+              f"{type(cause).__name__}: {str(cause).splitlines()[0][:200]}\n"
+              f"(settings file: {config_file()}; set SIAGA112_CONFIG or database.url)",
+              file=sys.stderr)
+        return 1
     finally:
         await engine.dispose()
 
