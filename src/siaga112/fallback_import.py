@@ -28,6 +28,7 @@ import structlog
 
 from siaga112.callerid import normalise
 from siaga112.model import CallEvent, CallEventType, Disposition
+from siaga112.wav import seconds_of_pcm_wav
 
 log = structlog.get_logger(__name__)
 
@@ -202,7 +203,7 @@ class FallbackImporter:
              hangup_by="caller", cause=f"queue {queue_status or 'unknown'}")
         recording = self._recordings / f"{call_id}.wav"
         if recording.exists():
-            seconds = max(0.0, (recording.stat().st_size - 44) / 16000)
+            seconds = seconds_of_pcm_wav(recording.stat().st_size)
             emit(CallEventType.RECORDING, _at(t_end), path=str(recording),
                  seconds=round(seconds, 2))
         return events

@@ -55,8 +55,16 @@ class OperatorState(StrEnum):
     PAUSED = "paused"
 
 
-# What an operator can choose (desk-phone codes, API); the other states come from calls.
-CHOSEN_STATES = frozenset({OperatorState.AVAILABLE, OperatorState.PAUSED, OperatorState.LOGGED_OUT})
+class ChosenState(StrEnum):
+    """What an operator can choose (desk-phone codes, the API); the other states of
+    OperatorState come from calls."""
+
+    AVAILABLE = "available"
+    PAUSED = "paused"
+    LOGGED_OUT = "logged_out"
+
+
+CHOSEN_STATES = frozenset(OperatorState(s.value) for s in ChosenState)
 
 
 class CallEventType(StrEnum):

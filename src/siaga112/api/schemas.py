@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from siaga112.call.items import CommandResult
 from siaga112.ids import AgencyCode, CallId, Id, Note
-from siaga112.model import BlockEntry, Disposition, OperatorSnapshot
+from siaga112.model import BlockEntry, ChosenState, Disposition, OperatorSnapshot
 from siaga112.records.schemas import (
     BlockRecord,
     CallEventRecord,
@@ -68,12 +68,6 @@ class ReadyAnswer(BaseModel):
 
 
 # -- operators ---------------------------------------------------------------------------------
-
-
-class ChosenState(StrEnum):
-    AVAILABLE = "available"
-    PAUSED = "paused"
-    LOGGED_OUT = "logged_out"
 
 
 class OperatorStateBody(_In):
