@@ -213,6 +213,11 @@ class Stasis:
                 continue
             resume = self._resume_of(channel, bridge_of.get(channel_id), members, channels)
             if resume is None:
+                # In our application but never answered or tagged: the daemon died as the call
+                # arrived (StasisStart received, nothing done yet). It arrives now, afresh;
+                # left alone it would wait in Stasis with nobody handling it.
+                log.info("resync_arrival", channel=channel_id, state=channel.state)
+                opened.append(self._open(channel, resume=None, stasis_at=None))
                 continue
             if resume.state is CallState.CONNECTED and resume.operator:
                 desk.connected(resume.operator, channel_id)  # busy before anyone is offered

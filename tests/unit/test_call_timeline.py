@@ -351,3 +351,22 @@ async def test_a_stop_flushes_the_recording_note_of_a_call_that_just_ended(tmp_p
     assert sink.calls[-1].data["seconds"] == 1.0
     clock.advance(30)
     assert sink.types().count("recording") == 1
+
+
+async def test_a_call_the_daemon_died_on_as_it_arrived_is_taken_in_afresh_by_the_resync() -> None:
+    """Killed between StasisStart and the answer: the channel waits in our application,
+    unanswered and untagged. The next resync must handle it, not leave it in Stasis."""
+
+    class Arriving(FakeAri):
+        async def channels(self) -> list[Channel]:
+            self._call("channels")
+            return [citizen().channel.model_copy(update={"state": "Ring"})]
+
+    ari, clock = Arriving(alive={CALL}), FakeClock()
+    stasis, desk, queue, sink = build(ari, clock)
+    await logged_out(desk)
+    await stasis.resync()
+    await settle()
+    assert ("answer", CALL) in ari.calls
+    assert stasis.sessions[CALL].state is CallState.QUEUED
+    assert sink.types()[:4] == ["arrived", "answered", "screened", "queued"]
