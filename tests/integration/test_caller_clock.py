@@ -749,3 +749,23 @@ async def test_graceful_stop_hands_every_caller_to_the_fallback_queue(
         assert served_by(desks, n), f"{n} never reached the fallback queue: {result.explain()}"
         assert ok(result).events("bye_received")
         assert talked_to(desks, n), f"{n} was not connected to a desk phone that hung up"
+
+
+async def test_nobody_at_the_desk_sends_the_caller_to_the_backup_centre(
+    daemon_factory, phones, records
+) -> None:
+    """queue.overflow as a dial string: with every operator logged out for
+    queue.no_operator_timeout, the waiting caller goes through the dialplan's [overflow]
+    context to the backup centre (agency 01's duty line plays it here) and talks there."""
+    await in_process(daemon_factory, [], queue={"no_operator_timeout": 2, "max_wait": 300,
+                                                 "overflow": "PJSIP/agency01"})
+    backup = await phones.agency("01", ring=0.3, talk=2.0, calls=None)
+    number = mobile_number()
+    citizen = await phones.citizen(number, MOBILE, hold=None)
+    await wait_for(lambda: served_by([backup], number), 20, "the backup centre rung")
+    result = ok(await citizen.wait(30))
+    assert result.events("bye_received"), result.explain()  # the backup centre hung up
+    [d] = await records.ended(number, seconds=30)
+    assert "overflow" in types_of(d), types_of(d)
+    [overflow] = [e for e in d.events if e.type == "overflow"]
+    assert overflow.data["target"] == "PJSIP/agency01"
