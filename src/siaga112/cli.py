@@ -134,14 +134,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_command(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    """Parse and run one command, files made 0640/0750 (umask 027); bad input the command
+    could not use exits 2 with one line naming it, no traceback. Shared with the test kit's
+    command line."""
     os.umask(UMASK)
-    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except ValueError as exc:  # bad input the command could not use: say which, no traceback
-        parser.exit(2, f"siaga112 {args.command}: {exc}\n")
+    except ValueError as exc:
+        parser.exit(2, f"{parser.prog} {args.command}: {exc}\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":

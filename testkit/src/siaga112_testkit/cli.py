@@ -4,11 +4,10 @@ the bench, and the pcaps the SIPp phones play. The product's own command is `sia
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-from siaga112.cli import UMASK
+from siaga112.cli import run_command
 
 
 def _state_dir(args: argparse.Namespace) -> Path:
@@ -78,13 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.umask(UMASK)
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except ValueError as exc:  # bad input the command could not use: say which, no traceback
-        parser.exit(2, f"siaga112-testkit {args.command}: {exc}\n")
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":
