@@ -23,6 +23,7 @@ from siaga112.call import CallDeps
 from siaga112.dispatch_clock import DispatchClock
 from siaga112.fallback_import import FallbackImporter
 from siaga112.holding import HoldingBridge
+from siaga112.leadership import Leadership, Role
 from siaga112.metrics import Metrics
 from siaga112.model import BlockEntry, CallEvent, CallEventType, QueueSnapshot
 from siaga112.notifier import MqttNotifier, NullNotifier
@@ -44,6 +45,8 @@ from siaga112.stasis import Stasis
 from siaga112.supervisor import Supervisor
 
 log = structlog.get_logger(__name__)
+
+EXIT_LEADERSHIP_LOST = 3  # `siaga112 run` exits so when another daemon took the lead
 
 
 class Daemon:
@@ -103,6 +106,20 @@ class Daemon:
         self.api = Api(self)
         self._stop = asyncio.Event()
         self.supervisor = Supervisor()
+        # HA (docs/cluster.md): a standby runs its API and the leadership loop only, and
+        # becomes the whole daemon (_activate) when it takes the lead.
+        self.leadership = (
+            Leadership(settings.database.url, settings.ha, on_active=self._activate,
+                       on_lost=self._leadership_lost)
+            if settings.ha.enabled else None
+        )
+        self.active = False
+        self._stepped_down = False
+        self.exit_code = 0
+
+    @property
+    def role(self) -> Role:
+        return Role.ACTIVE if self.active else Role.STANDBY
 
     # -- wiring callbacks ---------------------------------------------------------------------
 
@@ -153,6 +170,18 @@ class Daemon:
             loop.add_signal_handler(sig, self.request_stop, sig.name)
 
     async def start(self) -> None:
+        if self.leadership is None:
+            await self._activate()
+        else:
+            self.leadership.start()  # calls _activate when this daemon takes the lead
+        await self.api.start()
+        log.info("daemon_started", app=self.settings.ari.app, api_port=self.settings.api.port,
+                 role=self.role.value)
+
+    async def _activate(self) -> None:
+        """Start handling calls: records, MQTT, every background job, ARI (whose connect
+        resyncs, and so takes back every live call)."""
+        self.active = True
         self.writer.start()
         self.notifier.start()
         jobs = self.supervisor
@@ -171,8 +200,21 @@ class Daemon:
             jobs.every("recording-retention", self.retention.interval,
                        self.retention.sweep_off_loop, first_after=0)
         jobs.keep("orphan-records", lambda: self.orphans.after_resync(self.stasis.resynced))
-        await self.api.start()
-        log.info("daemon_started", app=self.settings.ari.app, api_port=self.settings.api.port)
+        if self.leadership is not None:
+            log.info("leadership_active", node=self.leadership.node, epoch=self.leadership.epoch)
+            self.notifier.leadership_changed(self.leadership.node, Role.ACTIVE.value,
+                                             self.leadership.epoch)
+
+    async def _leadership_lost(self) -> None:
+        """Another daemon leads now: touch no call any more (its resync has taken them back or
+        will), hand nothing back, and stop; run again, this daemon starts as a standby."""
+        self._stepped_down = True
+        self.stasis.accepting = False
+        self.events.stop()
+        if self.leadership is not None:
+            self.notifier.leadership_changed(self.leadership.node, Role.STANDBY.value, None)
+        self.exit_code = EXIT_LEADERSHIP_LOST
+        self.request_stop("leadership lost")
 
     async def run(self) -> None:
         await self.start()
@@ -183,8 +225,18 @@ class Daemon:
 
     async def shutdown(self, grace: float = 5.0) -> None:
         """Stop taking calls, hand waiting callers to the dialplan's queue, stop the parts in
-        reverse order of starting, each within a bounded time."""
-        handed = await self.stasis.hand_back_waiting()
+        reverse order of starting, each within a bounded time. A standby only stops its API and
+        its leadership loop; a leader that stepped down hands nothing back (the calls are the
+        new leader's); a leader stopping gracefully releases the lead at the end."""
+        if not self.active:
+            await self.api.stop()
+            if self.leadership is not None:
+                await self.leadership.stop(release=False)
+            await self.ari.close()
+            await self.engine.dispose()
+            log.info("daemon_stopped", role=self.role.value)
+            return
+        handed = 0 if self._stepped_down else await self.stasis.hand_back_waiting()
         log.info("shutdown", handed_back=handed, live=len(self.stasis.sessions))
         self.events.stop()
         await self.api.stop()
@@ -196,6 +248,8 @@ class Daemon:
         self.desk.close()
         await self.notifier.stop(timeout=grace)
         await self.writer.stop(timeout=grace)
+        if self.leadership is not None:
+            await self.leadership.stop(release=not self._stepped_down)
         await self.ari.close()
         await self.engine.dispose()
         log.info("daemon_stopped")

@@ -44,16 +44,16 @@ def _run(args: argparse.Namespace) -> int:
     pidfile = settings.state_dir / "siaga112.pid"
     procs.write_pidfile(pidfile, os.getpid())
 
-    async def main() -> None:
+    async def main() -> int:
         daemon = Daemon(settings)
         daemon.install_signal_handlers()
         await daemon.run()
+        return daemon.exit_code  # 3: another daemon took the lead (HA; run again as standby)
 
     try:
-        asyncio.run(main())
+        return asyncio.run(main())
     finally:
         procs.remove_own_pidfile(pidfile)  # not a newer daemon's
-    return 0
 
 
 def _start(args: argparse.Namespace) -> int:

@@ -35,6 +35,8 @@ class Topics:
         self.all_calls = f"{self.prefix}/events/calls"
         self.operator_events = f"{self.prefix}/events/operators"
         self.team_moving = f"{self.prefix}/agencies/+/moving"
+        self.leadership = f"{self.prefix}/events/leadership"  # HA: a daemon became active, ...
+        self.leader = f"{self.prefix}/leader"  # HA: retained, the active daemon
 
     def call(self, call_id: str) -> str:
         return f"{self.prefix}/calls/{call_id}/events"

@@ -19,6 +19,7 @@ Call the emit methods from the event loop's thread (the call path is asyncio).
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -27,7 +28,14 @@ import aiomqtt
 import structlog
 
 from siaga112.metrics import Metrics
-from siaga112.model import CallEvent, CallEventType, OperatorEvent, OperatorSnapshot, QueueSnapshot
+from siaga112.model import (
+    CallEvent,
+    CallEventType,
+    OperatorEvent,
+    OperatorSnapshot,
+    QueueSnapshot,
+    utcnow,
+)
 from siaga112.mqtt_buffer import Message, OutBuffer, Topics, _segment_ok
 from siaga112.mqtt_inbound import Refused, read_team_moving
 from siaga112.settings import MqttSettings
@@ -67,6 +75,9 @@ class NullNotifier:
         pass
 
     def operators_changed(self, operators: list[OperatorSnapshot]) -> None:
+        pass
+
+    def leadership_changed(self, node: str, role: str, epoch: int | None) -> None:
         pass
 
     def start(self) -> None:
@@ -157,6 +168,15 @@ class MqttNotifier:
                 continue
             payload = op.model_dump_json().encode()
             self._set_state(Message(self.topics.operator(op.operator), payload, True), payload)
+
+    def leadership_changed(self, node: str, role: str, epoch: int | None) -> None:
+        """HA (docs/cluster.md): an event on events/leadership; the active one also retained
+        on `leader`."""
+        payload = json.dumps({"node": node, "role": role, "epoch": epoch,
+                              "at": utcnow().isoformat()}).encode()
+        self._add_event((Message(self.topics.leadership, payload),))
+        if role == "active":
+            self._set_state(Message(self.topics.leader, payload, True), payload)
 
     def _add_event(self, messages: tuple[Message, ...]) -> None:
         if self._stopping:  # nowhere to go: counted as dropped, and said

@@ -171,6 +171,26 @@ class RecordingSettings(_Section):
     retention_days: int = Field(default=90, ge=1)
 
 
+class HaSettings(_Section):
+    """Active/standby daemons (docs/cluster.md): leadership on PostgreSQL. Off: this daemon is
+    the only one and always active."""
+
+    enabled: bool = False
+    # This daemon's name in the leadership row, the logs and MQTT: unique per daemon.
+    node: str = Field(default="a", pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    # The active writes a heartbeat this often; a standby takes over only when it holds the
+    # leadership lock and has watched the heartbeat stand still for `lease` seconds without
+    # losing the database in between (an outage never counts towards the lease).
+    heartbeat_interval: float = Field(default=1.0, gt=0, le=60)
+    lease: float = Field(default=3.0, gt=0, le=600)
+
+    @model_validator(mode="after")
+    def _lease_covers_beats(self) -> HaSettings:
+        if self.lease < 2 * self.heartbeat_interval:
+            raise ValueError("ha.lease must be at least twice ha.heartbeat_interval")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SIAGA112_",
@@ -194,6 +214,7 @@ class Settings(BaseSettings):
     agency: AgencySettings = AgencySettings()
     api: ApiSettings = ApiSettings()
     recording: RecordingSettings = RecordingSettings()
+    ha: HaSettings = HaSettings()
     agencies: list[Agency] = DEFAULT_DIRECTORY
 
     @field_validator("state_dir")

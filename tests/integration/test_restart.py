@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from siaga112 import legs, procs
-from siaga112.ari.client import AriClient, NotFound
+from siaga112 import procs
+from siaga112.ari.client import AriClient
 from siaga112.operators import state_var
 from tests.conftest import ari_settings, reset_pbx, wait_for
+from tests.integration.pbx_view import at_least, bridged_calls, holding_count
 from tests.integration.phones import LANDLINE, MOBILE, mobile_number
 
 pytestmark = pytest.mark.integration
@@ -88,26 +89,15 @@ async def test_kill_9_loses_no_call(stack, phones, tmp_path: Path) -> None:
         op1 = await phones.operator(1, ring=0.2, talk=None)  # stays on the call
         connected = await phones.citizen(mobile_number(), MOBILE, hold=14.0)
         async with AriClient(ari_settings()) as ari:
-
-            async def bridged_calls() -> list[str]:
-                return [b.id for b in await ari.bridges()
-                        if legs.call_of_bridge(b.id) and len(b.channels) == 2]
-
-            first_bridge = (await wait_for(bridged_calls, 10, "the first call connected"))[0]
+            first_bridge = (await wait_for(lambda: bridged_calls(ari), 10,
+                                           "the first call connected"))[0]
             waiting = [await phones.citizen(mobile_number(), LANDLINE, hold=None)
                        for _ in range(2)]
-
-            async def holding_count() -> int:
-                try:
-                    return len((await ari.get_bridge(legs.HOLDING_BRIDGE)).channels)
-                except NotFound:
-                    return 0
-
-            await wait_for(lambda: _ge(holding_count(), 2), 10, "two callers waiting")
+            await wait_for(lambda: at_least(holding_count(ari), 2), 10, "two callers waiting")
             daemon.kill9()
             # With the daemon gone, the calls stay as they are in Asterisk.
             await asyncio.sleep(1.0)
-            assert await holding_count() == 2
+            assert await holding_count(ari) == 2
             assert len((await ari.get_bridge(first_bridge)).channels) == 2
             # op2 logs in while the daemon is down (as *11 through the dialplan would).
             await ari.set_global(state_var("op2"), "available")
@@ -126,6 +116,3 @@ async def test_kill_9_loses_no_call(stack, phones, tmp_path: Path) -> None:
     finally:
         daemon.stop()
 
-
-async def _ge(value, n: int) -> bool:
-    return (await value) >= n

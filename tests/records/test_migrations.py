@@ -10,7 +10,7 @@ from siaga112.records.tables import metadata
 
 from .conftest import create_database
 
-HEAD = "0003"
+HEAD = "0004_ha"
 
 
 async def _tables(url: str) -> set[str]:

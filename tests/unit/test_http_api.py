@@ -85,7 +85,7 @@ async def body_of(resp: Any) -> dict[str, Any]:
 async def test_health_needs_no_token(client: TestClient[Any, Any]) -> None:
     resp = await client.get("/health")
     assert resp.status == 200
-    assert await resp.json() == {"status": "ok"}
+    assert await resp.json() == {"status": "ok", "role": "active"}
 
 
 @pytest.mark.parametrize("headers, named", [
@@ -456,7 +456,8 @@ async def test_ready_names_what_is_down(client: TestClient[Any, Any], daemon: Fa
     daemon.writer.backlog = 7
     resp = await client.get("/ready", headers=bearer("supervisor"))
     assert resp.status == 503
-    assert await body_of(resp) == {"ready": False, "ari": True, "database": False,
+    assert await body_of(resp) == {"ready": False, "role": "active", "ari": True,
+                                   "database": False,
                                    "mqtt": True, "journal_backlog": 7, "overflow": False,
                                    "overflow_since": None, "journal": "ok",
                                    "journal_problems": []}

@@ -128,6 +128,7 @@ class FakeDaemon:
     writer: FakeWriter = field(default_factory=FakeWriter)
     overflow: FakeOverflow = field(default_factory=FakeOverflow)
     moving: list[tuple[str, str, str, str]] = field(default_factory=list)
+    role: str = "active"
 
     def team_moving(self, agency: str, call_id: str, dispatch_id: str, by: str) -> None:
         self.moving.append((agency, call_id, dispatch_id, by))

@@ -33,7 +33,7 @@ class Health:
         ]
 
     async def health(self, ctx: Ctx) -> BaseModel:
-        return HealthAnswer()
+        return HealthAnswer(role=self._role())
 
     async def ready(self, ctx: Ctx) -> web.StreamResponse:
         d = self._d
@@ -41,12 +41,16 @@ class Health:
         database = await d.repository.ping(READY_DB_TIMEOUT)
         mqtt = self._mqtt_state()
         problems = list(d.writer.problems)
-        ready = ari and database and mqtt is not False and not problems
-        answer = ReadyAnswer(ready=ready, ari=ari, database=database, mqtt=mqtt,
+        role = self._role()
+        ready = role == "active" and ari and database and mqtt is not False and not problems
+        answer = ReadyAnswer(ready=ready, role=role, ari=ari, database=database, mqtt=mqtt,
                              journal_backlog=int(d.writer.backlog),
                              journal="degraded" if problems else "ok", journal_problems=problems,
                              overflow=d.overflow.active, overflow_since=d.overflow.active_since)
         return json_response(answer, 200 if ready else 503)
+
+    def _role(self) -> Literal["active", "standby"]:
+        return "standby" if self._d.role == "standby" else "active"
 
     def _mqtt_state(self) -> bool | Literal["disabled"]:
         connected = getattr(self._d.notifier, "connected", None)

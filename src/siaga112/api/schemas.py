@@ -49,10 +49,15 @@ class ErrorAnswer(BaseModel):
 
 class HealthAnswer(BaseModel):
     status: Literal["ok"] = "ok"
+    role: Literal["active", "standby"] = Field(
+        default="active", description="HA (docs/cluster.md): standby takes no call until it "
+        "takes the lead; a daemon without HA is always active")
 
 
 class ReadyAnswer(BaseModel):
     ready: bool
+    role: Literal["active", "standby"] = Field(
+        default="active", description="a standby is never ready: it handles no call")
     ari: bool
     database: bool
     mqtt: bool | Literal["disabled"]

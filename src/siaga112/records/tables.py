@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -187,5 +188,31 @@ agencies = Table(
     Column("lines", ARRAY(Text), nullable=False),  # dial strings: duty line, then fallbacks
     Column("categories", ARRAY(Text), nullable=False, server_default=text("'{}'")),
     Column("active", Boolean, nullable=False, server_default=text("true")),
+    _ts("updated_at", nullable=False, server_default=func.now()),
+)
+
+# High availability (siaga112/leadership.py, docs/cluster.md): one row, the active daemon's name,
+# the epoch of its leadership and a heartbeat counter it raises every beat. Standbys watch the
+# counter with their own clock, never the row's timestamps.
+ha_leader = Table(
+    "ha_leader",
+    metadata,
+    Column("id", Integer, primary_key=True),  # always 1
+    Column("holder", Text),  # NULL: nobody leads (released on a graceful stop)
+    Column("epoch", BigInteger, nullable=False, server_default=text("0")),
+    Column("beat", BigInteger, nullable=False, server_default=text("0")),
+    _ts("since"),
+    _ts("heartbeat_at"),
+)
+
+# What each operator chose (available, paused, logged out; why) and since when they are idle:
+# shared by every daemon and every PBX node, kept across PBX restarts (operators.py's store).
+operator_choices = Table(
+    "operator_choices",
+    metadata,
+    Column("operator", Text, primary_key=True),
+    Column("chosen", Text, nullable=False),
+    Column("reason", Text),
+    _ts("idle_since"),
     _ts("updated_at", nullable=False, server_default=func.now()),
 )
