@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,8 +90,10 @@ class FakeAri:
     async def destroy_bridge(self, bridge_id: str) -> None:
         self._call("destroy_bridge", bridge_id)
 
-    async def add_to_bridge(self, bridge_id: str, channel_id: str, role: str | None = None) -> None:
-        self._call("add_to_bridge", bridge_id, channel_id)
+    async def add_to_bridge(self, bridge_id: str, channel_id: str | Sequence[str],
+                            role: str | None = None) -> None:
+        channels = channel_id if isinstance(channel_id, str) else ",".join(channel_id)
+        self._call("add_to_bridge", bridge_id, channels)
 
     async def remove_from_bridge(self, bridge_id: str, channel_id: str) -> None:
         self._call("remove_from_bridge", bridge_id, channel_id)

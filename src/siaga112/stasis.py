@@ -30,11 +30,13 @@ from siaga112.ari.models import (
 from siaga112.call import CallDeps, CallSession, Command, Resume
 from siaga112.call.errors import CallNotLive, CallNotResponding
 from siaga112.call.items import CommandKind, CommandResult, OperatorAway, OverflowNow, StopNow
+from siaga112.call.waiting import talk_detect_global
 from siaga112.model import CHOSEN_STATES, CallState, OperatorState
 
 log = structlog.get_logger(__name__)
 
 RESYNC_BUFFER_MAX = 10_000  # events held while a resync runs
+TALK_DETECT_GLOBAL = "SIAGA112_TALK_DETECT"  # read by dialplan/extensions.conf [emergency]
 
 
 class Stasis:
@@ -173,6 +175,7 @@ class Stasis:
                 bridge_of[ch] = b.id
         self._deps.holding.invalidate()
         await self._deps.holding.ensure()
+        await self._set_talk_detect()
         desk = self._deps.desk
         desk.reset_runtime()
         await desk.load()
@@ -213,8 +216,8 @@ class Stasis:
                 continue
             resume = self._resume_of(channel, bridge_of.get(channel_id), members, channels)
             if resume is None:
-                # In our application but never answered or tagged: the daemon died as the call
-                # arrived (StasisStart received, nothing done yet). It arrives now, afresh;
+                # In our application but in no bridge: the daemon died as the call arrived
+                # (StasisStart received, the caller not queued yet). It arrives now, afresh;
                 # left alone it would wait in Stasis with nobody handling it.
                 log.info("resync_arrival", channel=channel_id, state=channel.state)
                 opened.append(self._open(channel, resume=None, stasis_at=None))
@@ -226,6 +229,16 @@ class Stasis:
             await asyncio.wait([asyncio.ensure_future(s.taken_back.wait()) for s in opened],
                                timeout=10)
         log.info("resynced", channels=len(ours), taken_back=len(opened), live=len(self.sessions))
+
+    async def _set_talk_detect(self) -> None:
+        """The dialplan sets TALK_DETECT on each 112 call before Stasis() from this global
+        (one request per connect instead of one per call). If it cannot be set, the
+        dialplan's defaults (those of SilenceSettings) apply."""
+        value = talk_detect_global(self._deps.settings.silence)
+        try:
+            await self._deps.ari.set_global(TALK_DETECT_GLOBAL, value)
+        except AriError as exc:
+            log.warning("talk_detect_global_not_set", value=value, error=str(exc))
 
     async def _watch_desk_phones(self) -> None:
         """Follow each desk phone's reachability through its device state. (Subscribing to
@@ -250,7 +263,9 @@ class Stasis:
         tags = ids.channel_tags(channel.channelvars)  # checked: a bad tag is left out
         if tags.refused:
             log.warning("channel_tags_refused", channel=channel.id, variables=tags.refused)
-        since, priority, flags = tags.arrived, tags.priority, tags.flags
+        # The channel's creation time is its arrival; a SIAGA112_ARRIVED tag (written by
+        # daemons before 2026-11-30) still wins where a channel has one.
+        since, priority, flags = tags.arrived or channel.creationtime, tags.priority, tags.flags
         if bridge_id == legs.HOLDING_BRIDGE:
             return Resume(CallState.QUEUED, since=since, priority=priority, flags=flags)
         if bridge_id is not None and legs.call_of_bridge(bridge_id) == channel.id:
@@ -282,9 +297,9 @@ class Stasis:
                 agency_channels=agencies,
                 agency_dialling=ringing,
             )
-        if channel.state == "Up" and since is not None:
-            # Answered by us before, in no bridge: screening or an announcement was under way.
-            return Resume(CallState.QUEUED, since=since, priority=priority, flags=flags)
+        # In no bridge (the dialplan answers before Stasis()): we died before the caller was
+        # queued, as it arrived or during screening or the blocked announcement. It is taken
+        # in afresh: screened again, and a blocked caller hears the announcement again.
         return None
 
     # -- stopping and overflow ------------------------------------------------------------------

@@ -199,7 +199,7 @@ async def test_operator_on_a_call_is_not_rung_again(daemon_factory, phones) -> N
     number = mobile_number()
     second = await phones.citizen(number, LANDLINE, hold=1.5)
     second_id = await call_of(daemon, e164(number))
-    assert daemon.stasis.sessions[second_id].state is CallState.QUEUED
+    await wait_for(lambda: daemon.stasis.sessions[second_id].state is CallState.QUEUED, 5)
     assert daemon.queue.position(second_id) == 1
     assert (await second.wait(15)).ok
     assert (await first.wait(15)).ok

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json as jsonlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiohttp
@@ -217,9 +217,14 @@ class AriClient:
     async def destroy_bridge(self, bridge_id: str) -> None:
         await self.request("DELETE", f"/bridges/{bridge_id}")
 
-    async def add_to_bridge(self, bridge_id: str, channel_id: str, role: str | None = None) -> None:
+    async def add_to_bridge(
+        self, bridge_id: str, channel_id: str | Sequence[str], role: str | None = None
+    ) -> None:
+        """Add one channel, or several in one request. A channel in another of our bridges
+        leaves it for this one."""
+        channels = channel_id if isinstance(channel_id, str) else ",".join(channel_id)
         await self.request(
-            "POST", f"/bridges/{bridge_id}/addChannel", {"channel": channel_id, "role": role}
+            "POST", f"/bridges/{bridge_id}/addChannel", {"channel": channels, "role": role}
         )
 
     async def remove_from_bridge(self, bridge_id: str, channel_id: str) -> None:

@@ -44,14 +44,13 @@ class Arrival:
         )
         log.info("call_arrived", caller=call.caller.e164, caller_raw=call.caller.raw,
                  problem=call.caller.problem.value, line=call.line_type.value, trunk=call.trunk)
-        if call.citizen.state != "Up":
+        if call.citizen.state != "Up":  # the dialplan answers before Stasis(); not this one
             await ari.answer(call.call_id)
         latency = time.monotonic() - call.stasis_at
         if call.deps.metrics is not None:
             call.deps.metrics.call_answered(latency)
         call.emit(CallEventType.ANSWERED, latency_ms=round(latency * 1000, 2))
         log.info("call_answered", latency_ms=round(latency * 1000, 2))
-        await tag(call, SIAGA112_ARRIVED=call.arrived_at.isoformat())
         verdict = call.deps.screening.check(call.caller.e164)
         call.transition(CallState.SCREENED, blocked=verdict.blocked, reason=verdict.reason)
         call.emit(CallEventType.SCREENED, blocked=verdict.blocked, reason=verdict.reason)
@@ -132,7 +131,8 @@ async def stop_playback(call: CallSession, playback_id: str) -> None:
 
 async def tag(call: CallSession, **variables: str) -> None:
     """Channel variables are the call's tags in Asterisk, read back by the resync: only what
-    Asterisk cannot tell by itself (arrival time, priority lane). Set side by side."""
+    Asterisk cannot tell by itself (the priority lane and the flags; the arrival time is the
+    channel's own creation time). Set side by side."""
     names = list(variables)
     results = await asyncio.gather(
         *(call.deps.ari.set_var(call.call_id, n, variables[n]) for n in names),

@@ -99,13 +99,9 @@ class OperatorLeg:
         await call.waiting.stop_prompt()
         bridge_id = legs.call_bridge(call.call_id)
         await ari.create_bridge(bridge_id, "mixing", f"112 call {call.call_id}")
-        await call.deps.holding.remove(call.call_id)
-        try:
-            await ari.stop_moh(call.call_id)
-        except AriError:
-            pass  # MOH may not be on the channel itself
-        await ari.add_to_bridge(bridge_id, call.call_id)
-        await ari.add_to_bridge(bridge_id, channel_id)
+        # One request for both: Asterisk moves the citizen out of the holding bridge itself
+        # (a Stasis channel joining a bridge departs the one it is in).
+        await ari.add_to_bridge(bridge_id, [call.call_id, channel_id])
         log.info("operator_bridged", bridge=bridge_id, operator_channel=channel_id)
         call.waiting.stop()
         call.deps.desk.connected(operator, call.call_id)

@@ -15,6 +15,7 @@ from siaga112.ari.client import AriError, channel_gone
 from siaga112.call.arrival import PROMPT_LOST_AFTER, stop_playback, tag
 from siaga112.model import CallEventType, CallState, Disposition
 from siaga112.queue import Waiter
+from siaga112.settings import SilenceSettings
 
 if TYPE_CHECKING:
     from siaga112.call.session import CallSession
@@ -52,8 +53,9 @@ class Waiting:
         call.transition(CallState.QUEUED, front=front)
         pos = call.deps.queue.enqueue(self.waiter, front=front)
         call.emit(CallEventType.QUEUED, position=pos, priority=call.priority, flags=call.flags)
-        await tag(call, SIAGA112_PRIORITY="1" if call.priority else "0",
-                  SIAGA112_FLAGS=",".join(call.flags))
+        if call.priority or call.flags:  # no tag reads as the default: no round trip for it
+            await tag(call, SIAGA112_PRIORITY="1" if call.priority else "0",
+                      SIAGA112_FLAGS=",".join(call.flags))
 
     def requeue(self) -> None:
         """Back in the queue after an operator's phone did not take the call: the same place."""
@@ -97,11 +99,12 @@ class Waiting:
     # -- silence ----------------------------------------------------------------------------
 
     async def _start_silence_check(self) -> None:
+        """The dialplan has set TALK_DETECT before Stasis() (with the thresholds the daemon
+        put in the PBX global SIAGA112_TALK_DETECT, see talk_detect_global): the silence
+        timer is all that is left to start."""
         s = self.call.deps.settings.silence
         if not s.enabled:
             return
-        await self.call.deps.ari.set_var(self.call.call_id, "TALK_DETECT(set)",
-                                         f"{s.dsp_silence_ms},{s.dsp_talking_threshold}")
         self.call.timer("silent", s.silent_after)
 
     async def on_timer(self, name: str) -> None:
@@ -174,3 +177,12 @@ class Waiting:
             await call.deps.ari.set_var(call.call_id, "SIAGA112_OVERFLOW_DIAL", target)
             context = legs.OVERFLOW_CONTEXT
         await call.ending.leave_to_dialplan(context, Disposition.FALLBACK, f"overflow: {reason}")
+
+
+def talk_detect_global(settings: SilenceSettings) -> str:
+    """The value of the PBX global SIAGA112_TALK_DETECT that the dialplan's [emergency]
+    context gives TALK_DETECT(set) before Stasis(): "silence_ms,threshold", or "off"."""
+    if not settings.enabled:
+        return "off"
+    return f"{settings.dsp_silence_ms},{settings.dsp_talking_threshold}"
+
