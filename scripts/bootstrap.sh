@@ -16,6 +16,7 @@ command -v sox >/dev/null || need+=(sox)
 command -v mosquitto >/dev/null || need+=(mosquitto)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v curl >/dev/null || need+=(curl)
+[ -x /usr/bin/chromium ] || need+=(chromium)  # the web console's browser tests (Playwright)
 # Services of the packages this run installs that were not running before it.
 active() { command -v systemctl >/dev/null && systemctl is-active --quiet "$1" 2>/dev/null; }
 was_active=()

@@ -17,6 +17,7 @@ import structlog
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from siaga112.agencies import Directory
+from siaga112.api.live import LiveFeed
 from siaga112.ari.client import AriClient
 from siaga112.ari.events import EventStream
 from siaga112.call import CallDeps
@@ -73,7 +74,8 @@ class Daemon:
             if settings.mqtt.enabled
             else NullNotifier()
         )
-        self.sink = FanOut([self.writer, self.notifier])
+        self.live = LiveFeed()  # the web console's live events (api/live.py)
+        self.sink = FanOut([self.writer, self.notifier, self.live])
         self.directory = Directory(settings.agencies)
         self.desk = OperatorDesk(
             settings.queue.operators, self.ari, self.sink, settings.queue.wrapup,
@@ -129,6 +131,7 @@ class Daemon:
     def _operators_changed(self) -> None:
         ops = self.desk.snapshot()
         self.notifier.operators_changed(ops)
+        self.live.operators_changed(ops)
         self.metrics.operators(Counter(op.state for op in ops))
         # `queue` is built after `desk`; the first load happens after both exist.
         queue = getattr(self, "queue", None)
@@ -137,6 +140,7 @@ class Daemon:
 
     def _queue_changed(self, snapshot: QueueSnapshot) -> None:
         self.notifier.queue_changed(snapshot)
+        self.live.queue_changed(snapshot)
         self.metrics.queue_length(snapshot.length)
 
     async def _team_moving(self, agency: str, payload: dict[str, Any]) -> None:
@@ -151,6 +155,12 @@ class Daemon:
                         else "the dispatch is of another call")
             return
         self.team_moving(agency, found.call_id, dispatch_id, "mqtt")
+
+    def call_note(self, call_id: str, text: str, by: str) -> None:
+        """An operator's note on a call (the web console): an event like the session's, through
+        the journal to the record (its latest note) and out on MQTT."""
+        self.sink.call_event(CallEvent(call_id=call_id, seq=0, type=CallEventType.NOTE,
+                                       data={"text": text, "by": by}))
 
     def team_moving(self, agency: str, call_id: str, dispatch_id: str, by: str) -> None:
         self.sink.call_event(

@@ -84,6 +84,7 @@ class CallEventType(StrEnum):
     OPERATOR_LEFT = "operator_left"  # data: operator
     CATEGORY = "category"  # data: category
     DISPOSITION = "disposition"  # data: disposition, by
+    NOTE = "note"  # data: text, by (the operator's free-text note; the latest is the record's)
     AGENCY_REQUESTED = "agency_requested"  # data: agency, dispatch_id
     AGENCY_LINE_FAILED = "agency_line_failed"  # data: agency, line, reason
     AGENCY_JOINED = "agency_joined"  # data: agency, line

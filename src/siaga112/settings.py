@@ -144,9 +144,15 @@ class ApiToken(_Section):
     role: Literal["supervisor", "operator", "admin", "agency"]
     name: str
     agency: str | None = Field(default=None, pattern=r"^[0-9]{2}$")
+    # The desk phone (an operator in queue.operators, e.g. "op1") an operator's or admin's token
+    # sits at: the web console shows that desk's call and state.
+    desk: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
 
     @model_validator(mode="after")
     def _agency_bound(self) -> ApiToken:
+        if self.desk is not None and self.role not in ("operator", "admin"):
+            raise ValueError(f"api token {self.name!r} has desk {self.desk} but role "
+                             f"{self.role}: only an operator or admin token sits at a desk")
         if self.role == "agency" and self.agency is None:
             raise ValueError(f"api token {self.name!r} has role agency but no agency code "
                              "(e.g. agency = \"01\")")
@@ -216,6 +222,14 @@ class Settings(BaseSettings):
     recording: RecordingSettings = RecordingSettings()
     ha: HaSettings = HaSettings()
     agencies: list[Agency] = DEFAULT_DIRECTORY
+
+    @model_validator(mode="after")
+    def _desks_known(self) -> Settings:
+        for tok in self.api.tokens:
+            if tok.desk is not None and tok.desk not in self.queue.operators:
+                raise ValueError(f"api token {tok.name!r}: desk {tok.desk} is not one of "
+                                 "queue.operators")
+        return self
 
     @field_validator("state_dir")
     @classmethod

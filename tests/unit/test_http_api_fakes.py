@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from siaga112.api.live import LiveFeed
 from siaga112.call.errors import CallNotLive, CommandError
 from siaga112.call.items import CommandKind, CommandResult
 from siaga112.metrics import Metrics
@@ -128,10 +129,15 @@ class FakeDaemon:
     writer: FakeWriter = field(default_factory=FakeWriter)
     overflow: FakeOverflow = field(default_factory=FakeOverflow)
     moving: list[tuple[str, str, str, str]] = field(default_factory=list)
+    live: LiveFeed = field(default_factory=LiveFeed)
+    notes: list[tuple[str, str, str]] = field(default_factory=list)
     role: str = "active"
 
     def team_moving(self, agency: str, call_id: str, dispatch_id: str, by: str) -> None:
         self.moving.append((agency, call_id, dispatch_id, by))
+
+    def call_note(self, call_id: str, text: str, by: str) -> None:
+        self.notes.append((call_id, text, by))
 
 
 class KnownDispatches(Repository):

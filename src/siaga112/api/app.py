@@ -15,6 +15,7 @@ from aiohttp import web
 from siaga112.api.auth import Authenticator, Role
 from siaga112.api.blocklist import Blocklist
 from siaga112.api.calls import Calls
+from siaga112.api.console import Console
 from siaga112.api.deps import DaemonLike
 from siaga112.api.dispatches import Dispatches
 from siaga112.api.errors import error_response
@@ -33,6 +34,7 @@ class Api:
     def __init__(self, daemon: DaemonLike) -> None:
         self._settings = daemon.settings.api
         self._auth = Authenticator(self._settings.tokens)
+        self._live = daemon.live
         self.routes: list[Route] = [
             *Health(daemon).routes(),
             *Operators(daemon).routes(),
@@ -40,6 +42,7 @@ class Api:
             *Blocklist(daemon).routes(),
             *Reports(daemon).routes(),
             *Dispatches(daemon).routes(),
+            *Console(daemon).routes(),
             Route("GET", "/openapi.json", self.openapi, "This API as an OpenAPI document.",
                   Role.SUPERVISOR),
         ]
@@ -70,6 +73,7 @@ class Api:
         log.info("api_started", host=s.host, port=self.port)
 
     async def stop(self) -> None:
+        self._live.close()  # end the consoles' event streams, so the server stops at once
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -38,6 +38,8 @@ class TokenLike(Protocol):
     def name(self) -> str: ...
     @property
     def agency(self) -> str | None: ...
+    @property
+    def desk(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class Principal:
     name: str
     role: Role
     agency: str | None = None  # the agency an agency token speaks for
+    desk: str | None = None  # the desk phone (operator name) an operator's token sits at
 
     def may(self, needed: Role) -> bool:
         """True when this role is at least `needed` on the supervisor < operator < admin scale.
@@ -61,7 +64,7 @@ class Authenticator:
         self._tokens = [
             (
                 t.token.get_secret_value().encode(),
-                Principal(name=t.name, role=Role(t.role), agency=t.agency),
+                Principal(name=t.name, role=Role(t.role), agency=t.agency, desk=t.desk),
             )
             for t in tokens
         ]

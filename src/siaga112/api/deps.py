@@ -8,8 +8,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Protocol
 
+from siaga112.api.live import LiveFeed
 from siaga112.call.items import CommandKind, CommandResult
 from siaga112.model import BlockEntry, OperatorSnapshot, OperatorState, QueueSnapshot
+from siaga112.records.console import CallerHistory, WallAlerts
 from siaga112.records.schemas import (
     BlockRecord,
     CallDetail,
@@ -52,6 +54,10 @@ class RepositoryLike(Protocol):
     async def list_blocks(self, include_expired: bool = False) -> list[BlockRecord]: ...
     async def referrals(self, only_new: bool = False) -> list[Referral]: ...
     async def kpis(self, since: datetime, until: datetime) -> Kpis: ...
+    async def caller_history(self, number: str, window_hours: float,
+                             exclude_call_id: str | None = None) -> CallerHistory: ...
+    async def wall_alerts(self, dispatch_deadline: datetime, complaint_deadline: datetime,
+                          since: datetime) -> WallAlerts: ...
 
 
 class PolicyLike(Protocol):
@@ -108,4 +114,7 @@ class DaemonLike(Protocol):
     def overflow(self) -> OverflowLike: ...
     @property
     def role(self) -> str: ...  # "active" or "standby" (leadership.Role)
+    @property
+    def live(self) -> LiveFeed: ...  # the web console's live events
     def team_moving(self, agency: str, call_id: str, dispatch_id: str, by: str) -> None: ...
+    def call_note(self, call_id: str, text: str, by: str) -> None: ...

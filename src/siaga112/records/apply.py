@@ -5,7 +5,8 @@ rows they touch are then recomputed from all of the call's stored events, so a l
 or replayed event gives the same row as one on time. Rules per event type (model.CallEventType):
 first ARRIVED / ANSWERED / QUEUED / CONNECTED / AGENCY_JOINED / ENDED times win; the operator
 is the first CONNECTED's; agencies are every AGENCY_JOINED's; the latest (by seq, then time)
-CATEGORY and RECORDING win; disposition is the latest DISPOSITION (the operator's mark),
+CATEGORY and RECORDING win, and the latest NOTE (by time: notes come from outside the
+session, seq 0); disposition is the latest DISPOSITION (the operator's mark),
 else ENDED's.
 
 A dispatch is every event with its data.dispatch_id (the agency bridge tags them all): its
@@ -65,6 +66,8 @@ _RECOMPUTE_CALLS = text(
            FILTER (WHERE e.type = 'ended'))[1] AS ended_disposition,
         (array_agg(e.data->>'category' ORDER BY e.seq DESC, e.at DESC)
            FILTER (WHERE e.type = 'category'))[1] AS category,
+        (array_agg(e.data->>'text' ORDER BY e.at DESC, e.seq DESC)
+           FILTER (WHERE e.type = 'note'))[1] AS note,
         coalesce(array_agg(DISTINCT e.data->>'agency')
                  FILTER (WHERE e.type = 'agency_joined' AND e.data ? 'agency'), '{}') AS agencies,
         coalesce(bool_or(e.data->'priority' = 'true'::jsonb)
@@ -82,12 +85,12 @@ _RECOMPUTE_CALLS = text(
     )
     INSERT INTO calls AS c (
       call_id, caller_raw, caller, line_type, trunk, arrived_at, answered_at, queued_at,
-      operator_answered_at, operator, agency_bridged_at, ended_at, disposition, category,
+      operator_answered_at, operator, agency_bridged_at, ended_at, disposition, category, note,
       agencies, priority, flags, recording_path, recording_seconds, wait_seconds, talk_seconds,
       updated_at)
     SELECT a.call_id, a.caller_raw, a.caller, a.line_type, a.trunk, a.arrived_at, a.answered_at,
       a.queued_at, a.operator_answered_at, a.operator, a.agency_bridged_at, a.ended_at,
-      coalesce(a.marked, a.ended_disposition), a.category, a.agencies, a.priority,
+      coalesce(a.marked, a.ended_disposition), a.category, a.note, a.agencies, a.priority,
       ARRAY(SELECT DISTINCT f FROM unnest(
           ARRAY(SELECT jsonb_array_elements_text(q.data->'flags') FROM call_events q
                 WHERE q.call_id = a.call_id AND q.type = 'queued'
@@ -106,7 +109,8 @@ _RECOMPUTE_CALLS = text(
       queued_at = excluded.queued_at, operator_answered_at = excluded.operator_answered_at,
       operator = excluded.operator, agency_bridged_at = excluded.agency_bridged_at,
       ended_at = excluded.ended_at, disposition = excluded.disposition,
-      category = excluded.category, agencies = excluded.agencies, priority = excluded.priority,
+      category = excluded.category, note = excluded.note, agencies = excluded.agencies,
+      priority = excluded.priority,
       flags = excluded.flags, recording_path = excluded.recording_path,
       recording_seconds = excluded.recording_seconds, wait_seconds = excluded.wait_seconds,
       talk_seconds = excluded.talk_seconds, updated_at = excluded.updated_at

@@ -10,7 +10,9 @@ from sqlalchemy import ColumnElement, and_, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from siaga112.model import BlockEntry, CallEvent, CallEventType, Disposition
+from siaga112.records import console
 from siaga112.records.apply import store
+from siaga112.records.console import CallerHistory, WallAlerts
 from siaga112.records.kpis import kpis
 from siaga112.records.policy import BlockPolicy
 from siaga112.records.schemas import (
@@ -357,3 +359,14 @@ class Repository:
 
     async def kpis(self, since: datetime, until: datetime) -> Kpis:
         return await kpis(self._engine, since, until)
+
+    # -- the web console (records/console.py) ------------------------------------------------
+
+    async def caller_history(self, number: str, window_hours: float,
+                             exclude_call_id: str | None = None) -> CallerHistory:
+        return await console.caller_history(self._engine, number, window_hours, exclude_call_id)
+
+    async def wall_alerts(self, dispatch_deadline: datetime, complaint_deadline: datetime,
+                          since: datetime) -> WallAlerts:
+        return await console.wall_alerts(self._engine, dispatch_deadline, complaint_deadline,
+                                         since)

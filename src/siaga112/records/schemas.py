@@ -30,6 +30,7 @@ class CallRecord(_Row):
     operator: str | None = None
     disposition: str | None = None
     category: str | None = None
+    note: str | None = None
     agencies: list[str] = []
     priority: bool = False
     flags: list[str] = []

@@ -50,6 +50,7 @@ calls = Table(
     Column("operator", Text),
     Column("disposition", Text),  # model.Disposition values
     Column("category", Text),  # "01".."12"
+    Column("note", Text),  # the operator's latest NOTE
     Column("agencies", ARRAY(Text), nullable=False, server_default=text("'{}'")),
     Column("priority", Boolean, nullable=False, server_default=text("false")),
     Column("flags", ARRAY(Text), nullable=False, server_default=text("'{}'")),

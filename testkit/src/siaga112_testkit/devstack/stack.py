@@ -1,7 +1,9 @@
 """The whole local stack on loopback: prompts, test PBX, PostgreSQL (migrated), Mosquitto.
 
 `up` is idempotent and quick when everything already runs; `down` stops each part by its pid.
-It also writes the dev settings file (state_dir/siaga112.toml, 0600) with a fresh admin API token,
+It also writes the dev settings file (state_dir/siaga112.toml, 0600) with a fresh admin API token
+(and, for the web console, op1's desk token and a supervisor token: var/api-token-op1,
+var/api-token-supervisor),
 the test PBX's generated ARI password and the database URL with the project role's generated
 password, so that `siaga112 run` with SIAGA112_CONFIG pointing there talks to this stack.
 
@@ -93,11 +95,10 @@ def write_dev_settings(state_dir: Path, db_url: str, pbx: Pbx, test: bool = Fals
     """state_dir/siaga112.toml; with test, the test kit's state_dir/siaga112-test.toml (its own
     database, MQTT prefix and state dir, the same PBX and admin token)."""
     conf = state_dir / (TEST_SETTINGS if test else "siaga112.toml")
-    token_file = state_dir / "api-token"
-    if not token_file.exists():
-        procs.write_private(token_file, secrets.token_urlsafe(24) + "\n")
-    token_file.chmod(0o600)
-    token = token_file.read_text().strip()
+    token = _token(state_dir / "api-token")
+    # The web console's: op1's desk (an operator token bound to its desk phone), a supervisor.
+    op1_token = _token(state_dir / "api-token-op1")
+    supervisor_token = _token(state_dir / "api-token-supervisor")
     procs.write_private(conf, (
         "# Written by `siaga112-testkit stack up` for the local stack. Do not edit: it is "
         "rewritten.\n"
@@ -115,9 +116,26 @@ def write_dev_settings(state_dir: Path, db_url: str, pbx: Pbx, test: bool = Fals
         "[[api.tokens]]\n"
         f'token = "{token}"\n'
         'role = "admin"\n'
-        'name = "local admin"\n'
+        'name = "local admin"\n\n'
+        "[[api.tokens]]\n"
+        f'token = "{op1_token}"\n'
+        'role = "operator"\n'
+        'name = "op1 desk"\n'
+        'desk = "op1"\n\n'
+        "[[api.tokens]]\n"
+        f'token = "{supervisor_token}"\n'
+        'role = "supervisor"\n'
+        'name = "local supervisor"\n'
     ))
     return conf
+
+
+def _token(path: Path) -> str:
+    """The API token kept in `path` (0600), made once."""
+    if not path.exists():
+        procs.write_private(path, secrets.token_urlsafe(24) + "\n")
+    path.chmod(0o600)
+    return path.read_text().strip()
 
 
 def dev_ari_settings(state_dir: Path) -> AriSettings:
