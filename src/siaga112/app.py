@@ -43,6 +43,7 @@ from siaga112.screening import Screening
 from siaga112.settings import Settings
 from siaga112.sinks import FanOut
 from siaga112.stasis import Stasis
+from siaga112.supervision import Supervision
 from siaga112.supervisor import Supervisor
 
 log = structlog.get_logger(__name__)
@@ -91,6 +92,8 @@ class Daemon:
             )
         )
         self.overflow = Overflow(self.queue, self.desk, settings.queue, send=self.stasis.overflow)
+        # Supervisors' listen, whisper and barge: an ARI application of its own (supervision.py).
+        self.supervision = Supervision(self.ari, settings, lambda: self.stasis.sessions)
         self.events = EventStream(
             settings.ari, on_event=self.stasis.on_event, on_connect=self.stasis.resync,
             on_reconnect_attempt=self.metrics.ari_reconnected,
@@ -199,6 +202,7 @@ class Daemon:
         jobs.keep("blocklist-listen", self.blocklist_listener.run)
         jobs.keep("block-expiry", self.policy.run_expiry)
         jobs.keep("ari-events", self.events.run)
+        jobs.keep("supervision", self.supervision.run)
         jobs.every("holding-announcements", self.holding.interval, self.holding.announce)
         jobs.every("overflow", TICK, self.overflow.tick)
         jobs.every("dispatch-clock", self.settings.agency.overdue_check_interval,
@@ -249,6 +253,7 @@ class Daemon:
         handed = 0 if self._stepped_down else await self.stasis.hand_back_waiting()
         log.info("shutdown", handed_back=handed, live=len(self.stasis.sessions))
         self.events.stop()
+        self.supervision.stop()
         await self.api.stop()
         await self.supervisor.stop(grace)
         await self.stasis.close()

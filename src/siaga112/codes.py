@@ -1,6 +1,7 @@
 """Desk-phone codes an operator sends as DTMF during a call, read digit by digit.
 
-`*2NN` bring agency NN onto the call; `*3CC` set incident category CC; `*7` prank; `*8` ghost.
+`*2NN` bring agency NN onto the call; `*3CC` set incident category CC; `*7` prank; `*8` ghost;
+`*6` instant recall (hear the last seconds of the call again), `#` back to the call.
 A code that does not exist is named in the log and changes nothing on the call.
 """
 
@@ -16,6 +17,8 @@ class CodeKind(StrEnum):
     CATEGORY = "category"
     PRANK = "prank"
     GHOST = "ghost"
+    RECALL = "recall"  # *6
+    RETURN = "return"  # #: back to the call (from a recall)
     UNKNOWN = "unknown"
 
 
@@ -27,7 +30,7 @@ class Code:
 
 
 _ARG_DIGITS = {"2": CodeKind.AGENCY, "3": CodeKind.CATEGORY}
-_SINGLE = {"7": CodeKind.PRANK, "8": CodeKind.GHOST}
+_SINGLE = {"6": CodeKind.RECALL, "7": CodeKind.PRANK, "8": CodeKind.GHOST}
 
 
 class CodeReader:
@@ -48,6 +51,8 @@ class CodeReader:
             self._buf = "*"
             return None
         if not self._buf:
+            if digit == "#":  # on its own (not inside a code): back to the call
+                return Code(CodeKind.RETURN, raw="#")
             return None  # digits outside a code: ordinary key presses, ignored
         self._buf += digit
         buf = self._buf

@@ -95,6 +95,17 @@ class CallEventType(StrEnum):
     RESYNCED = "resynced"
     HANDED_BACK = "handed_back"  # data: reason (an exception in our handler)
     ENDED = "ended"  # data: disposition, cause, hangup_by (caller|operator|system)
+    # Instant recall (call/recall.py): the operator hears the call's last seconds again on their own
+    # leg. RECALL data: operator, by, seconds; RECALL_RETURNED data: operator, by, reason
+    # (returned: '#' or the API; played: it played to its end).
+    RECALL = "recall"
+    RECALL_RETURNED = "recall_returned"
+    # A supervisor on the call (supervision.py), the audit of every use. Data: supervision_id,
+    # supervisor (desk phone), mode (listen | whisper | barge), operator, by (desk phone or API
+    # token name); SUPERVISION_ENDED adds reason and seconds.
+    SUPERVISION_STARTED = "supervision_started"
+    SUPERVISION_ENDED = "supervision_ended"
+
 
 
 class CallEvent(BaseModel):

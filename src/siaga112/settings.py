@@ -175,6 +175,21 @@ class RecordingSettings(_Section):
     # spool), as this host sees it. For the test PBX that is inside its chroot.
     dir: Path = Path("/var/cache/siaga112/pbx-root/var/spool/asterisk/monitor/siaga112")
     retention_days: int = Field(default=90, ge=1)
+    # The same directory as the PBX sees it: the instant recall (call/recall.py) writes the call's
+    # last seconds into dir/recall/ and has the PBX play them from pbx_dir/recall/.
+    pbx_dir: Path = Path("/var/spool/asterisk/monitor/siaga112")
+    recall_seconds: float = Field(default=30.0, gt=0, le=600)  # what *6 plays again
+
+
+class SupervisionSettings(_Section):
+    """Supervisors' desk phones (supervision.py): listen, whisper, barge on operators' calls."""
+
+    # The ARI application of supervisors' phones and snoop channels (dialplan global
+    # SIAGA112_SUP_APP): apart from ari.app, so that the call path never sees those channels.
+    app: str = Field(default="siaga112-supervision", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    # The PJSIP endpoints that are supervisors' desk phones (the dialplan's [supervisors]).
+    phones: list[str] = ["sup1"]
+
 
 
 class HaSettings(_Section):
@@ -220,6 +235,7 @@ class Settings(BaseSettings):
     agency: AgencySettings = AgencySettings()
     api: ApiSettings = ApiSettings()
     recording: RecordingSettings = RecordingSettings()
+    supervision: SupervisionSettings = SupervisionSettings()
     ha: HaSettings = HaSettings()
     agencies: list[Agency] = DEFAULT_DIRECTORY
 

@@ -12,7 +12,13 @@ from typing import Any
 
 from siaga112_testkit import dtmf_pcap, sipp
 from siaga112_testkit.sipp import LogEvent, SippConfig, SippResult, SippRun
-from siaga112_testkit.topology import LANDLINE_TRUNK, MOBILE_TRUNK, agency_ip, operator_ip
+from siaga112_testkit.topology import (
+    LANDLINE_TRUNK,
+    MOBILE_TRUNK,
+    agency_ip,
+    operator_ip,
+    supervisor_ip,
+)
 
 MOBILE = MOBILE_TRUNK  # the tests' short name
 LANDLINE = LANDLINE_TRUNK  # the tests' short name
@@ -101,6 +107,27 @@ class Phones:
         await run.start()
         self._runs.append(run)
         return await run.wait(15)
+
+    async def supervisor_code(self, n: int, code: str, hold: float,
+                              audio: Path | None = None) -> SippRun:
+        """Supervisor n (supN, 127.0.4.N) dials a supervisor code such as *5101, says `audio`
+        (a pcap) from the answer and hangs up `hold` seconds after it (supervisor_code.xml)."""
+        port = next(self._ports)
+        config = SippConfig(
+            scenario=sipp.SCENARIOS_DIR / "supervisor_code.xml", local_ip=supervisor_ip(n),
+            local_port=port, media_port=port + 1000, service=code, keys={"phone": f"sup{n}"},
+            variables={"hold_ms": round(hold * 1000)},
+            files={"audio.pcap": audio} if audio else {}, placeholder_files=("audio.pcap",))
+        run = SippRun(config, self._dir(f"sup{n}-{code.replace('*', 'star')}"))
+        await run.start()
+        self._runs.append(run)
+        return run
+
+    async def supervisor_phone(self, n: int, **options: Any) -> SippRun:
+        """Supervisor n's desk phone as the PBX rings it (the API's requests): answers like an
+        operator's (see sipp.operator_phone); `dtmf` may be any pcap, say speech."""
+        run = SippRun(sipp.operator_phone(supervisor_ip(n), **options), self._dir(f"sup{n}"))
+        return await self._up(run)
 
     async def _up(self, run: SippRun) -> SippRun:
         await run.__aenter__()

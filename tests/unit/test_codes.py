@@ -29,7 +29,18 @@ def test_unknown_codes_are_named() -> None:
 
 
 def test_digits_outside_a_code_are_ignored() -> None:
-    assert feed(CodeReader(), "1234#") == []
+    assert feed(CodeReader(), "1234") == []
+
+
+def test_recall_and_back() -> None:
+    """*6 asks for the instant recall; # on its own goes back to the call (inside a code it is
+    a wrong key, as before)."""
+    r = CodeReader()
+    assert feed(r, "*6") == [Code(CodeKind.RECALL, raw="*6")]
+    assert feed(r, "#") == [Code(CodeKind.RETURN, raw="#")]
+    assert feed(r, "12#") == [Code(CodeKind.RETURN, raw="#")]
+    assert feed(r, "*2#") == []  # half a code: waits for its fourth key
+    assert feed(CodeReader(), "*2#1") == [Code(CodeKind.UNKNOWN, raw="*2#1")]
 
 
 def test_a_pause_starts_over() -> None:

@@ -22,8 +22,10 @@ from siaga112.api.errors import error_response
 from siaga112.api.health import Health
 from siaga112.api.openapi import openapi
 from siaga112.api.operators import Operators
+from siaga112.api.recall import Recall
 from siaga112.api.reports import Reports
 from siaga112.api.routing import WHO, Ctx, Route, endpoint
+from siaga112.api.supervision import Supervise
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +44,8 @@ class Api:
             *Blocklist(daemon).routes(),
             *Reports(daemon).routes(),
             *Dispatches(daemon).routes(),
+            *Recall(daemon).routes(),
+            *Supervise(daemon).routes(),
             *Console(daemon).routes(),
             Route("GET", "/openapi.json", self.openapi, "This API as an OpenAPI document.",
                   Role.SUPERVISOR),

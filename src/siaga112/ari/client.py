@@ -158,6 +158,17 @@ class AriClient:
         )
         return Playback.model_validate(res)
 
+    async def snoop(self, channel_id: str, snoop_id: str, app: str, app_args: str = "",
+                    spy: str = "none", whisper: str = "none") -> Channel:
+        """A snoop channel on channel_id, into Stasis app `app`: spy (none, in, out, both) is
+        what of the channel's audio it hears, whisper (none, in, out, both) where what it
+        says goes ('out': to the channel's own phone only)."""
+        res = await self.request(
+            "POST", f"/channels/{channel_id}/snoop/{snoop_id}",
+            {"spy": spy, "whisper": whisper, "app": app, "appArgs": app_args or None},
+        )
+        return Channel.model_validate(res)
+
     async def stop_playback(self, playback_id: str) -> None:
         await self.request("DELETE", f"/playbacks/{playback_id}")
 

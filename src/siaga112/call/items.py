@@ -44,6 +44,8 @@ class CommandKind(StrEnum):
     AGENCY = "agency"  # arg: the agency's code
     CATEGORY = "category"  # arg: "01".."12"
     DISPOSITION = "disposition"  # arg: a Disposition value
+    RECALL = "recall"  # instant recall on the operator's leg (call/recall.py)
+    RECALL_RETURN = "recall_return"  # back to the call from a recall
 
 
 class CommandResult(StrEnum):
@@ -53,6 +55,7 @@ class CommandResult(StrEnum):
     OK = "ok"
     DIALLING = "dialling"  # the agency's duty line is being dialled
     ALREADY_ON_CALL = "already on the call"  # the agency is on the call, or being dialled
+    RECALLING = "recalling"  # the operator hears the call's last seconds again
 
 
 @dataclass(frozen=True)

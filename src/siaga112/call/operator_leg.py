@@ -1,6 +1,7 @@
 """The operator's leg: ring the desk phone the queue picked, bridge the citizen with the operator
 when they answer (a mixing bridge with a fixed id per call, which agencies join later), read the
-operator's codes (*2NN agency, *3CC category, *7 prank, *8 ghost), and the operator leaving."""
+operator's codes (*2NN agency, *3CC category, *7 prank, *8 ghost, *6 instant recall and # back
+to the call: call/recall.py), and the operator leaving."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from siaga112.call.errors import (
     UnknownCategory,
 )
 from siaga112.call.items import Command, CommandKind, CommandResult
+from siaga112.call.recall import Recall
 from siaga112.codes import CodeKind, CodeReader
 from siaga112.model import CallEventType, CallState, Disposition, utcnow
 
@@ -38,6 +40,7 @@ class OperatorLeg:
         self.call = call
         self._attempt = 0
         self._codes = CodeReader()
+        self.recall = Recall(call)
 
     async def ring(self, operator: str) -> None:
         call = self.call
@@ -156,6 +159,12 @@ class OperatorLeg:
             self.mark(Disposition.PRANK, by)
         elif code.kind is CodeKind.GHOST:
             self.mark(Disposition.GHOST, by)
+        elif code.kind is CodeKind.RECALL:
+            with contextlib.suppress(CommandError):  # logged (no recording, not connected)
+                await self.recall.start(by)
+        elif code.kind is CodeKind.RETURN:
+            if self.recall.active:  # '#' outside a recall is an ordinary key press
+                await self.recall.back(by)
         else:
             log.warning("operator_code_unknown", code=code.raw)
 
@@ -184,6 +193,11 @@ class OperatorLeg:
             elif cmd.kind is CommandKind.CATEGORY:
                 if not self._set_category(cmd.arg, cmd.by):
                     raise UnknownCategory(cmd.arg)
+            elif cmd.kind is CommandKind.RECALL:
+                await self.recall.start(cmd.by)
+                result = CommandResult.RECALLING
+            elif cmd.kind is CommandKind.RECALL_RETURN:
+                await self.recall.back(cmd.by)
             else:
                 self.mark(Disposition(cmd.arg), cmd.by)
         except CommandError as exc:

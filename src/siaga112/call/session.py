@@ -254,6 +254,7 @@ class CallSession:
     async def _playback_finished(self, playback_id: str) -> None:
         await self.arrival.playback_finished(playback_id)
         await self.waiting.playback_finished(playback_id)
+        await self.operator_leg.recall.playback_finished(playback_id)
 
     async def _on_timer(self, name: str) -> None:
         if name.startswith("blocked"):
