@@ -21,10 +21,13 @@ from siaga112.api.live import LiveFeed
 from siaga112.ari.client import AriClient
 from siaga112.ari.events import EventStream
 from siaga112.call import CallDeps
+from siaga112.callbacks import CallbackDialer
 from siaga112.dispatch_clock import DispatchClock
 from siaga112.fallback_import import FallbackImporter
 from siaga112.holding import HoldingBridge
 from siaga112.leadership import Leadership, Role
+from siaga112.location.intake import AmlIntake, RecentCalls
+from siaga112.location.network import NetworkLocator
 from siaga112.metrics import Metrics
 from siaga112.model import BlockEntry, CallEvent, CallEventType, QueueSnapshot
 from siaga112.notifier import MqttNotifier, NullNotifier
@@ -34,10 +37,12 @@ from siaga112.overflow import TICK, Overflow
 from siaga112.queue import CallQueue
 from siaga112.recordings import RetentionSweeper
 from siaga112.records.agencies import keep_synced
+from siaga112.records.callbacks import get_callback, list_callbacks
 from siaga112.records.engine import connect_args
 from siaga112.records.listen import BlocklistListener
 from siaga112.records.policy import BlockPolicy
 from siaga112.records.repository import Repository
+from siaga112.records.schemas import CallRecord
 from siaga112.records.writer import RecordWriter
 from siaga112.screening import Screening
 from siaga112.settings import Settings
@@ -77,6 +82,11 @@ class Daemon:
         )
         self.live = LiveFeed()  # the web console's live events (api/live.py)
         self.sink = FanOut([self.writer, self.notifier, self.live])
+        # Callers' locations (location/): read from the PBX as a call arrives, and AML matched
+        # to calls. Both watch the calls as a sink does; what they find goes out the same way.
+        self.recent_calls = RecentCalls()
+        self.locator = NetworkLocator(self.ari, emit=lambda ev: self.sink.call_event(ev))
+        self.sink = FanOut([self.sink, self.recent_calls, self.locator])
         self.directory = Directory(settings.agencies)
         self.desk = OperatorDesk(
             settings.queue.operators, self.ari, self.sink, settings.queue.wrapup,
@@ -92,6 +102,16 @@ class Daemon:
             )
         )
         self.overflow = Overflow(self.queue, self.desk, settings.queue, send=self.stasis.overflow)
+        # Calling citizens back: an ARI application of its own (callbacks.py).
+        self.callbacks = CallbackDialer(
+            self.ari, settings.ari.app, self.sink, self.desk,
+            open_callbacks=lambda: list_callbacks(self.engine, "open", 20, oldest_first=True),
+            find_callback=lambda call_id: get_callback(self.engine, call_id))
+        self.callback_events = EventStream(
+            settings.ari.model_copy(update={"app": self.callbacks.app}),
+            on_event=self.callbacks.on_event, on_connect=self.callbacks.resync)
+        self.aml = AmlIntake(self.recent_calls, self._calls_of, self.sink.call_event,
+                             settings.state_dir, registry=self.metrics.registry)
         # Supervisors' listen, whisper and barge: an ARI application of its own (supervision.py).
         self.supervision = Supervision(self.ari, settings, lambda: self.stasis.sessions)
         self.events = EventStream(
@@ -165,6 +185,10 @@ class Daemon:
         self.sink.call_event(CallEvent(call_id=call_id, seq=0, type=CallEventType.NOTE,
                                        data={"text": text, "by": by}))
 
+    async def _calls_of(self, number: str) -> list[CallRecord]:
+        """The newest calls of a number (AML matching after a restart)."""
+        return await self.repository.list_calls(caller=number, limit=5)
+
     def team_moving(self, agency: str, call_id: str, dispatch_id: str, by: str) -> None:
         self.sink.call_event(
             CallEvent(call_id=call_id, seq=0, type=CallEventType.TEAM_MOVING,
@@ -202,6 +226,7 @@ class Daemon:
         jobs.keep("blocklist-listen", self.blocklist_listener.run)
         jobs.keep("block-expiry", self.policy.run_expiry)
         jobs.keep("ari-events", self.events.run)
+        jobs.keep("callback-events", self.callback_events.run)
         jobs.keep("supervision", self.supervision.run)
         jobs.every("holding-announcements", self.holding.interval, self.holding.announce)
         jobs.every("overflow", TICK, self.overflow.tick)
@@ -252,11 +277,14 @@ class Daemon:
             return
         handed = 0 if self._stepped_down else await self.stasis.hand_back_waiting()
         log.info("shutdown", handed_back=handed, live=len(self.stasis.sessions))
+        self.callback_events.stop()
         self.events.stop()
         self.supervision.stop()
         await self.api.stop()
         await self.supervisor.stop(grace)
         await self.stasis.close()
+        await self.callbacks.stop()
+        await self.locator.stop()
         notes = self.stasis.flush_after_end()  # recordings' notes, before the sinks stop
         if notes:
             log.info("shutdown_notes_flushed", notes=notes)

@@ -44,6 +44,8 @@ class Disposition(StrEnum):
     BLOCKED = "blocked"
     ABANDONED = "abandoned"
     FALLBACK = "fallback"
+    DROPPED = "dropped"  # lost with a node (the HA work); goes on the callback list
+    CALLBACK = "callback"  # an operator's call back to a citizen (callbacks/), not a 112 call
 
 
 class OperatorState(StrEnum):
@@ -95,6 +97,9 @@ class CallEventType(StrEnum):
     RESYNCED = "resynced"
     HANDED_BACK = "handed_back"  # data: reason (an exception in our handler)
     ENDED = "ended"  # data: disposition, cause, hangup_by (caller|operator|system)
+    # The caller's location (location/): data: source (network | network_ref | aml), lat, lon,
+    # radius_m, method, time, ...; or source and error when it could not be had.
+    LOCATION = "location"
     # Instant recall (call/recall.py): the operator hears the call's last seconds again on their own
     # leg. RECALL data: operator, by, seconds; RECALL_RETURNED data: operator, by, reason
     # (returned: '#' or the API; played: it played to its end).

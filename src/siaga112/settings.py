@@ -141,7 +141,7 @@ class ApiToken(_Section):
     token: SecretStr
     # supervisor (read), operator (acts on calls), admin (also the blocklist); agency: may
     # only report its own team moving, and names its two-digit code in `agency`.
-    role: Literal["supervisor", "operator", "admin", "agency"]
+    role: Literal["supervisor", "operator", "admin", "agency", "aml"]
     name: str
     agency: str | None = Field(default=None, pattern=r"^[0-9]{2}$")
     # The desk phone (an operator in queue.operators, e.g. "op1") an operator's or admin's token

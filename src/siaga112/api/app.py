@@ -12,8 +12,10 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
+from siaga112.api.aml import Aml, AmlDaemon
 from siaga112.api.auth import Authenticator, Role
 from siaga112.api.blocklist import Blocklist
+from siaga112.api.callbacks import Callbacks, CallbacksDaemon
 from siaga112.api.calls import Calls
 from siaga112.api.console import Console
 from siaga112.api.deps import DaemonLike
@@ -44,6 +46,8 @@ class Api:
             *Blocklist(daemon).routes(),
             *Reports(daemon).routes(),
             *Dispatches(daemon).routes(),
+            *(Callbacks(daemon).routes() if isinstance(daemon, CallbacksDaemon) else []),
+            *(Aml(daemon).routes() if isinstance(daemon, AmlDaemon) else []),
             *Recall(daemon).routes(),
             *Supervise(daemon).routes(),
             *Console(daemon).routes(),

@@ -19,12 +19,13 @@ from pydantic import SecretStr
 
 class Role(StrEnum):
     AGENCY = "agency"
+    AML = "aml"  # may only POST /aml: handsets' locations (api/aml.py)
     SUPERVISOR = "supervisor"
     OPERATOR = "operator"
     ADMIN = "admin"
 
 
-_RANK = {Role.AGENCY: 0, Role.SUPERVISOR: 1, Role.OPERATOR: 2, Role.ADMIN: 3}
+_RANK = {Role.AGENCY: 0, Role.AML: 0, Role.SUPERVISOR: 1, Role.OPERATOR: 2, Role.ADMIN: 3}
 
 
 class TokenLike(Protocol):
@@ -52,6 +53,8 @@ class Principal:
     def may(self, needed: Role) -> bool:
         """True when this role is at least `needed` on the supervisor < operator < admin scale.
         An agency token is at the bottom: it passes no check but its own (see Api)."""
+        if needed is Role.AML:  # POST /aml: the aml token's own route (and an admin's)
+            return self.role in (Role.AML, Role.ADMIN)
         return _RANK[self.role] >= _RANK[needed]
 
 

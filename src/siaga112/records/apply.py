@@ -7,7 +7,9 @@ first ARRIVED / ANSWERED / QUEUED / CONNECTED / AGENCY_JOINED / ENDED times win;
 is the first CONNECTED's; agencies are every AGENCY_JOINED's; the latest (by seq, then time)
 CATEGORY and RECORDING win, and the latest NOTE (by time: notes come from outside the
 session, seq 0); disposition is the latest DISPOSITION (the operator's mark),
-else ENDED's.
+else ENDED's. The latest LOCATION with coordinates (by time) is the record's location;
+ARRIVED's callback_of marks a callback call (records/callbacks.py derives the callback list
+in the same transaction).
 
 A dispatch is every event with its data.dispatch_id (the agency bridge tags them all): its
 times are the first of each type regardless of seq, so TEAM_MOVING (seq 0, from outside the
@@ -26,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.types import Text
 
 from siaga112.model import CallEvent, CallEventType, Disposition, OperatorEvent
+from siaga112.records import callbacks
 from siaga112.records.policy import BlockPolicy
 from siaga112.records.tables import call_events, operator_events, operators
 
@@ -66,6 +69,10 @@ _RECOMPUTE_CALLS = text(
            FILTER (WHERE e.type = 'ended'))[1] AS ended_disposition,
         (array_agg(e.data->>'category' ORDER BY e.seq DESC, e.at DESC)
            FILTER (WHERE e.type = 'category'))[1] AS category,
+        (array_agg(e.data || jsonb_build_object('at', e.at) ORDER BY e.at DESC, e.seq DESC)
+           FILTER (WHERE e.type = 'location' AND e.data ? 'lat'))[1] AS location,
+        (array_agg(e.data->>'callback_of' ORDER BY e.at, e.seq)
+           FILTER (WHERE e.type = 'arrived'))[1] AS callback_of,
         (array_agg(e.data->>'text' ORDER BY e.at DESC, e.seq DESC)
            FILTER (WHERE e.type = 'note'))[1] AS note,
         coalesce(array_agg(DISTINCT e.data->>'agency')
@@ -87,7 +94,7 @@ _RECOMPUTE_CALLS = text(
       call_id, caller_raw, caller, line_type, trunk, arrived_at, answered_at, queued_at,
       operator_answered_at, operator, agency_bridged_at, ended_at, disposition, category, note,
       agencies, priority, flags, recording_path, recording_seconds, wait_seconds, talk_seconds,
-      updated_at)
+      location, callback_of, updated_at)
     SELECT a.call_id, a.caller_raw, a.caller, a.line_type, a.trunk, a.arrived_at, a.answered_at,
       a.queued_at, a.operator_answered_at, a.operator, a.agency_bridged_at, a.ended_at,
       coalesce(a.marked, a.ended_disposition), a.category, a.note, a.agencies, a.priority,
@@ -101,7 +108,7 @@ _RECOMPUTE_CALLS = text(
       a.recording_path, a.recording_seconds,
       extract(epoch FROM coalesce(a.operator_answered_at, a.ended_at) - a.arrived_at)::float8,
       extract(epoch FROM a.ended_at - a.operator_answered_at)::float8,
-      now()
+      a.location, a.callback_of, now()
     FROM agg a
     ON CONFLICT (call_id) DO UPDATE SET
       caller_raw = excluded.caller_raw, caller = excluded.caller, line_type = excluded.line_type,
@@ -113,7 +120,8 @@ _RECOMPUTE_CALLS = text(
       priority = excluded.priority,
       flags = excluded.flags, recording_path = excluded.recording_path,
       recording_seconds = excluded.recording_seconds, wait_seconds = excluded.wait_seconds,
-      talk_seconds = excluded.talk_seconds, updated_at = excluded.updated_at
+      talk_seconds = excluded.talk_seconds, location = excluded.location,
+      callback_of = excluded.callback_of, updated_at = excluded.updated_at
     RETURNING c.call_id, c.caller, c.disposition
     """
 ).bindparams(bindparam("call_ids", type_=ARRAY(Text)))
@@ -195,7 +203,10 @@ async def apply_batch(
             for ev in unique_calls
             if ev.type in (CallEventType.DISPOSITION, CallEventType.ENDED)
         }
-        rows = await conn.execute(_RECOMPUTE_CALLS, {"call_ids": sorted(call_ids)})
+        rows = (await conn.execute(_RECOMPUTE_CALLS, {"call_ids": sorted(call_ids)})).all()
+        # The callback list is derived with the calls (records/callbacks.py): never lost.
+        await callbacks.recompute(conn, sorted(call_ids), sorted({r.caller for r in rows
+                                                                  if r.caller}))
         police = {
             r.caller
             for r in rows

@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from siaga112.records.callbacks import callback_kpi
 from siaga112.records.schemas import AgencyKpi, Kpis, OperatorKpi
 
 _KPI_TOTALS = text(
@@ -25,6 +26,7 @@ _KPI_TOTALS = text(
       count(*) FILTER (WHERE disposition = 'prank') AS prank,
       count(*) FILTER (WHERE disposition = 'ghost') AS ghost
     FROM calls WHERE arrived_at >= :since AND arrived_at < :until
+      AND callback_of IS NULL
     """
 )
 _KPI_OPERATORS = text(
@@ -64,6 +66,7 @@ async def kpis(engine: AsyncEngine, since: datetime, until: datetime) -> Kpis:
         t = (await conn.execute(_KPI_TOTALS, params)).one()
         ops = (await conn.execute(_KPI_OPERATORS, params)).all()
         ags = (await conn.execute(_KPI_AGENCIES, params)).all()
+        callbacks, called_back = await callback_kpi(conn, since, until)
     return Kpis(
         since=since,
         until=until,
@@ -76,6 +79,8 @@ async def kpis(engine: AsyncEngine, since: datetime, until: datetime) -> Kpis:
         abandoned_pct=_pct(t.abandoned, t.offered),
         prank_pct=_pct(t.prank, t.offered),
         ghost_pct=_pct(t.ghost, t.offered),
+        callbacks=callbacks,
+        called_back_within_5min_pct=_pct(called_back, callbacks),
         per_operator=[
             OperatorKpi(
                 operator=r.operator,

@@ -36,6 +36,8 @@ class CallRecord(_Row):
     flags: list[str] = []
     recording_path: str | None = None
     recording_seconds: float | None = None
+    location: dict[str, Any] | None = None  # the latest location with coordinates, and its source
+    callback_of: str | None = None  # a callback call: the call it returns
     updated_at: datetime
 
 
@@ -82,6 +84,24 @@ class Complaint(_Row):
     answer: str | None = None
     answered_by: str | None = None
     overdue_at: datetime | None = None
+
+
+class Callback(_Row):
+    """A citizen to call back (records/callbacks.py); call_id is the call to return."""
+
+    call_id: str
+    caller: str
+    caller_raw: str | None = None
+    line_type: str | None = None
+    trunk: str | None = None
+    reason: str  # abandoned | silent | dropped
+    arrived_at: datetime | None = None
+    ended_at: datetime | None = None
+    attempts: int = 0
+    last_attempt_at: datetime | None = None
+    closed_at: datetime | None = None
+    closed_by_call: str | None = None
+    closed_reason: str | None = None  # called_back | called_again
 
 
 class CallDetail(BaseModel):
@@ -140,5 +160,9 @@ class Kpis(BaseModel):
     abandoned_pct: float | None
     prank_pct: float | None
     ghost_pct: float | None
+    # Callers to call back (abandoned before an operator, silent, dropped) among these calls,
+    # and the share an operator called back and reached within 5 minutes of the call's end.
+    callbacks: int = 0
+    called_back_within_5min_pct: float | None = None
     per_operator: list[OperatorKpi]
     per_agency: list[AgencyKpi]

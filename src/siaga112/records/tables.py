@@ -56,6 +56,8 @@ calls = Table(
     Column("flags", ARRAY(Text), nullable=False, server_default=text("'{}'")),
     Column("recording_path", Text),
     Column("recording_seconds", Float),
+    Column("location", JSONB),  # the latest LOCATION event with coordinates (its data and at)
+    Column("callback_of", Text),  # a callback call: the call it returns (records/callbacks.py)
     _ts("updated_at", nullable=False, server_default=func.now()),
 )
 Index("ix_calls_arrived_at", calls.c.arrived_at)
@@ -63,6 +65,29 @@ Index("ix_calls_caller_arrived_at", calls.c.caller, calls.c.arrived_at)
 Index("ix_calls_disposition", calls.c.disposition)
 # Calls without an end (open_calls after a restart).
 Index("ix_calls_open", calls.c.arrived_at, postgresql_where=calls.c.ended_at.is_(None))
+Index("ix_calls_callback_of", calls.c.callback_of,
+      postgresql_where=calls.c.callback_of.isnot(None))
+
+# Citizens to call back, derived from calls (records/callbacks.py); call_id is the call to return.
+callbacks = Table(
+    "callbacks",
+    metadata,
+    Column("call_id", Text, primary_key=True),
+    Column("caller", Text, nullable=False),  # E.164
+    Column("caller_raw", Text),
+    Column("line_type", Text),
+    Column("trunk", Text),  # the trunk the call came in on: the callback goes out on it
+    Column("reason", Text, nullable=False),  # abandoned | silent | dropped
+    _ts("arrived_at"),
+    _ts("ended_at"),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    _ts("last_attempt_at"),
+    _ts("closed_at"),
+    Column("closed_by_call", Text),
+    Column("closed_reason", Text),  # called_back | called_again
+)
+Index("ix_callbacks_caller", callbacks.c.caller)
+Index("ix_callbacks_open", callbacks.c.ended_at, postgresql_where=callbacks.c.closed_at.is_(None))
 
 call_events = Table(
     "call_events",

@@ -1,0 +1,116 @@
+"""The callback list is derived from the calls' records, in the transaction that stores their
+events: who goes on it, when an entry closes (called again and reached, or called back and
+answered), attempts, the KPI, and events in any order."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from siaga112.model import CallEvent, CallEventType, Disposition, utcnow
+from siaga112.records.apply import store
+from siaga112.records.callbacks import get_callback, list_callbacks
+from siaga112.records.policy import BlockPolicy
+from siaga112.records.repository import Repository
+from tests.records.factory import call_events
+
+NUMBER = "+6281299990000"
+T = CallEventType
+
+
+def callback_call(call_id: str, of: str, start, answered: bool,
+                  number: str = NUMBER) -> list[CallEvent]:
+    """The events callbacks.CallbackDialer emits for one callback call."""
+    evs = [(T.ARRIVED, 0, {"caller": number, "caller_raw": "0" + number[3:],
+                           "line_type": "mobile", "trunk": "trunk-mobile",
+                           "direction": "outbound", "callback_of": of, "operator": "op2"})]
+    if answered:
+        evs.append((T.CONNECTED, 5, {"operator": "op2"}))
+    evs.append((T.ENDED, 20, {"disposition": Disposition.CALLBACK.value, "hangup_by": "citizen",
+                              "outcome": "answered" if answered else "no_answer"}))
+    return [CallEvent(call_id=call_id, seq=i, type=typ, at=start + timedelta(seconds=dt),
+                      data=data) for i, (typ, dt, data) in enumerate(evs, 1)]
+
+
+async def test_an_abandoned_call_goes_on_the_list_and_a_callback_closes_it(
+        clean: AsyncEngine, policy: BlockPolicy) -> None:
+    t0 = utcnow() - timedelta(minutes=30)
+    await store(clean, policy, call_events("a1", NUMBER, start=t0, wait=12, operator=None,
+                                           disposition=Disposition.ABANDONED))
+    [entry] = await list_callbacks(clean)
+    assert (entry.call_id, entry.caller, entry.reason, entry.attempts) == (
+        "a1", NUMBER, "abandoned", 0)
+    assert entry.trunk == "tsel" and entry.closed_at is None
+
+    # A first try nobody answered: one attempt, still open.
+    await store(clean, policy, callback_call("cb1", "a1", t0 + timedelta(minutes=1), False))
+    entry = await get_callback(clean, "a1")
+    assert entry is not None and entry.attempts == 1 and entry.closed_at is None
+    # The second is answered: closed, called back, by that call.
+    await store(clean, policy, callback_call("cb2", "a1", t0 + timedelta(minutes=3), True))
+    entry = await get_callback(clean, "a1")
+    assert entry is not None
+    assert (entry.attempts, entry.closed_reason, entry.closed_by_call) == (2, "called_back",
+                                                                           "cb2")
+    assert await list_callbacks(clean) == []
+    assert [c.call_id for c in await list_callbacks(clean, "closed")] == ["a1"]
+    # Callback calls are calls of their own, marked as such; they are not 112 calls to count.
+    kpis = await Repository(clean, policy).kpis(t0 - timedelta(hours=1), utcnow())
+    assert kpis.calls == 1 and kpis.callbacks == 1
+    assert kpis.called_back_within_5min_pct == 100.0
+    detail = await Repository(clean, policy).get_call("cb2")
+    assert detail is not None and detail.call.callback_of == "a1"
+    assert detail.call.disposition == "callback" and detail.call.operator == "op2"
+
+
+async def test_calling_again_and_reaching_an_operator_closes_it(
+        clean: AsyncEngine, policy: BlockPolicy) -> None:
+    t0 = utcnow() - timedelta(minutes=30)
+    await store(clean, policy, call_events("a1", NUMBER, start=t0, operator=None,
+                                           disposition=Disposition.ABANDONED))
+    # A later call that did not reach anyone either leaves it open (and is an entry itself).
+    await store(clean, policy, call_events("a2", NUMBER, start=t0 + timedelta(minutes=2),
+                                           operator=None, disposition=Disposition.ABANDONED))
+    assert [c.call_id for c in await list_callbacks(clean)] == ["a2", "a1"]  # newest first
+    await store(clean, policy, call_events("g1", NUMBER, start=t0 + timedelta(minutes=9)))
+    closed = await list_callbacks(clean, "closed")
+    assert {(c.call_id, c.closed_reason, c.closed_by_call) for c in closed} == {
+        ("a1", "called_again", "g1"), ("a2", "called_again", "g1")}
+    kpis = await Repository(clean, policy).kpis(t0 - timedelta(hours=1), utcnow())
+    assert kpis.callbacks == 2 and kpis.called_back_within_5min_pct == 0.0
+
+
+async def test_who_goes_on_the_list(clean: AsyncEngine, policy: BlockPolicy) -> None:
+    t0 = utcnow() - timedelta(minutes=30)
+    silent = call_events("s1", "+6281200000001", start=t0, operator=None,
+                         disposition=Disposition.ABANDONED)
+    silent[2] = silent[2].model_copy(update={"data": {"position": 1, "priority": False,
+                                                      "flags": ["silent"]}})
+    dropped = call_events("d1", "+6281200000002", start=t0, disposition=Disposition.DROPPED)
+    answered = call_events("g1", "+6281200000003", start=t0)
+    withheld = call_events("w1", "+6281200000004", start=t0, operator=None,
+                           disposition=Disposition.ABANDONED)
+    withheld[0] = withheld[0].model_copy(update={"data": {"caller_raw": "anonymous",
+                                                          "caller": None}})
+    blocked = call_events("b1", "+6281200000005", start=t0, operator=None,
+                          disposition=Disposition.BLOCKED)
+    await store(clean, policy, [*silent, *dropped, *answered, *withheld, *blocked])
+    got = {c.call_id: c.reason for c in await list_callbacks(clean, "all")}
+    assert got == {"s1": "silent", "d1": "dropped"}
+
+
+async def test_events_in_any_order_give_the_same_list(clean: AsyncEngine,
+                                                      policy: BlockPolicy) -> None:
+    t0 = utcnow() - timedelta(minutes=30)
+    later = callback_call("cb1", "a1", t0 + timedelta(minutes=2), True)
+    # The callback's record arrives first (a journal replayed out of order), then the call.
+    await store(clean, policy, later)
+    await store(clean, policy, call_events("a1", NUMBER, start=t0, operator=None,
+                                           disposition=Disposition.ABANDONED))
+    entry = await get_callback(clean, "a1")
+    assert entry is not None and entry.closed_reason == "called_back" and entry.attempts == 1
+    # Stored again (a replay): the same.
+    await store(clean, policy, later)
+    again = await get_callback(clean, "a1")
+    assert again == entry
