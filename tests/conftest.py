@@ -124,10 +124,43 @@ def ari_settings() -> Any:
     return dev_ari_settings(STATE)
 
 
+async def _tests_database() -> Any:
+    import asyncpg
+
+    from siaga112.records.listen import asyncpg_dsn
+    from siaga112_testkit.devstack import stack as devstack
+    from siaga112_testkit.devstack.postgres import test_database_url
+
+    return await asyncpg.connect(asyncpg_dsn(test_database_url(STATE, devstack.PG_PORT)))
+
+
+async def set_choices(states: dict[str, str]) -> None:
+    """Operators' chosen states in the tests' database (operator_store.py), where the desk
+    phones' codes and the API leave them; no reason, idle since unknown."""
+    conn = await _tests_database()
+    try:
+        await conn.executemany(
+            "INSERT INTO operator_choices (operator, chosen, reason, idle_since, updated_at) "
+            "VALUES ($1, $2, NULL, NULL, now()) ON CONFLICT (operator) DO UPDATE SET "
+            "chosen = excluded.chosen, reason = NULL, idle_since = NULL, updated_at = now()",
+            list(states.items()))
+    finally:
+        await conn.close()
+
+
+async def stored_choice(operator: str) -> str | None:
+    """What the tests' database says the operator chose."""
+    conn = await _tests_database()
+    try:
+        return await conn.fetchval(
+            "SELECT chosen FROM operator_choices WHERE operator = $1", operator)
+    finally:
+        await conn.close()
+
+
 async def reset_pbx(logged_in: list[str]) -> None:
-    """Hang up every channel, remove our bridges, set operators' astdb state."""
+    """Hang up every channel, remove our bridges, set operators' chosen states."""
     from siaga112.ari.client import AriClient, AriError
-    from siaga112.operators import reason_var, state_var
 
     async with AriClient(ari_settings()) as ari:
         for ch in await ari.channels():
@@ -141,10 +174,8 @@ async def reset_pbx(logged_in: list[str]) -> None:
                     await ari.destroy_bridge(b.id)
                 except AriError:
                     pass
-        for op in OPERATORS:
-            state = "available" if op in logged_in else "logged_out"
-            await ari.set_global(state_var(op), state)
-            await ari.set_global(reason_var(op), "")
+        await set_choices({op: "available" if op in logged_in else "logged_out"
+                           for op in OPERATORS})
         for _ in range(50):
             if not await ari.channels():
                 break

@@ -31,6 +31,7 @@ from siaga112.location.network import NetworkLocator
 from siaga112.metrics import Metrics
 from siaga112.model import BlockEntry, CallEvent, CallEventType, QueueSnapshot
 from siaga112.notifier import MqttNotifier, NullNotifier
+from siaga112.operator_store import ChoiceStore
 from siaga112.operators import OperatorDesk
 from siaga112.orphans import OrphanCloser
 from siaga112.overflow import TICK, Overflow
@@ -88,9 +89,11 @@ class Daemon:
         self.locator = NetworkLocator(self.ari, emit=lambda ev: self.sink.call_event(ev))
         self.sink = FanOut([self.sink, self.recent_calls, self.locator])
         self.directory = Directory(settings.agencies)
+        self.choices = ChoiceStore(self.engine, settings.database.retry_interval)
         self.desk = OperatorDesk(
             settings.queue.operators, self.ari, self.sink, settings.queue.wrapup,
             settings.queue.operators_start_logged_in, on_change=self._operators_changed,
+            store=self.choices,
         )
         self.queue = CallQueue(self.desk, on_change=self._queue_changed)
         self.holding = HoldingBridge(self.ari, settings.queue.announce_interval)
@@ -225,6 +228,7 @@ class Daemon:
         jobs.keep("screening", self.screening.run)
         jobs.keep("blocklist-listen", self.blocklist_listener.run)
         jobs.keep("block-expiry", self.policy.run_expiry)
+        jobs.keep("operator-choices", self.choices.run)
         jobs.keep("ari-events", self.events.run)
         jobs.keep("callback-events", self.callback_events.run)
         jobs.keep("supervision", self.supervision.run)
@@ -289,6 +293,7 @@ class Daemon:
         if notes:
             log.info("shutdown_notes_flushed", notes=notes)
         self.desk.close()
+        await self.choices.flush(grace)
         await self.notifier.stop(timeout=grace)
         await self.writer.stop(timeout=grace)
         if self.leadership is not None:

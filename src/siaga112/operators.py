@@ -1,40 +1,30 @@
 """Operators at their desk phones: logged in or out, paused, ringing, on a call, in wrap-up.
 
-The state an operator chose (logged in, logged out, paused and why) is kept in the PBX as global
-variables SIAGA112_OP_<name> and SIAGA112_OPREASON_<name>, written by the dialplan for the
-desk-phone codes (also while the daemon is down) and by us when we pause an operator who did
-not answer. It is read again on every (re)connect. (ARI cannot read or write the astdb: its
-global-variable calls do not evaluate DB().) What the daemon derives
-(ringing, on a call, wrap-up) is rebuilt from Asterisk's bridges by the resync.
+The state an operator chose (logged in, logged out, paused and why) and since when they are
+idle are kept in PostgreSQL (operator_store.py), the same for every daemon and PBX node and
+across PBX restarts: written for the desk-phone codes (the dialplan tells us through Stasis),
+the API, and when we pause an operator who did not answer; read again on every (re)connect.
+The desk works from its own copy in memory, so calls go on while PostgreSQL is away. What the
+daemon derives (ringing, on a call, wrap-up) is rebuilt from Asterisk's bridges by the resync.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import structlog
 
 from siaga112.ari.client import AriError
 from siaga112.ari.protocol import Ari
 from siaga112.model import CHOSEN_STATES, OperatorEvent, OperatorSnapshot, OperatorState, utcnow
+from siaga112.operator_store import Choice, ChoiceStore, MemoryChoices
 from siaga112.sinks import EventSink
 
 log = structlog.get_logger(__name__)
-
-
-
-def state_var(operator: str) -> str:
-    """The PBX global variable that holds what an operator chose (see dialplan [opcode])."""
-    return f"SIAGA112_OP_{operator}"
-
-
-def reason_var(operator: str) -> str:
-    return f"SIAGA112_OPREASON_{operator}"
 
 
 @dataclass
@@ -78,14 +68,15 @@ class OperatorDesk:
         wrapup: float,
         start_logged_in: bool,
         on_change: Callable[[], None],
+        store: ChoiceStore | MemoryChoices | None = None,
     ) -> None:
         default = OperatorState.AVAILABLE if start_logged_in else OperatorState.LOGGED_OUT
+        self._store = store or MemoryChoices()
         self._ops = {n: Operator(n, chosen=default) for n in names}
         self._ari = ari
         self._sink = sink
         self._wrapup = wrapup
         self._on_change = on_change
-        self._tasks: set[asyncio.Task[None]] = set()
         self._wrapup_timers: dict[str, asyncio.TimerHandle] = {}
 
     def __contains__(self, name: str) -> bool:
@@ -100,17 +91,19 @@ class OperatorDesk:
     # -- loading from Asterisk --------------------------------------------------------------
 
     async def load(self) -> None:
-        """Read chosen states from the astdb and reachability from the endpoints."""
+        """Chosen states and idle times from the store, reachability from the endpoints. With
+        the store unreadable (PostgreSQL away) the desk keeps what it has."""
+        choices = await self._store.load()
         for op in self._ops.values():
-            try:
-                value = await self._ari.get_global(state_var(op.name))
-                reason = await self._ari.get_global(reason_var(op.name))
-            except AriError as exc:
-                log.warning("operator_state_unreadable", operator=op.name, error=str(exc))
+            choice = (choices or {}).get(op.name)
+            if choice is None:
                 continue
-            if value in {s.value for s in CHOSEN_STATES}:
-                op.chosen = OperatorState(value)
-                op.reason = reason or None
+            op.chosen = choice.chosen
+            op.reason = choice.reason if choice.chosen is not OperatorState.AVAILABLE else None
+            if choice.idle_since is not None:  # longest idle across daemons and restarts
+                idle_for = max(0.0, (utcnow() - choice.idle_since).total_seconds())
+                op.idle_since = time.monotonic() - idle_for
+                op.idle_since_wall = choice.idle_since
         try:
             endpoints = await self._ari.endpoints("PJSIP")
         except AriError as exc:
@@ -137,15 +130,11 @@ class OperatorDesk:
         if state is OperatorState.AVAILABLE and op.busy is None:
             self._idle(op)
         if persist:
-            self._spawn(self._persist(op))
+            self._save(op)
         self._changed(op, was)
 
-    async def _persist(self, op: Operator) -> None:
-        try:
-            await self._ari.set_global(state_var(op.name), op.chosen.value)
-            await self._ari.set_global(reason_var(op.name), op.reason or "")
-        except AriError as exc:
-            log.error("operator_state_not_saved", operator=op.name, error=str(exc))
+    def _save(self, op: Operator) -> None:
+        self._store.save(Choice(op.name, op.chosen, op.reason, op.idle_since_wall, utcnow()))
 
     def reachability(self, name: str, state: str) -> None:
         """From a device state (UNAVAILABLE, INVALID: not reachable; NOT_INUSE, INUSE, ...:
@@ -244,6 +233,7 @@ class OperatorDesk:
     def _idle(self, op: Operator) -> None:
         op.idle_since = time.monotonic()
         op.idle_since_wall = utcnow()
+        self._save(op)
 
     def _changed(self, op: Operator, was: OperatorState) -> None:
         if op.state is not was:
@@ -253,11 +243,6 @@ class OperatorDesk:
                 OperatorEvent(operator=op.name, state=op.state, reason=op.reason)
             )
         self._on_change()
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     def close(self) -> None:
         for timer in self._wrapup_timers.values():

@@ -115,11 +115,11 @@ class Stasis:
         self.sessions.pop(call_id, None)
 
     async def _opcode(self, ev: StasisStart) -> None:
-        """A desk-phone code: the dialplan has stored the state in the astdb already."""
+        """A desk-phone code: the desk stores the state (PostgreSQL, operator_store.py)."""
         name = _endpoint_of(ev.channel.name)
         state = ev.args[1] if len(ev.args) > 1 else ""
         if state in CHOSEN_STATES and name in self._deps.desk:
-            self._deps.desk.choose(name, OperatorState(state), reason="desk phone", persist=False)
+            self._deps.desk.choose(name, OperatorState(state), reason="desk phone", persist=True)
         else:
             log.warning("operator_code_rejected", endpoint=name, state=state)
         try:

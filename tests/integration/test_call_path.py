@@ -8,8 +8,7 @@ import pytest
 from siaga112 import legs
 from siaga112.ari.client import AriClient
 from siaga112.model import CallState, Disposition, LineType, OperatorState
-from siaga112.operators import state_var
-from tests.conftest import ari_settings, wait_for
+from tests.conftest import ari_settings, stored_choice, wait_for
 from tests.integration.phones import LANDLINE, MOBILE, e164, mobile_number
 
 pytestmark = pytest.mark.integration
@@ -119,8 +118,7 @@ async def test_operator_who_does_not_answer_is_skipped_and_paused(daemon_factory
     op1 = daemon.desk.get("op1")
     assert op1.state is OperatorState.PAUSED
     assert op1.reason and op1.reason.startswith("no_answer")
-    async with AriClient(ari_settings()) as ari:
-        assert await ari.get_global(state_var("op1")) == "paused"
+    await wait_for(lambda: _is(stored_choice("op1"), "paused"), 5, "op1 paused in the records")
 
 
 async def test_blocked_caller_is_not_queued(daemon_factory, phones) -> None:
@@ -176,17 +174,16 @@ async def test_desk_phone_codes_log_in_pause_resume_log_out(daemon_factory, phon
     desk = daemon.desk
     steps = [("*11", OperatorState.AVAILABLE), ("*13", OperatorState.PAUSED),
              ("*14", OperatorState.AVAILABLE), ("*12", OperatorState.LOGGED_OUT)]
-    async with AriClient(ari_settings()) as ari:
-        for code, state in steps:
-            result = await phones.code(3, code)
-            assert result.ok, result.explain()
-            await wait_for(lambda s=state: desk.get("op3").state is s, 5, f"op3 {state}, {code}")
-            # Kept in the PBX, where a restarted daemon (or the dialplan alone) finds it.
-            assert await ari.get_global(state_var("op3")) == state.value
-        # A code that does not exist changes nothing.
-        result = await phones.code(3, "*19")
+    for code, state in steps:
+        result = await phones.code(3, code)
         assert result.ok, result.explain()
-        assert desk.get("op3").state is OperatorState.LOGGED_OUT
+        await wait_for(lambda s=state: desk.get("op3").state is s, 5, f"op3 {state}, {code}")
+        # Kept in PostgreSQL, where a restarted daemon, the standby or another node finds it.
+        await wait_for(lambda s=state: _is(stored_choice("op3"), s.value), 5, "op3 stored")
+    # A code that does not exist changes nothing.
+    result = await phones.code(3, "*19")
+    assert result.ok, result.explain()
+    assert desk.get("op3").state is OperatorState.LOGGED_OUT
 
 
 async def test_operator_on_a_call_is_not_rung_again(daemon_factory, phones) -> None:
@@ -205,3 +202,6 @@ async def test_operator_on_a_call_is_not_rung_again(daemon_factory, phones) -> N
     assert (await first.wait(15)).ok
     assert len((await op1.wait(5)).events("invite")) == 1
 
+
+async def _is(value, wanted: str) -> bool:
+    return (await value) == wanted

@@ -14,8 +14,7 @@ import pytest
 
 from siaga112 import procs
 from siaga112.ari.client import AriClient
-from siaga112.operators import state_var
-from tests.conftest import ari_settings, reset_pbx, wait_for
+from tests.conftest import ari_settings, reset_pbx, set_choices, wait_for
 from tests.integration.pbx_view import at_least, bridged_calls, holding_count
 from tests.integration.phones import LANDLINE, MOBILE, mobile_number
 
@@ -99,8 +98,8 @@ async def test_kill_9_loses_no_call(stack, phones, tmp_path: Path) -> None:
             await asyncio.sleep(1.0)
             assert await holding_count(ari) == 2
             assert len((await ari.get_bridge(first_bridge)).channels) == 2
-            # op2 logs in while the daemon is down (as *11 through the dialplan would).
-            await ari.set_global(state_var("op2"), "available")
+            # op2 is logged in while the daemon is down (in PostgreSQL, as the API stores it).
+            await set_choices({"op2": "available"})
             op2 = await phones.operator(2, ring=0.2, talk=1.0, calls=2)
             daemon.start()
             for w in waiting:

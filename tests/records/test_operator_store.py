@@ -1,0 +1,74 @@
+"""Operators' chosen states in PostgreSQL (operator_store.py), through the desk: written through,
+read back by another desk (another daemon, or this one after a PBX restart), kept in memory
+and written when PostgreSQL is back after an outage."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from siaga112.model import OperatorState
+from siaga112.operator_store import ChoiceStore
+from siaga112.operators import OperatorDesk
+from siaga112_testkit.devstack.postgres import start_postgres, stop_postgres
+from tests.conftest import wait_for
+from tests.fakes import FakeAri, ListSink
+
+from .conftest import PORT
+
+NAMES = ["op1", "op2", "op3"]
+
+
+def desk_on(store: ChoiceStore) -> OperatorDesk:
+    return OperatorDesk(NAMES, FakeAri(), ListSink(), wrapup=0, start_logged_in=True,
+                        on_change=lambda: None, store=store)
+
+
+async def test_a_second_desk_reads_what_the_first_chose(clean: AsyncEngine) -> None:
+    store = ChoiceStore(clean, retry_interval=0.1)
+    writer = asyncio.create_task(store.run())
+    try:
+        desk = desk_on(store)
+        desk.choose("op1", OperatorState.PAUSED, "break", persist=True)
+        desk.choose("op2", OperatorState.LOGGED_OUT, "desk phone", persist=True)
+        await asyncio.sleep(0.5)
+        desk.choose("op3", OperatorState.AVAILABLE, None, persist=True)  # idle from now on
+        await wait_for(lambda: store.pending == 0, 5, "written")
+    finally:
+        writer.cancel()
+    other = desk_on(ChoiceStore(clean, retry_interval=0.1))
+    await other.load()
+    assert [(o.operator, o.state, o.reason) for o in other.snapshot()] == [
+        ("op1", OperatorState.PAUSED, "break"),
+        ("op2", OperatorState.LOGGED_OUT, "desk phone"),
+        ("op3", OperatorState.AVAILABLE, None),
+    ]
+    # Idle since carries over: op3 has been idle for less time than it says the others were.
+    op3 = other.get("op3")
+    assert op3 is not None and op3.idle_since_wall == desk.get("op3").idle_since_wall  # type: ignore[union-attr]
+
+
+async def test_choices_wait_in_memory_while_postgres_is_down(
+    clean: AsyncEngine, pg_state_dir: Path
+) -> None:
+    store = ChoiceStore(clean, retry_interval=0.1)
+    writer = asyncio.create_task(store.run())
+    desk = desk_on(store)
+    try:
+        await asyncio.to_thread(stop_postgres, pg_state_dir)
+        try:
+            desk.choose("op1", OperatorState.PAUSED, "break", persist=True)
+            await desk.load()  # a resync while PostgreSQL is away: the desk keeps its own
+            assert desk.get("op1").state is OperatorState.PAUSED  # type: ignore[union-attr]
+            await asyncio.sleep(0.5)
+            assert store.pending >= 1
+        finally:
+            await asyncio.to_thread(start_postgres, pg_state_dir, PORT)
+        await wait_for(lambda: store.pending == 0, 15, "written when PostgreSQL is back")
+    finally:
+        writer.cancel()
+    other = desk_on(ChoiceStore(clean, retry_interval=0.1))
+    await other.load()
+    assert other.get("op1").state is OperatorState.PAUSED  # type: ignore[union-attr]
