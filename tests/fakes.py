@@ -98,9 +98,6 @@ class FakeAri:
     async def remove_from_bridge(self, bridge_id: str, channel_id: str) -> None:
         self._call("remove_from_bridge", bridge_id, channel_id)
 
-    async def bridge_moh(self, bridge_id: str, moh_class: str = "default") -> None:
-        self._call("bridge_moh", bridge_id)
-
     async def get_global(self, variable: str) -> str:
         self._call("get_global", variable)
         return self.globals.get(variable, "")

@@ -23,6 +23,9 @@ class HoldingBridge:
         self._ready = True
 
     async def add(self, channel_id: str) -> None:
+        """Into the holding bridge. Each caller there hears music on hold by himself (a holding
+        bridge's participants do, while no announcer is in it): no bridge-wide music channel
+        to start (tests/integration/test_holding_music.py)."""
         if not self._ready:
             await self.ensure()
         try:
@@ -33,16 +36,6 @@ class HoldingBridge:
             # Someone destroyed our bridge: make it again and retry once.
             await self.ensure()
             await self._ari.add_to_bridge(HOLDING_BRIDGE, channel_id, role="participant")
-        await self._music()
-
-    async def _music(self) -> None:
-        """Music for the waiting callers. Asterisk takes the bridge's music channel away when
-        the last caller leaves, so a caller who then waits alone would hear nothing (and his
-        recording would be empty): start it with every caller (a no-op while it plays)."""
-        try:
-            await self._ari.bridge_moh(HOLDING_BRIDGE)
-        except AriError as exc:
-            log.warning("holding_moh_failed", error=str(exc))
 
     async def remove(self, channel_id: str) -> None:
         try:

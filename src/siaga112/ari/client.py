@@ -241,9 +241,6 @@ class AriClient:
     async def remove_from_bridge(self, bridge_id: str, channel_id: str) -> None:
         await self.request("POST", f"/bridges/{bridge_id}/removeChannel", {"channel": channel_id})
 
-    async def bridge_moh(self, bridge_id: str, moh_class: str = "default") -> None:
-        await self.request("POST", f"/bridges/{bridge_id}/moh", {"mohClass": moh_class})
-
     async def bridge_play(self, bridge_id: str, media: str) -> Playback:
         res = await self.request("POST", f"/bridges/{bridge_id}/play", {"media": media})
         return Playback.model_validate(res)

@@ -181,21 +181,18 @@ async def apply_batch(
     police: set[str] = set()
     if unique_calls:
         await conn.execute(
-            insert(call_events)
-            .values(
-                [
-                    {
-                        "event_id": ev.event_id,
-                        "call_id": ev.call_id,
-                        "seq": ev.seq,
-                        "type": ev.type.value,
-                        "at": ev.at,
-                        "data": ev.model_dump(mode="json")["data"],
-                    }
-                    for ev in unique_calls
-                ]
-            )
-            .on_conflict_do_nothing(index_elements=["event_id"])
+            _INSERT_CALL_EVENTS,
+            [
+                {
+                    "event_id": ev.event_id,
+                    "call_id": ev.call_id,
+                    "seq": ev.seq,
+                    "type": ev.type.value,
+                    "at": ev.at,
+                    "data": ev.model_dump(mode="json")["data"],
+                }
+                for ev in unique_calls
+            ],
         )
         call_ids = {ev.call_id for ev in unique_calls}
         marking = {
@@ -229,26 +226,24 @@ async def apply_batch(
 async def _apply_operator_events(conn: AsyncConnection, evs: Sequence[OperatorEvent]) -> None:
     unique = list({ev.event_id: ev for ev in evs}.values())
     await conn.execute(
-        insert(operator_events)
-        .values(
-            [
-                {
-                    "event_id": ev.event_id,
-                    "operator": ev.operator,
-                    "state": ev.state.value,
-                    "reason": ev.reason,
-                    "at": ev.at,
-                }
-                for ev in unique
-            ]
-        )
-        .on_conflict_do_nothing(index_elements=["event_id"])
+        _INSERT_OPERATOR_EVENTS,
+        [
+            {
+                "event_id": ev.event_id,
+                "operator": ev.operator,
+                "state": ev.state.value,
+                "reason": ev.reason,
+                "at": ev.at,
+            }
+            for ev in unique
+        ],
     )
     latest: dict[str, OperatorEvent] = {}
     for ev in unique:
         if ev.operator not in latest or ev.at >= latest[ev.operator].at:
             latest[ev.operator] = ev
-    stmt = insert(operators).values(
+    await conn.execute(
+        _UPSERT_OPERATORS,
         [
             {
                 "operator": ev.operator,
@@ -257,19 +252,26 @@ async def _apply_operator_events(conn: AsyncConnection, evs: Sequence[OperatorEv
                 "updated_at": ev.at,
             }
             for ev in latest.values()
-        ]
+        ],
     )
-    await conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["operator"],
-            set_={
-                "state": stmt.excluded.state,
-                "reason": stmt.excluded.reason,
-                "updated_at": stmt.excluded.updated_at,
-            },
-            where=operators.c.updated_at <= stmt.excluded.updated_at,
-        )
-    )
+
+
+# The inserts are built once, and run with a list of rows ("executemany"): SQLAlchemy compiles
+# and caches each statement once (a .values([...]) statement is compiled anew for every batch,
+# measured as a tenth of the daemon's CPU under load) and sends the rows in batches.
+_INSERT_CALL_EVENTS = insert(call_events).on_conflict_do_nothing(index_elements=["event_id"])
+_INSERT_OPERATOR_EVENTS = insert(operator_events).on_conflict_do_nothing(
+    index_elements=["event_id"])
+_operators_row = insert(operators)
+_UPSERT_OPERATORS = _operators_row.on_conflict_do_update(
+    index_elements=["operator"],
+    set_={
+        "state": _operators_row.excluded.state,
+        "reason": _operators_row.excluded.reason,
+        "updated_at": _operators_row.excluded.updated_at,
+    },
+    where=operators.c.updated_at <= _operators_row.excluded.updated_at,
+)
 
 
 async def store(
