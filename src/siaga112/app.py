@@ -254,6 +254,7 @@ class Daemon:
         self._stepped_down = True
         self.stasis.accepting = False
         self.events.stop()
+        self.supervision.stop()
         if self.leadership is not None:
             self.notifier.leadership_changed(self.leadership.node, Role.STANDBY.value, None)
         self.exit_code = EXIT_LEADERSHIP_LOST

@@ -25,7 +25,7 @@ import asyncio
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -33,10 +33,13 @@ from typing import Any, Protocol
 import structlog
 
 from siaga112 import legs
-from siaga112.ari.client import AriClient, AriError
+from siaga112.ari.client import AriError
 from siaga112.ari.events import EventStream
 from siaga112.ari.models import (
+    Application,
     AriEvent,
+    Bridge,
+    Channel,
     ChannelDestroyed,
     ChannelLeftBridge,
     StasisEnd,
@@ -106,6 +109,25 @@ def endpoint_of(channel_name: str) -> str:
     return channel_name.split("/", 1)[-1].rsplit("-", 1)[0]
 
 
+class SupervisionAri(Protocol):
+    """The ARI requests supervision makes (ari/client.py's AriClient)."""
+
+    async def snoop(self, channel_id: str, snoop_id: str, app: str, app_args: str = "",
+                    spy: str = "none", whisper: str = "none") -> Channel: ...
+    async def originate(self, endpoint: str, channel_id: str, app: str, app_args: str,
+                        caller_id: str | None = None, ring_seconds: int = 30,
+                        variables: dict[str, str] | None = None) -> Channel: ...
+    async def hangup(self, channel_id: str, reason: str = "normal") -> None: ...
+    async def continue_in_dialplan(self, channel_id: str, context: str | None = None,
+                                   extension: str = "s", priority: int = 1) -> None: ...
+    async def create_bridge(self, bridge_id: str, kind: str, name: str = "") -> Bridge: ...
+    async def add_to_bridge(self, bridge_id: str, channel_id: str | Sequence[str],
+                            role: str | None = None) -> None: ...
+    async def destroy_bridge(self, bridge_id: str) -> None: ...
+    async def bridges(self) -> list[Bridge]: ...
+    async def application(self, app: str) -> Application: ...
+
+
 class LiveCall(Protocol):
     """What supervision needs of a call's session (call/session.py)."""
 
@@ -146,7 +168,7 @@ class Pending:
 
 
 class Supervision:
-    def __init__(self, ari: AriClient, settings: Settings,
+    def __init__(self, ari: SupervisionAri, settings: Settings,
                  sessions: Callable[[], Mapping[str, LiveCall]]) -> None:
         self._ari = ari
         self._settings = settings

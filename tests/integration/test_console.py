@@ -127,6 +127,8 @@ async def test_operator_card_agency_marks_and_note(daemon_factory, phones, page)
     dispatch = card.locator('.dispatch[data-agency="01"]')
     await expect(dispatch).to_have_attribute("data-state", "answered", timeout=10_000)
     await expect(dispatch).to_contain_text("bergabung")
+    await expect(page.locator('button.agency[data-agency="01"] .line-state')).to_have_text(
+        "bergabung")
 
     await page.select_option("#category", "01")
     await page.fill("#note", "Api di dapur lantai dua, dua orang terjebak")
@@ -158,9 +160,9 @@ async def test_wall_queue_grows_and_shrinks_and_a_kpi_moves(daemon_factory, phon
     await sign_in(page, SUPERVISOR)
     length = page.locator("#queue-length")
     await expect(length).to_have_text("0")
-    calls_today = page.locator("#kpi-calls .kpi-value")
-    await expect(calls_today).not_to_have_text("—")
-    before = int(await calls_today.inner_text())
+    answered_today = page.locator("#kpi-answered .kpi-value")
+    await expect(answered_today).not_to_have_text("—")
+    before = int(await answered_today.inner_text())
 
     numbers = [mobile_number() for _ in range(3)]
     for n in numbers:
@@ -178,8 +180,8 @@ async def test_wall_queue_grows_and_shrinks_and_a_kpi_moves(daemon_factory, phon
         await expect(page.locator(f'.op-row[data-operator="op{op}"]')).not_to_contain_text(
             "Keluar log")
 
-    # The calls end (each operator hangs up after 1 s): today's count moves by three.
-    await expect(calls_today).to_have_text(str(before + 3), timeout=20_000)
+    # The calls end (each operator hangs up after 1 s): today's answered calls move by three.
+    await expect(answered_today).to_have_text(str(before + 3), timeout=20_000)
     await wait_for(lambda: not daemon.stasis.sessions, 15, "every call ended")
 
 

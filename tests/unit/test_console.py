@@ -302,6 +302,18 @@ async def test_a_note_is_an_event_of_the_call_by_its_token(
     assert len(daemon.notes) == 1
 
 
+async def test_a_desk_token_sets_its_own_desk_s_state_only(
+        client: TestClient[Any, Any], daemon: FakeDaemon) -> None:
+    desk = {"Authorization": "Bearer desk-token-eeeeeeeeeeeeeee"}
+    own = await client.post("/operators/op2/state", headers=desk, json={"state": "paused"})
+    assert own.status == 200, await own.text()
+    other = await client.post("/operators/op1/state", headers=desk, json={"state": "paused"})
+    assert (other.status, (await other.json())["error"]) == (403, "forbidden")
+    unbound = await client.post("/operators/op1/state", headers=bearer("operator"),
+                                json={"state": "paused"})
+    assert unbound.status == 200  # an operator token without a desk, as before
+
+
 async def test_the_page_and_its_files_are_served_with_a_strict_policy(
         client: TestClient[Any, Any]) -> None:
     page = await client.get("/console/")

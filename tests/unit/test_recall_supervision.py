@@ -5,12 +5,34 @@ from __future__ import annotations
 
 import struct
 import wave
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
+from tests.fakes import FakeAri
 
+from siaga112.ari.models import (
+    Bridge,
+    Channel,
+    ChannelDestroyed,
+    ChannelLeftBridge,
+    StasisEnd,
+    StasisStart,
+)
 from siaga112.call.recall import PcmTail, RecordingUnreadable, cut_copy, pcm_tail
-from siaga112.supervision import Mode, Refused, Request, endpoint_of, parse_code
+from siaga112.model import CallEventType, CallState
+from siaga112.settings import Settings
+from siaga112.supervision import (
+    Mode,
+    NotOnCall,
+    Refused,
+    Request,
+    Supervision,
+    endpoint_of,
+    parse_code,
+)
 
 OPERATORS = [f"op{n}" for n in range(1, 9)]
 
@@ -102,3 +124,131 @@ def test_bad_supervisor_codes_are_refused_clearly(code: str, why: str) -> None:
 def test_endpoint_of_a_channel_name() -> None:
     assert endpoint_of("PJSIP/sup1-0000001a") == "sup1"
     assert endpoint_of("garbage") == "garbage"
+
+
+# -- the supervision service, on a fake ARI ---------------------------------------------------
+
+
+@dataclass
+class SupAri(FakeAri):
+    """FakeAri with the snoop channel supervision asks for."""
+
+    async def snoop(self, channel_id: str, snoop_id: str, app: str, app_args: str = "",
+                    spy: str = "none", whisper: str = "none") -> Channel:
+        self._call("snoop", channel_id, snoop_id, app, spy, whisper)
+        return Channel(id=snoop_id)
+
+
+@dataclass
+class Call:
+    """A live call as supervision sees it (call/session.py's CallSession)."""
+
+    call_id: str = "1700000000.7"
+    state: CallState = CallState.CONNECTED
+    operator: str | None = "op1"
+    operator_channel: str | None = "1700000000.7-op-op1-1"
+    emitted: list[tuple[CallEventType, dict[str, Any]]] = field(default_factory=list)
+
+    def emit(self, type_: CallEventType, **data: Any) -> None:
+        self.emitted.append((type_, data))
+
+
+SUP = "1700000001.9"
+
+
+def service(call: Call) -> tuple[Supervision, SupAri]:
+    ari = SupAri()
+    return Supervision(ari, Settings(), lambda: {call.call_id: call}), ari
+
+
+def dialled(code: str, phone: str = "sup1", channel: str = SUP) -> StasisStart:
+    return StasisStart(type="StasisStart", args=["desk", code],
+                       channel=Channel(id=channel, name=f"PJSIP/{phone}-0000002a"))
+
+
+async def test_listen_snoops_the_operator_and_ends_audited_when_the_phone_hangs_up() -> None:
+    call = Call()
+    sup, ari = service(call)
+    await sup._on_event(dialled("*5101"))
+    snoop = f"{SUP}-snoop"
+    assert ari.called("snoop") == [("snoop", call.operator_channel, snoop,
+                                    "siaga112-supervision", "both", "none")]
+    assert ari.called("add_to_bridge") == [
+        ("add_to_bridge", f"siaga112-sup-{SUP}", SUP),
+        ("add_to_bridge", f"siaga112-sup-{SUP}", snoop)]
+    ((kind, data),) = call.emitted
+    assert kind is CallEventType.SUPERVISION_STARTED
+    assert data == {"supervision_id": SUP, "supervisor": "sup1", "mode": "listen",
+                    "operator": "op1", "by": "sup1"}
+    await sup._on_event(StasisEnd(type="StasisEnd", channel=Channel(id=SUP)))
+    kind, data = call.emitted[-1]
+    assert kind is CallEventType.SUPERVISION_ENDED and data["reason"] == "supervisor_hung_up"
+    assert ("hangup", snoop) in ari.calls and ("destroy_bridge", f"siaga112-sup-{SUP}") in \
+        ari.calls
+    assert not sup.active
+
+
+async def test_whisper_goes_to_the_operator_only_and_ends_when_the_operator_leaves() -> None:
+    call = Call()
+    sup, ari = service(call)
+    await sup._on_event(dialled("*5201"))
+    assert ari.called("snoop")[0][-2:] == ("both", "out")
+    await sup._on_event(ChannelDestroyed(type="ChannelDestroyed", cause=16,
+                                         channel=Channel(id=f"{SUP}-snoop")))
+    assert call.emitted[-1][1]["reason"] == "operator_left"
+    assert ("hangup", SUP) in ari.calls
+
+
+async def test_barge_joins_the_call_bridge() -> None:
+    call = Call()
+    sup, ari = service(call)
+    await sup._on_event(dialled("*5301"))
+    assert ari.called("add_to_bridge") == [("add_to_bridge", f"siaga112-call-{call.call_id}",
+                                            SUP)]
+    assert not ari.called("snoop")
+    await sup._on_event(ChannelLeftBridge(
+        type="ChannelLeftBridge", channel=Channel(id=SUP),
+        bridge=Bridge(id=f"siaga112-call-{call.call_id}")))
+    assert call.emitted[-1][1]["reason"] == "call_ended"
+
+
+@pytest.mark.parametrize(("code", "phone"), [
+    ("*5102", "sup1"),  # op2 is not on a call
+    ("*5199", "sup1"),  # no op99
+    ("*5901", "sup1"),
+    ("*5101", "op3"),  # not a supervisor's phone
+])
+async def test_refused_codes_touch_no_call(code: str, phone: str) -> None:
+    call = Call()
+    sup, ari = service(call)
+    with capture_logs() as logs:
+        await sup._on_event(dialled(code, phone))
+    assert ari.called("continue_in_dialplan") == [("continue_in_dialplan", SUP, None)]
+    assert not ari.called("snoop") and not ari.called("add_to_bridge") and not call.emitted
+    assert [e["reason"] for e in logs if e["event"] == "supervision_refused"]
+
+
+async def test_a_call_not_connected_cannot_be_supervised() -> None:
+    call = Call(state=CallState.RINGING_OPERATOR)
+    sup, ari = service(call)
+    await sup._on_event(dialled("*5101"))
+    assert not call.emitted and ari.called("continue_in_dialplan")
+
+
+async def test_the_api_rings_the_supervisor_first() -> None:
+    call = Call()
+    sup, ari = service(call)
+    with pytest.raises(Refused, match="not a supervisor's phone"):
+        await sup.ring("op3", Request(Mode.LISTEN, "op1"), "night supervisor")
+    with pytest.raises(NotOnCall, match="op2 is not on a call"):
+        await sup.ring("sup1", Request(Mode.LISTEN, "op2"), "night supervisor")
+    sid = await sup.ring("sup1", Request(Mode.BARGE, "op1"), "night supervisor")
+    assert ari.called("originate") == [("originate", "PJSIP/sup1", sid)]
+    await sup._on_event(StasisStart(type="StasisStart", args=["api", "barge", "op1"],
+                                    channel=Channel(id=sid, name="PJSIP/sup1-0000002b")))
+    assert call.emitted[-1][1] == {"supervision_id": sid, "supervisor": "sup1",
+                                   "mode": "barge", "operator": "op1",
+                                   "by": "night supervisor"}
+    assert await sup.end(sid, "night supervisor")
+    assert call.emitted[-1][1]["reason"] == "ended by night supervisor"
+    assert not await sup.end(sid, "night supervisor")

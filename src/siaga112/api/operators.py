@@ -7,7 +7,7 @@ from pydantic import BaseModel
 
 from siaga112.api.auth import Role
 from siaga112.api.deps import DaemonLike
-from siaga112.api.errors import OperatorNotFound
+from siaga112.api.errors import Forbidden, OperatorNotFound
 from siaga112.api.routing import Ctx, Route
 from siaga112.api.schemas import OperatorsAnswer, OperatorStateBody
 from siaga112.model import OperatorSnapshot, OperatorState, QueueSnapshot
@@ -43,6 +43,10 @@ class Operators:
         desk = self._d.desk
         if name not in desk:
             raise OperatorNotFound(name)
+        who = ctx.who
+        if who is not None and who.role is Role.OPERATOR and who.desk not in (None, name):
+            raise Forbidden(f"token {who.name!r} sits at desk {who.desk}: it sets that "
+                            "operator's state only")
         desk.choose(name, OperatorState(body.state.value), body.reason or None, persist=True)
         log.info("operator_state_set", operator=name, state=body.state.value, by=ctx.by)
         return next(o for o in desk.snapshot() if o.operator == name)

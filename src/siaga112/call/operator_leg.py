@@ -160,8 +160,10 @@ class OperatorLeg:
         elif code.kind is CodeKind.GHOST:
             self.mark(Disposition.GHOST, by)
         elif code.kind is CodeKind.RECALL:
-            with contextlib.suppress(CommandError):  # logged (no recording, not connected)
+            try:
                 await self.recall.start(by)
+            except CommandError:  # logged; the operator hears that it cannot be done
+                await self.recall.tell_refused()
         elif code.kind is CodeKind.RETURN:
             if self.recall.active:  # '#' outside a recall is an ordinary key press
                 await self.recall.back(by)

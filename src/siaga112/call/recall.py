@@ -194,6 +194,17 @@ class Recall:
         await self._stop_playback()
         self._ended(by, "returned")
 
+    async def tell_refused(self) -> None:
+        """The operator's *6 could not be done (nothing recorded yet): they hear "unknown
+        code" on their own leg, as for any code that does nothing."""
+        channel = self.call.operator_channel
+        if channel is None:
+            return
+        try:
+            await self.call.deps.ari.play(channel, "sound:siaga112/unknown-code")
+        except AriError as exc:
+            log.info("recall_prompt_failed", error=str(exc))
+
     async def playback_finished(self, playback_id: str) -> None:
         if playback_id == self.playback_id:
             self._ended("system", "played")

@@ -95,6 +95,7 @@ export class OperatorView {
   renderCard() {
     const c = this.card;
     if (!this.actions) this.actions = this.buildActions(c);
+    this.lineStates(c);
     this.cardEl.dataset.callId = c.call_id;
     this.cardEl.dataset.state = c.state;
     this.cardEl.replaceChildren(
@@ -128,6 +129,18 @@ export class OperatorView {
     );
     window.__siaga112CardShown ??= {};
     window.__siaga112CardShown[c.call_id] ??= Date.now();
+  }
+
+  // Each agency's button says where its duty line is on this call (the latest dispatch).
+  lineStates(c) {
+    const latest = Object.fromEntries(c.agencies.map((a) => [a.agency, a]));
+    for (const b of this.actions.querySelectorAll("button.agency")) {
+      const a = latest[b.dataset.agency];
+      const badge = b.querySelector(".line-state");
+      badge.className = a ? `badge line-state line-${a.state}` : "badge line-state";
+      badge.textContent = a ? t(`line_${a.state}`) + (a.failed_lines.length && a.state !== "failed"
+        ? ` (${t("fallback_tried")})` : "") : "";
+    }
   }
 
   close() {
@@ -191,7 +204,8 @@ export class OperatorView {
     const note = h("textarea", { id: "note", rows: 3, maxlength: 2000, disabled: !act });
     const agencyButtons = this.ctx.me.agencies.map((a) => h("button", {
       type: "button", class: "agency", disabled: !act, dataset: { agency: a.code },
-      onclick: () => this.bringIn(a.code) }, agencyName(a.name)));
+      onclick: () => this.bringIn(a.code) }, agencyName(a.name), " ",
+    h("span", { class: "badge line-state" })));
     return h("div", { id: "card-actions" },
       h("h3", {}, t("mark")),
       h("div", { class: "buttons" }, cat, mark("genuine"), mark("prank"), mark("ghost")),

@@ -176,7 +176,7 @@ export class WallView {
       h("h2", {}, t("blocklist")),
       admin ? this.form : "",
       blocks.length ? h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, t("number")),
-        h("th", {}, t("until")), h("th", {}, t("reason")), h("th", {}, t("by")), h("th", {}))),
+        h("th", {}, t("until_col")), h("th", {}, t("reason")), h("th", {}, t("by")), h("th", {}))),
       h("tbody", {}, blocks.map((b) => h("tr", { class: "block-row",
         dataset: { number: b.number } },
         h("td", { class: "number" }, b.number),
