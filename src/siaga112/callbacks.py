@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -378,6 +378,10 @@ class CallbackDialer:
         for channel_id in [c for c, v in self._by_channel.items() if v is call]:
             self._by_channel.pop(channel_id, None)
         self.calls.pop(call.call_id, None)
+        me = asyncio.current_task()
+        for task in list(call.tasks):
+            if task is not me:
+                task.cancel()
 
     async def _back_to_dialplan(self, channel_id: str, value: str) -> None:
         try:
@@ -400,8 +404,11 @@ class CallbackDialer:
     async def stop(self) -> None:
         for call in list(self.calls.values()):
             await self._end(call, Outcome.FAILED, "system", "daemon stopping")
-        for task in list(self._tasks):
+        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+        for task in tasks:
             task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2)
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -416,13 +423,14 @@ class CallbackDialer:
         except AriError:
             pass
 
-    def _spawn(self, coro: Awaitable[None], call: CallbackCall | None = None) -> None:
-        async def run() -> None:
-            await coro
-
-        task = asyncio.get_running_loop().create_task(run())
+    def _spawn(self, coro: Coroutine[Any, Any, None], call: CallbackCall | None = None) -> None:
+        """Run coro beside the event reader; a call's own tasks (its watchdogs) end with it."""
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._done)
+        if call is not None:
+            call.tasks.add(task)
+            task.add_done_callback(call.tasks.discard)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

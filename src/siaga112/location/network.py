@@ -156,6 +156,11 @@ class NetworkLocator:
             raise LocationError(f"document larger than {MAX_DOCUMENT} bytes")
         return body
 
+    async def stop_when_idle(self) -> None:
+        """Wait for the reads in flight (tests; a graceful stop cancels them instead)."""
+        while self._tasks:
+            await asyncio.wait(list(self._tasks))
+
     async def stop(self) -> None:
         for task in list(self._tasks):
             task.cancel()
