@@ -126,11 +126,14 @@ def test_a_failed_duty_line_is_a_fallback_tried_and_all_lines_failed_is_failed()
     assert a.state is LineState.FAILED and not a.overdue
 
 
-def test_a_location_event_is_shown() -> None:
-    loc = {"latitude": -6.12, "longitude": 106.15, "radius": 30, "source": "aml"}
-    card = card_of([arrived(), ev(CallEventType.CONNECTED, 2, 2, operator="op1",
-                                  location=loc)])
-    assert card.location == loc
+def test_the_latest_location_with_coordinates_is_shown() -> None:
+    net: dict[str, Any] = {"source": "network", "lat": -6.12, "lon": 106.15, "radius_m": 30.0}
+    aml: dict[str, Any] = {"source": "aml", "lat": -6.1201, "lon": 106.1502, "radius_m": 8.0}
+    events = [arrived(), ev(CallEventType.LOCATION, 1, 0, **net),
+              ev(CallEventType.LOCATION, 9, 0, **aml),
+              ev(CallEventType.LOCATION, 12, 0, source="network", error="fetch timed out")]
+    assert card_of(events).location == {**aml, "at": (T0 + timedelta(seconds=9)).isoformat()}
+    assert card_of(events[:1]).location is None
 
 
 def test_merge_keeps_each_event_once_in_order() -> None:

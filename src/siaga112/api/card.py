@@ -129,9 +129,8 @@ def build_card(call_id: str, events: Iterable[EventLike], *, live: bool, now: da
         elif t in ("agency_requested", "agency_line_failed", "agency_joined", "agency_accepted",
                    "team_moving", "overdue"):
             _dispatch(dispatches, t, e, lines, moving_minutes)
-        if "location" in t or isinstance(d.get("location"), dict):
-            loc = d.get("location") if isinstance(d.get("location"), dict) else d
-            card.location = dict(loc) if isinstance(loc, dict) else None
+        if t == "location" and "lat" in d:  # the latest with coordinates (one may be an error)
+            card.location = {**d, "at": e.at.isoformat()}
     card.disposition = card.disposition or ended_disposition
     if card.arrived_at is not None:
         until = card.connected_at or card.ended_at or now

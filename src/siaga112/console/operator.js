@@ -252,7 +252,8 @@ function location(loc) {
   if (!loc) return t("no_location");
   const lat = loc.latitude ?? loc.lat;
   const lon = loc.longitude ?? loc.lon;
-  const r = loc.radius ?? loc.accuracy;
+  const r = loc.radius_m ?? loc.radius;
   if (lat == null || lon == null) return JSON.stringify(loc);
-  return `${lat}, ${lon}${r != null ? ` ± ${r} m` : ""}${loc.source ? ` (${loc.source})` : ""}`;
+  return `${lat}, ${lon}${r != null ? ` ± ${Math.round(r)} m` : ""}` +
+    `${loc.source ? ` (${loc.source}${loc.at ? `, ${clock(loc.at)}` : ""})` : ""}`;
 }
