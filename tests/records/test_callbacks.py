@@ -4,7 +4,9 @@ answered), attempts, the KPI, and events in any order."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -13,6 +15,10 @@ from siaga112.records.apply import store
 from siaga112.records.callbacks import get_callback, list_callbacks
 from siaga112.records.policy import BlockPolicy
 from siaga112.records.repository import Repository
+from siaga112.records.writer import RecordWriter
+from siaga112.settings import DatabaseSettings
+from siaga112_testkit.devstack.postgres import start_postgres, stop_postgres
+from tests.records.conftest import PORT
 from tests.records.factory import call_events
 
 NUMBER = "+6281299990000"
@@ -114,3 +120,27 @@ async def test_events_in_any_order_give_the_same_list(clean: AsyncEngine,
     await store(clean, policy, later)
     again = await get_callback(clean, "a1")
     assert again == entry
+
+
+async def test_a_caller_abandoned_while_postgres_is_down_is_on_the_list_when_it_is_back(
+        clean: AsyncEngine, policy: BlockPolicy, tmp_path: Path, pg_state_dir: Path) -> None:
+    """Nothing lost: the entry is derived from the call's record, which waits in the journal."""
+    writer = RecordWriter(clean, tmp_path / "journal",
+                          DatabaseSettings(flush_interval=0.02, retry_interval=0.1), policy)
+    writer.start()
+    try:
+        await asyncio.to_thread(stop_postgres, pg_state_dir)
+        try:
+            for ev in call_events("down-1", NUMBER, operator=None,
+                                  disposition=Disposition.ABANDONED):
+                writer.call_event(ev)
+            while writer.failures == 0:  # noqa: ASYNC110 (until the writer meets the outage)
+                await asyncio.sleep(0.02)
+            assert writer.backlog > 0
+        finally:
+            await asyncio.to_thread(start_postgres, pg_state_dir, PORT)
+        assert await writer.wait_idle(30)
+    finally:
+        await writer.stop(timeout=5)
+    entry = await get_callback(clean, "down-1")
+    assert entry is not None and entry.reason == "abandoned" and entry.closed_at is None
