@@ -127,6 +127,8 @@ async def test_instant_recall_plays_the_last_seconds_to_the_operator_only(
     assert recalled.data["by"] == "op1" and recalled.data["seconds"] >= 5, recalled.data
     (returned,) = events(detail, CallEventType.RECALL_RETURNED)
     assert returned.data == {"operator": "op1", "by": "op1", "reason": "returned"}
+    copy = daemon.settings.recording.dir / "recall" / f"{session.call_id}.wav"
+    assert not copy.exists(), "the recall's copy is deleted when it ends"
     (ended,) = events(detail, CallEventType.ENDED)
     assert ended.data["hangup_by"] == "caller", ended.data
 

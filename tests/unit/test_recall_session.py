@@ -55,6 +55,12 @@ async def test_star6_plays_the_tail_to_the_operator_and_hash_returns(tmp_path: P
 
     await keys(stasis, "#")
     assert ari.called("stop_playback") == [("stop_playback", f"{CALL}-recall-1")]
+    copy = tmp_path / "recall" / f"{CALL}.wav"
+    for _ in range(200):  # deleted in a worker thread
+        if not copy.exists():
+            break
+        await asyncio.sleep(0.01)
+    assert not copy.exists()  # the copy is gone with the recall
     assert sink.types()[-1] == "recall_returned"
     assert sink.calls[-1].data == {"operator": "op1", "by": "op1", "reason": "returned"}
     await keys(stasis, "#")  # outside a recall: an ordinary key

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 RECALL_SUBDIR = "recall"
-STALE_COPY_SECONDS = 3600.0  # copies left by a daemon that stopped mid-recall are swept
+STALE_COPY_SECONDS = 3600.0  # copies left by a call that ended mid-recall are swept
 
 
 class NoRecording(CommandError):
@@ -192,7 +192,7 @@ class Recall:
         if not self.active:
             raise NotRecalling(self.call.call_id)
         await self._stop_playback()
-        self._ended(by, "returned")
+        await self._ended(by, "returned")
 
     async def tell_refused(self) -> None:
         """The operator's *6 could not be done (nothing recorded yet): they hear "unknown
@@ -207,7 +207,7 @@ class Recall:
 
     async def playback_finished(self, playback_id: str) -> None:
         if playback_id == self.playback_id:
-            self._ended("system", "played")
+            await self._ended("system", "played")
 
     async def _stop_playback(self) -> None:
         playback_id, self.playback_id = self.playback_id, None
@@ -219,8 +219,15 @@ class Recall:
             if not channel_gone(exc):  # 404: it had just finished
                 raise
 
-    def _ended(self, by: str, reason: str) -> None:
+    async def _ended(self, by: str, reason: str) -> None:
+        """The recall is over; then its copy goes (the call's audio is kept once, in the
+        recording; a playback still reading the copy keeps its open file)."""
         self.playback_id = None
         log.info("recall_ended", by=by, reason=reason)
         self.call.emit(CallEventType.RECALL_RETURNED, operator=self.call.operator, by=by,
                        reason=reason)
+        _, copy, _ = self._paths()
+        try:
+            await asyncio.to_thread(copy.unlink, missing_ok=True)
+        except OSError as exc:
+            log.warning("recall_copy_not_deleted", path=str(copy), error=str(exc))
