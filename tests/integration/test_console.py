@@ -151,6 +151,12 @@ async def test_operator_card_agency_marks_and_note(daemon_factory, phones, page)
     assert any(e.type == "agency_joined" and e.data["agency"] == "01" for e in detail.events)
     # Wrap-up: the card stays, the call ended, marks still go to the record.
     await expect(card).to_have_attribute("data-state", "ended", timeout=10_000)
+    # A pause with its reason, as *13 does.
+    await page.fill("#pause-reason", "istirahat")
+    await page.get_by_role("button", name="Jeda", exact=True).click()
+    await expect(page.locator("#desk-state")).to_contain_text("Jeda (istirahat)")
+    op = next(o for o in daemon.desk.snapshot() if o.operator == "op1")
+    assert (op.state, op.reason) == ("paused", "istirahat")
 
 
 async def test_wall_queue_grows_and_shrinks_and_a_kpi_moves(daemon_factory, phones,

@@ -156,7 +156,8 @@ export class OperatorView {
     const rows = hist.calls.map((c) => h("tr", { class: "history-row" },
       h("td", {}, dateTime(c.arrived_at)), h("td", {}, c.disposition ? t(c.disposition) : "—"),
       h("td", {}, c.category ? `${c.category} ${t(`cat_${c.category}`)}` : "—"),
-      h("td", {}, c.operator ?? "—")));
+      h("td", {}, c.operator ?? "—"),
+      h("td", {}, c.flags.map((f) => h("span", { class: "flag" }, t(f))))));
     return h("div", { id: "card-history" },
       h("h3", {}, `${t("history")} (${hist.total})`),
       h("p", {},
@@ -170,7 +171,7 @@ export class OperatorView {
       rows.length
         ? h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, t("date")),
             h("th", {}, t("disposition")), h("th", {}, t("category")),
-            h("th", {}, t("operator")))), h("tbody", {}, rows))
+            h("th", {}, t("operator")), h("th", {}, t("flags")))), h("tbody", {}, rows))
         : h("p", {}, t("history_none")));
   }
 

@@ -47,6 +47,16 @@ export class WallView {
     }
   }
 
+  // A call that was on before the wall opened: when its operator answered, from its card.
+  async callStart(callId) {
+    this.onCallSince[callId] = null;
+    try {
+      const card = await this.ctx.api.get(`/console/calls/${encodeURIComponent(callId)}`);
+      this.onCallSince[callId] = card.connected_at ?? card.arrived_at;
+      this.renderOperators();
+    } catch { /* a call that just ended: nothing to show */ }
+  }
+
   later(fn, ms) { this.timers.push(setTimeout(fn, ms)); }
 
   renderQueue() {
@@ -69,6 +79,9 @@ export class WallView {
 
   renderOperators() {
     const ops = this.ctx.store.operators;
+    for (const o of ops) {
+      if (o.call_id && !(o.call_id in this.onCallSince)) this.callStart(o.call_id);
+    }
     this.opsEl.replaceChildren(h("h2", {}, t("operators")), h("table", {},
       h("thead", {}, h("tr", {}, h("th", {}, t("operator")), h("th", {}, t("state")),
         h("th", {}, t("call")), h("th", {}, t("since")))),

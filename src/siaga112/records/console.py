@@ -24,6 +24,7 @@ class EarlierCall(BaseModel):
     disposition: str | None
     category: str | None
     operator: str | None
+    flags: list[str] = []  # blocked_bypass (pressed 5 through a block), silent, ...
     note: str | None = None
 
 
@@ -54,7 +55,7 @@ async def caller_history(engine: AsyncEngine, number: str, window_hours: float,
         mine = and_(mine, calls.c.call_id != exclude_call_id)
     when = func.coalesce(calls.c.arrived_at, calls.c.ended_at, calls.c.updated_at)
     recent = (select(calls.c.call_id, calls.c.arrived_at, calls.c.disposition, calls.c.category,
-                     calls.c.operator, calls.c.note)
+                     calls.c.operator, calls.c.flags, calls.c.note)
               .where(mine).order_by(when.desc(), calls.c.call_id).limit(HISTORY_LIMIT))
     total = select(func.count()).select_from(calls).where(mine)
     marks = select(func.count()).select_from(calls).where(
