@@ -83,6 +83,9 @@ class FakeAri:
     async def subscribe(self, app: str, event_source: str) -> None:
         self._call("subscribe", app, event_source)
 
+    async def filter_events(self, app: str, disallowed: Sequence[str]) -> None:
+        self._call("filter_events", app, ",".join(disallowed))
+
     async def create_bridge(self, bridge_id: str, kind: str, name: str = "") -> Bridge:
         self._call("create_bridge", bridge_id, kind)
         return Bridge(id=bridge_id, bridge_type=kind)

@@ -119,7 +119,7 @@ class Daemon:
         self.supervision = Supervision(self.ari, settings, lambda: self.stasis.sessions)
         self.events = EventStream(
             settings.ari, on_event=self.stasis.on_event, on_connect=self.stasis.resync,
-            on_reconnect_attempt=self.metrics.ari_reconnected,
+            on_reconnect_attempt=self.metrics.ari_reconnected, on_received=self.metrics.ari_event,
         )
         self.clock = DispatchClock(self.repository, self.sink, settings.agency)
         # Past calls go to the records only: MQTT carries what happens now.

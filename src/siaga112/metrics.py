@@ -94,6 +94,8 @@ class _Common(TypedDict):
     registry: CollectorRegistry
 
 
+ARI_EVENT_TYPES_MAX = 64  # ARI has about 50 event types
+
 class Metrics:
     """Typed methods over the project's metrics, all in ``self.registry``."""
 
@@ -117,6 +119,10 @@ class Metrics:
         self._ari_reconnects = Counter(
             "ari_reconnects", "Reconnections of the ARI events websocket.", **kw
         )
+        self._ari_events = Counter(
+            "ari_events", "ARI events received on the websocket, by type.", ["type"], **kw
+        )
+        self._ari_event_types: set[str] = set()
         self._journal_backlog = Gauge(
             "journal_backlog", "Records in the local journal not yet in PostgreSQL.", **kw
         )
@@ -149,6 +155,17 @@ class Metrics:
 
     def ari_reconnected(self) -> None:
         self._ari_reconnects.inc()
+
+    def ari_event(self, type_: str) -> None:
+        """Count one event. The type comes from outside: at most ARI_EVENT_TYPES_MAX distinct
+        labels of plain letters; anything else is counted as "other"."""
+        if type_ not in self._ari_event_types:
+            if len(self._ari_event_types) >= ARI_EVENT_TYPES_MAX or not (
+                    type_.isascii() and type_.isalpha() and len(type_) <= 64):
+                type_ = "other"
+            else:
+                self._ari_event_types.add(type_)
+        self._ari_events.labels(type=type_).inc()
 
     def watch_journal_backlog(self, backlog: Callable[[], float]) -> None:
         """Read the journal's backlog at each scrape from this callback."""

@@ -137,7 +137,7 @@ class CallQueue:
             w = min(self._waiting.values(), key=Waiter.key)
             del self._waiting[w.call_id]
             self._desk.ringing(op.name, w.call_id)
-            log.info("queue_offer", call_id=w.call_id, operator=op.name)
+            log.debug("queue_offer", call_id=w.call_id, operator=op.name)
             self._changed()
             w.offer(op.name)
 

@@ -245,3 +245,39 @@ def test_bench_finds_the_highest_clean_and_prompt_rates() -> None:
     assert result.highest_clean(CallPath.DAEMON) == 20
     assert result.highest_prompt(CallPath.DAEMON) == 10
     assert result.highest_clean(CallPath.DIALPLAN) is None
+
+
+def test_error_lines_count_only_what_the_run_wrote(tmp_path: Path) -> None:
+    from siaga112_testkit.loadtest.runner import error_lines
+
+    logf = tmp_path / "daemon.log"
+    logf.write_text('{"event": "call_handler_failed", "level": "error"}\n')
+    offset = logf.stat().st_size
+    with logf.open("a") as f:
+        f.write('{"event": "call_state", "level": "info"}\n')
+        f.write('{"event": "call_handler_failed", "level": "error"}\n')
+        f.write("Traceback (most recent call last):\n")
+    count, first = error_lines(logf, offset)
+    assert count == 2
+    assert "call_handler_failed" in first[0]
+    assert error_lines(tmp_path / "missing.log", 0) == (0, [])
+
+
+def test_a_run_with_error_lines_or_wrong_dispositions_is_not_clean() -> None:
+    base = rp.LoadReport(name="x", path="daemon", started_at="", duration_s=1, offer_window_s=1,
+                         offered=2, answered=2)
+    assert base.clean
+    assert not base.model_copy(update={"daemon_error_lines": 1}).clean
+    assert not base.model_copy(update={"wrong_dispositions": {"fallback": 1}}).clean
+    assert not clean(base.model_copy(update={"wrong_dispositions": {"open": 1}}))
+
+
+def test_cpu_seconds_of_this_process_and_of_none() -> None:
+    import os
+
+    from siaga112_testkit.loadtest.runner import cpu_seconds
+
+    mine = cpu_seconds(os.getpid())
+    assert mine is not None and mine > 0
+    assert cpu_seconds(None) is None
+    assert cpu_seconds(2**22 + 12345) is None  # no such process

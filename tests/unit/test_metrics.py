@@ -95,3 +95,18 @@ def test_records_are_read_from_the_writer_at_each_scrape() -> None:
 
     writer.problems = []
     assert samples(m)[("siaga112_records_degraded", ())] == 0
+
+
+def test_ari_events_are_counted_by_type_with_bounded_labels() -> None:
+    m = Metrics(process=False)
+    m.ari_event("StasisStart")
+    m.ari_event("StasisStart")
+    m.ari_event("Bad Type\n{}")  # not plain letters: "other"
+    m.ari_event("X" * 65)  # too long: "other"
+    for i in range(100):  # a flood of new names stops at the cap
+        m.ari_event("Made" + "".join(chr(ord("a") + int(d)) for d in str(i)))
+    s = samples(m)
+    assert s[("siaga112_ari_events_total", (("type", "StasisStart"),))] == 2
+    types = {dict(k[1])["type"] for k in s if k[0] == "siaga112_ari_events_total"}
+    assert len(types) <= 65  # 64 names and "other"
+    assert s[("siaga112_ari_events_total", (("type", "other"),))] == 2 + 100 - 63

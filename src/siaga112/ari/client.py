@@ -255,6 +255,13 @@ class AriClient:
             "POST", f"/applications/{app}/subscription", {"eventSource": event_source}
         )
 
+    async def filter_events(self, app: str, disallowed: Sequence[str]) -> None:
+        """Ask Asterisk not to send the app these event types at all."""
+        await self.request(
+            "PUT", f"/applications/{app}/eventFilter",
+            json={"disallowed": [{"type": t} for t in disallowed]},
+        )
+
     async def endpoints(self, technology: str = "PJSIP") -> list[Endpoint]:
         found = await self.request("GET", f"/endpoints/{technology}")
         return [Endpoint.model_validate(e) for e in found]

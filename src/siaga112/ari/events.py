@@ -31,12 +31,14 @@ class EventStream:
         on_connect: Callable[[], Awaitable[None]],
         on_disconnect: Callable[[], None] | None = None,
         on_reconnect_attempt: Callable[[], None] | None = None,
+        on_received: Callable[[str], None] | None = None,
     ) -> None:
         self._settings = settings
         self._on_event = on_event
         self._on_connect = on_connect
         self._on_disconnect = on_disconnect
         self._on_attempt = on_reconnect_attempt
+        self._on_received = on_received  # (event type) for the metrics
         self.connected = asyncio.Event()
         self._stopping = False
 
@@ -102,6 +104,8 @@ class EventStream:
                 except (pydantic.ValidationError, ValueError, json.JSONDecodeError) as exc:
                     log.error("ari_event_malformed", error=str(exc)[:300], raw=msg.data[:300])
                     continue
+                if self._on_received is not None:
+                    self._on_received(event.type)
                 self._on_event(event)
             elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
                               aiohttp.WSMsgType.ERROR):

@@ -50,7 +50,7 @@ class Arrival:
         if call.deps.metrics is not None:
             call.deps.metrics.call_answered(latency)
         call.emit(CallEventType.ANSWERED, latency_ms=round(latency * 1000, 2))
-        log.info("call_answered", latency_ms=round(latency * 1000, 2))
+        log.debug("call_answered", latency_ms=round(latency * 1000, 2))
         verdict = call.deps.screening.check(call.caller.e164)
         call.transition(CallState.SCREENED, blocked=verdict.blocked, reason=verdict.reason)
         call.emit(CallEventType.SCREENED, blocked=verdict.blocked, reason=verdict.reason)

@@ -105,7 +105,7 @@ class OperatorLeg:
         # One request for both: Asterisk moves the citizen out of the holding bridge itself
         # (a Stasis channel joining a bridge departs the one it is in).
         await ari.add_to_bridge(bridge_id, [call.call_id, channel_id])
-        log.info("operator_bridged", bridge=bridge_id, operator_channel=channel_id)
+        log.debug("operator_bridged", bridge=bridge_id, operator_channel=channel_id)
         call.waiting.stop()
         call.deps.desk.connected(operator, call.call_id)
         call.transition(CallState.CONNECTED, operator=operator)

@@ -133,7 +133,7 @@ class Waiting:
 
     async def talking(self) -> None:
         if not self.talked:
-            log.info("caller_speaks")
+            log.debug("caller_speaks")
         self.talked = True
         self.call.cancel_timer("silent")
         if self._silent_prompted:

@@ -28,7 +28,13 @@ from siaga112_testkit.loadtest.daemon import (
 )
 from siaga112_testkit.loadtest.phones import CallerGroup, DeskPlan, national_number
 from siaga112_testkit.loadtest.plot import plot_reports
-from siaga112_testkit.loadtest.runner import CallPath, LoadPlan, RunContext, run_load
+from siaga112_testkit.loadtest.runner import (
+    CallPath,
+    LoadPlan,
+    RunContext,
+    local_pbx_pid,
+    run_load,
+)
 from siaga112_testkit.topology import BENCH_TRUNK, LANDLINE_TRUNK, MOBILE_TRUNK
 
 LOCAL_PBX = "127.0.0.1:5060"
@@ -49,8 +55,8 @@ class BenchOptions:
     rates: Sequence[float] = (10, 20, 40, 80)
     step_seconds: float = 8.0
     hold: float = 1.0
-    burst_calls: int = 200
-    burst_rate: float = 50.0
+    burst_calls: int = 1000
+    burst_rate: float = 100.0
     flood_seconds: float = 10.0
     flood_rate: float = 0.0  # 0: the highest rate the dialplan path took in the steps
     genuine_rate: float = 2.0
@@ -122,33 +128,39 @@ class Bench:
         self.options = options
         self.out = out
         self.say = say
-        self.callers = (national_number("0811", 8), national_number("0254", 6))
         local = options.remote == LOCAL_PBX
         self.queue_log = DEFAULT_ROOT / "var/log/asterisk/queue_log" if local else None
+        self.pbx_pid = local_pbx_pid() if local else None
+
+    @staticmethod
+    def fresh_callers() -> tuple[str, str]:
+        """Numbers of this run's own (its records are those of these callers since it began)."""
+        return national_number("0811", 8), national_number("0254", 6)
 
     async def run(self, plan: LoadPlan, blocked: str | None = None) -> rp.LoadReport:
         """One plan; blocked: a number the daemon blocks for this run only."""
         if plan.path is CallPath.DIALPLAN:
             ctx = RunContext(self.settings, self.options.remote, self.out, self.say,
-                             queue_log=self.queue_log)
+                             queue_log=self.queue_log, pbx_pid=self.pbx_pid)
             report = await run_load(plan, ctx)
         else:
             async with daemon_running(self.settings, DAEMON_OVERRIDES, self.say) as daemon:
-                report = await self._on_daemon(plan, daemon.api, blocked)
+                report = await self._on_daemon(plan, daemon.api, blocked, daemon.logfile)
                 if not daemon.started_by_us:
                     report.notes.append("a daemon was already running: its own settings")
         self.say(rp.render(report))
         return report
 
-    async def _on_daemon(self, plan: LoadPlan, api: DaemonApi,
-                         blocked: str | None) -> rp.LoadReport:
+    async def _on_daemon(self, plan: LoadPlan, api: DaemonApi, blocked: str | None,
+                         daemon_log: Path | None) -> rp.LoadReport:
         names = list(self.settings.queue.operators)
         before = await set_operators(api, names, plan.desk.operators)
         try:
             if blocked:
                 await api.block(blocked, hours=1, reason="bench: blocked-number flood")
                 await asyncio.sleep(1.0)  # the daemon reloads its blocklist when told
-            ctx = RunContext(self.settings, self.options.remote, self.out, self.say, api=api)
+            ctx = RunContext(self.settings, self.options.remote, self.out, self.say, api=api,
+                             daemon_log=daemon_log, pbx_pid=self.pbx_pid)
             return await run_load(plan, ctx)
         finally:
             if blocked:
@@ -161,7 +173,8 @@ class Bench:
             for rate in o.rates:
                 calls = max(2, round(rate * o.step_seconds))
                 plan = LoadPlan(f"{path.value}-{rate:g}cps", path,
-                                groups(path, "citizens", rate, calls, o.hold, self.callers),
+                                groups(path, "citizens", rate, calls, o.hold,
+                                       self.fresh_callers()),
                                 DESK, max_seconds=o.step_seconds + o.hold + 40)
                 report = await self.run(plan)
                 step = next((s for s in result.steps if s.rate == rate), None)
@@ -178,14 +191,15 @@ class Bench:
         for path in (CallPath.DAEMON, CallPath.DIALPLAN):
             plan = LoadPlan(f"{path.value}-burst", path,
                             groups(path, "burst", o.burst_rate, o.burst_calls, None,
-                                   self.callers),
-                            DESK, max_seconds=300)
+                                   self.fresh_callers()),
+                            DESK, max_seconds=300, expected=frozenset({"genuine"}))
             result.burst[path.value] = await self.run(plan)
 
     async def flood(self, result: BenchResult) -> None:
         o = self.options
         rate = o.flood_rate or result.highest_clean(CallPath.DIALPLAN) or 100.0
         prank = national_number("0819", 8)
+        genuine = self.fresh_callers()[1]
         genuine_calls = max(1, round(o.genuine_rate * o.flood_seconds))
         for path in (CallPath.DAEMON, CallPath.DIALPLAN):
             daemon = path is CallPath.DAEMON
@@ -194,10 +208,11 @@ class Bench:
                 CallerGroup("prank", MOBILE_TRUNK if daemon else BENCH_TRUNK, prank,
                             rate=rate, calls=flood_calls, hold=FLOOD_HOLD, audio=False),
                 CallerGroup("genuine", LANDLINE_TRUNK if daemon else BENCH_TRUNK,
-                            self.callers[1], rate=o.genuine_rate, calls=genuine_calls,
+                            genuine, rate=o.genuine_rate, calls=genuine_calls,
                             hold=None, port=5060 if daemon else 5061,
                             media_port=6000 if daemon else 6100),
-            ], DESK, max_seconds=o.flood_seconds + FLOOD_HOLD + 120)
+            ], DESK, max_seconds=o.flood_seconds + FLOOD_HOLD + 120,
+                expected=frozenset({"genuine", "abandoned", "blocked"}))
             result.flood[path.value] = await self.run(plan, blocked="+62" + prank[1:])
 
 
@@ -210,7 +225,18 @@ def _row(label: str, r: rp.LoadReport | None) -> str:
         return f"{label:<9} -"
     return (f"{label:<9} offered {r.offered:>5} answered {r.answered:>5} failed {r.failed:>4}  "
             f"INVITE->200 p50 {_ms(r.sip_answer_ms.p50)} p99 {_ms(r.sip_answer_ms.p99)}  "
-            f"wait p50 {_s(r.wait_to_operator_s.p50)} p95 {_s(r.wait_to_operator_s.p95)}")
+            f"wait p50 {_s(r.wait_to_operator_s.p50)} p95 {_s(r.wait_to_operator_s.p95)}"
+            + _costs(r))
+
+
+def _costs(r: rp.LoadReport) -> str:
+    pc = r.per_call()
+    parts = [f"{label} {pc[key]:g}" for key, label in (
+        ("daemon_cpu_ms", "daemon CPU ms/call"), ("ari_requests", "ARI req/call"),
+        ("pbx_cpu_ms", "Asterisk CPU ms/call")) if pc[key] is not None]
+    if r.path == "daemon" and (r.daemon_error_lines or r.wrong_dispositions):
+        parts.append(f"ERRORS {r.daemon_error_lines} log lines, {r.wrong_dispositions}")
+    return ("\n            " + ", ".join(parts)) if parts else ""
 
 
 def _ms(v: float | None) -> str:

@@ -129,8 +129,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="comma-separated rates (calls/s) stepped up until a call fails")
     p.add_argument("--step-seconds", type=float, default=8.0, help="s of load per rate step")
     p.add_argument("--hold", type=float, default=1.0, help="s callers hold in the rate steps")
-    p.add_argument("--burst-calls", type=int, default=200)
-    p.add_argument("--burst-rate", type=float, default=50.0)
+    p.add_argument("--burst-calls", type=int, default=1000)
+    p.add_argument("--burst-rate", type=float, default=100.0)
     p.add_argument("--flood-seconds", type=float, default=10.0)
     p.add_argument("--flood-rate", type=float, default=0.0,
                    help="prank calls/s (default: the highest rate app_queue took in the steps)")
@@ -229,14 +229,16 @@ def _load_test(args: argparse.Namespace) -> int:
         from siaga112_testkit.loadtest.daemon import daemon_running
         from siaga112_testkit.loadtest.plot import plot_reports
         from siaga112_testkit.loadtest.report import render
-        from siaga112_testkit.loadtest.runner import RunContext, run_load
+        from siaga112_testkit.loadtest.runner import RunContext, local_pbx_pid, run_load
 
+        local = not args.i_know_this_is_not_the_test_pbx  # else refused above
         async with daemon_running(settings, overrides, say) as daemon:
             names = list(settings.queue.operators)
             before = await set_operators(daemon.api, names, args.operators)
             try:
                 ctx = RunContext(settings, args.pbx, out, say, api=daemon.api,
-                                 progress_every=args.progress,
+                                 progress_every=args.progress, daemon_log=daemon.logfile,
+                                 pbx_pid=local_pbx_pid() if local else None,
                                  extra_notes=[f"daemon settings: {daemon.settings_note}",
                                               capacity_note(args)])
                 report = await run_load(plan, ctx)

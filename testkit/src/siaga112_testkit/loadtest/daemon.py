@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -108,6 +109,7 @@ class DaemonHandle:
     started_by_us: bool
     pid: int | None
     settings_note: str  # which settings the daemon under test runs with
+    logfile: Path | None = None  # the log of a daemon we started (its error lines count)
 
 
 async def _wait(predicate: Callable[[], Any], seconds: float, what: str) -> None:
@@ -150,7 +152,8 @@ async def daemon_running(
         try:
             await _wait(api.healthy, 30, f"the daemon did not answer {base}/health (log {logfile})")
             await _wait(api.ari_connected, 30, f"the daemon did not connect to ARI (log {logfile})")
-            yield DaemonHandle(api, started_by_us=True, pid=pid, settings_note=note)
+            yield DaemonHandle(api, started_by_us=True, pid=pid, settings_note=note,
+                               logfile=logfile)
         finally:
             await asyncio.to_thread(procs.stop_pid, pidfile, timeout=15)
             say(f"stopped the daemon (pid {pid})")

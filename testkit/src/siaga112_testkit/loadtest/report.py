@@ -197,6 +197,7 @@ class MetricsSummary(BaseModel):
     answered: float = 0  # observations in answer_latency_seconds
     queue_length_max: float = 0  # sampled during the run
     ari_requests: float = 0
+    ari_events: dict[str, float] = {}  # received on the websocket over the run, by type
     ari_reconnects: float = 0
     journal_backlog: float = 0
     mqtt_dropped: float = 0
@@ -267,6 +268,8 @@ def summarise_metrics(before: Scrape, after: Scrape, queue_max: float = 0) -> Me
         queue_length_max=queue_max,
         ari_requests=after.total(ns + "ari_request_seconds_count")
         - before.total(ns + "ari_request_seconds_count"),
+        ari_events=_delta(after.by_label(ns + "ari_events_total", "type"),
+                          before.by_label(ns + "ari_events_total", "type")),
         ari_reconnects=after.total(ns + "ari_reconnects_total")
         - before.total(ns + "ari_reconnects_total"),
         journal_backlog=after.value(ns + "journal_backlog"),
@@ -330,13 +333,37 @@ class LoadReport(BaseModel):
     occupancy: dict[str, float] = {}  # per operator, share of the run on calls; "all"
     occupancy_source: str = ""
     metrics: MetricsSummary | None = None
+    # Failures that SIPp cannot see (daemon path): error lines in the daemon's log during the
+    # run (call_handler_failed, tracebacks), and records whose disposition is not one the plan
+    # expects (a hand-back is "fallback"; a call never ended is "open").
+    daemon_error_lines: int = 0
+    daemon_errors: list[str] = []  # the first few, for the reader
+    wrong_dispositions: dict[str, int] = {}
+    pbx_cpu_seconds: float | None = None  # Asterisk's CPU over the run (local test PBX)
     timeline: list[Point] = Field(default_factory=list)
     notes: list[str] = []
 
     @property
     def clean(self) -> bool:
-        """No failed call and every SIPp ended by itself."""
-        return self.failed == 0 and not any(g.timed_out for g in self.groups)
+        """No failed call, every SIPp ended by itself, no error line in the daemon's log,
+        and every record's disposition one the plan expects."""
+        return (self.failed == 0 and not any(g.timed_out for g in self.groups)
+                and self.daemon_error_lines == 0 and not self.wrong_dispositions)
+
+    def per_call(self) -> dict[str, float | None]:
+        """Costs per offered call: daemon CPU (ms), ARI requests and events, Asterisk CPU."""
+        n = self.offered or 0
+        m = self.metrics
+
+        def each(total: float | None, scale: float = 1.0) -> float | None:
+            return None if total is None or not n else round(total * scale / n, 2)
+
+        return {
+            "daemon_cpu_ms": each(m.cpu_seconds, 1000) if m else None,
+            "ari_requests": each(m.ari_requests) if m else None,
+            "ari_events": each(sum(m.ari_events.values())) if m and m.ari_events else None,
+            "pbx_cpu_ms": each(self.pbx_cpu_seconds, 1000),
+        }
 
 
 def timeline(
@@ -385,6 +412,10 @@ def _counts(counts: Mapping[str, float]) -> dict[str, int]:
     return {k: round(v) for k, v in counts.items()}
 
 
+def _num(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:g}"
+
+
 def _pct(v: float) -> str:
     return f"{v * 100:.0f}%"
 
@@ -429,5 +460,18 @@ def render(report: LoadReport) -> str:
             f"{m.ari_reconnects:.0f}; journal backlog {m.journal_backlog:.0f}; MQTT dropped "
             f"{m.mqtt_dropped:.0f}; daemon CPU {m.cpu_seconds:.1f} s, RSS {m.resident_mb} MB"
         )
+        if m.ari_events:
+            top = sorted(m.ari_events.items(), key=lambda kv: -kv[1])
+            lines.append("  ARI events " + ", ".join(f"{k} {v:.0f}" for k, v in top))
+    pc = r.per_call()
+    if any(v is not None for v in pc.values()):
+        lines.append("  per call  " + ", ".join(
+            f"{label} {_num(pc[key])}" for key, label in (
+                ("daemon_cpu_ms", "daemon CPU ms"), ("ari_requests", "ARI requests"),
+                ("ari_events", "ARI events"), ("pbx_cpu_ms", "Asterisk CPU ms"))))
+    if r.path == "daemon":
+        lines.append(f"  daemon log error lines {r.daemon_error_lines}; records with a "
+                     f"disposition the plan does not expect {r.wrong_dispositions or 0}")
+        lines += [f"    {e}" for e in r.daemon_errors]
     lines += [f"  note: {n}" for n in r.notes]
     return "\n".join(lines)

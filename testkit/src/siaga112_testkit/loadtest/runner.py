@@ -6,6 +6,7 @@ what its /metrics said. Every wait is bounded in time; all traffic stays on loop
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -51,6 +52,8 @@ class LoadPlan:
     desk: DeskPlan
     max_seconds: float  # the whole run's bound, SIPp stopped after it
     audio_seconds: int = 10  # length of the speech pcap the callers play
+    # the records' dispositions that are right for this plan's callers (daemon path)
+    expected: frozenset[str] = frozenset({"genuine", "abandoned"})
 
     def __post_init__(self) -> None:
         if not self.groups:
@@ -69,6 +72,8 @@ class RunContext:
     say: Say
     api: DaemonApi | None = None  # the daemon under test (daemon path)
     queue_log: Path | None = None  # app_queue's queue_log (dialplan path, local PBX)
+    daemon_log: Path | None = None  # the log of a daemon we started: its error lines count
+    pbx_pid: int | None = None  # the local test PBX's pid: its CPU over the run is reported
     progress_every: float = 5.0
     drain_seconds: float = 30.0
     extra_notes: list[str] = field(default_factory=list)
@@ -135,6 +140,15 @@ async def _drain(settings: Settings, seconds: float) -> int:
     return left
 
 
+def local_pbx_pid() -> int | None:
+    """The local test PBX's pid, when it runs (its CPU is reported beside the daemon's)."""
+    from siaga112_testkit.devstack import procs
+    from siaga112_testkit.devstack.pbx import Pbx
+    from siaga112_testkit.devstack.stack import repo_root
+
+    return procs.read_pid(Pbx(repo=repo_root(), state_dir=repo_root() / "var").pidfile)
+
+
 def _hang_up_all_local() -> None:
     """An overloaded PBX may not answer ARI in time; the local test PBX's CLI still does."""
     from siaga112_testkit.devstack.pbx import Pbx
@@ -179,6 +193,8 @@ async def run_load(plan: LoadPlan, ctx: RunContext) -> rp.LoadReport:
     pcaps = LoadPcaps(ctx.out_dir / "pcaps")
     before = rp.Scrape.parse(await ctx.api.metrics()) if ctx.api else None
     since = datetime.now(UTC)
+    log_from = _size(ctx.daemon_log)
+    pbx_cpu_before = cpu_seconds(ctx.pbx_pid)
     queue: list[tuple[float, float]] = []
     async with desk_phones(plan.desk, root, pcaps, ctx.remote) as desk:
         start_mono, start = time.monotonic(), time.time()
@@ -200,6 +216,11 @@ async def run_load(plan: LoadPlan, ctx: RunContext) -> rp.LoadReport:
     after = rp.Scrape.parse(await ctx.api.metrics()) if ctx.api else None
     report = _build(plan, callers, start, end, queue)
     report.notes = notes
+    pbx_cpu_after = cpu_seconds(ctx.pbx_pid)
+    if pbx_cpu_before is not None and pbx_cpu_after is not None:
+        report.pbx_cpu_seconds = round(pbx_cpu_after - pbx_cpu_before, 2)
+    if ctx.daemon_log is not None:
+        report.daemon_error_lines, report.daemon_errors = error_lines(ctx.daemon_log, log_from)
     if before is not None and after is not None:
         report.metrics = rp.summarise_metrics(before, after,
                                               max((q for _, q in queue), default=0.0))
@@ -212,6 +233,8 @@ async def run_load(plan: LoadPlan, ctx: RunContext) -> rp.LoadReport:
         report.answer_latency_ms = rp.Spread.of(recs.answer_latencies_ms)
         report.wait_to_operator_s = rp.Spread.of(recs.waits_s)
         report.dispositions = recs.dispositions()
+        report.wrong_dispositions = {k: v for k, v in report.dispositions.items()
+                                     if k not in plan.expected}
         report.connected = sum(1 for c in recs.calls if c.connected)
         report.occupancy = rp.occupancy(recs.talk_by_operator(), operators, end - start)
         report.occupancy_source = "talk time in the records"
@@ -278,3 +301,41 @@ def _build(plan: LoadPlan, callers: Sequence[Caller], start: float, end: float,
         sip_answer_ms=rp.Spread.of([r.ms for r in rtts]),
         timeline=rp.timeline(start, stat_rows, rtts, queue),
     )
+
+
+ERROR_MARKS = ('"level": "error"', '"level": "critical"', "call_handler_failed", "Traceback")
+
+
+def _size(path: Path | None) -> int:
+    try:
+        return path.stat().st_size if path is not None else 0
+    except OSError:
+        return 0
+
+
+def error_lines(path: Path, offset: int, keep: int = 5) -> tuple[int, list[str]]:
+    """Lines of the daemon's log written since offset that say error, critical,
+    call_handler_failed or a traceback: their count and the first few (shortened)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return 0, []
+    found = [line for line in text.splitlines() if any(m in line for m in ERROR_MARKS)]
+    return len(found), [line[:300] for line in found[:keep]]
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """A process's user + system CPU seconds with its children's that it waited for
+    (/proc/PID/stat fields 14-17); None when it cannot be read."""
+    if pid is None:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()
+    ticks = sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
