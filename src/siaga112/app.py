@@ -22,6 +22,7 @@ from siaga112.ari.client import AriClient
 from siaga112.ari.events import EventStream
 from siaga112.call import CallDeps
 from siaga112.callbacks import CallbackDialer
+from siaga112.coalesce import Coalesced
 from siaga112.dispatch_clock import DispatchClock
 from siaga112.fallback_import import FallbackImporter
 from siaga112.holding import HoldingBridge
@@ -29,7 +30,7 @@ from siaga112.leadership import Leadership, Role
 from siaga112.location.intake import AmlIntake, RecentCalls
 from siaga112.location.network import NetworkLocator
 from siaga112.metrics import Metrics
-from siaga112.model import BlockEntry, CallEvent, CallEventType, QueueSnapshot
+from siaga112.model import BlockEntry, CallEvent, CallEventType
 from siaga112.notifier import MqttNotifier, NullNotifier
 from siaga112.operator_store import ChoiceStore
 from siaga112.operators import OperatorDesk
@@ -92,10 +93,11 @@ class Daemon:
         self.choices = ChoiceStore(self.engine, settings.database.retry_interval)
         self.desk = OperatorDesk(
             settings.queue.operators, self.ari, self.sink, settings.queue.wrapup,
-            settings.queue.operators_start_logged_in, on_change=self._operators_changed,
+            settings.queue.operators_start_logged_in,
+            on_change=Coalesced(self._operators_changed),
             store=self.choices,
         )
-        self.queue = CallQueue(self.desk, on_change=self._queue_changed)
+        self.queue = CallQueue(self.desk, on_change=Coalesced(self._queue_changed))
         self.holding = HoldingBridge(self.ari, settings.queue.announce_interval)
         self.stasis = Stasis(
             CallDeps(
@@ -164,7 +166,8 @@ class Daemon:
         if queue is not None:
             queue.match()
 
-    def _queue_changed(self, snapshot: QueueSnapshot) -> None:
+    def _queue_changed(self) -> None:
+        snapshot = self.queue.snapshot()
         self.notifier.queue_changed(snapshot)
         self.live.queue_changed(snapshot)
         self.metrics.queue_length(snapshot.length)

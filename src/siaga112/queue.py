@@ -44,7 +44,7 @@ class Waiter:
 
 class CallQueue:
     def __init__(
-        self, desk: OperatorDesk, on_change: Callable[[QueueSnapshot], None]
+        self, desk: OperatorDesk, on_change: Callable[[], None]
     ) -> None:
         self._desk = desk
         self._waiting: dict[str, Waiter] = {}
@@ -142,4 +142,4 @@ class CallQueue:
             w.offer(op.name)
 
     def _changed(self) -> None:
-        self._on_change(self.snapshot())
+        self._on_change()  # the listener reads snapshot() when it publishes (coalesce.py)

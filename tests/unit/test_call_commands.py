@@ -43,7 +43,7 @@ def build(ari: FakeAri) -> tuple[Stasis, OperatorDesk, ListSink]:
     queue_ref: list[CallQueue] = []
     desk = OperatorDesk(["op1"], ari, sink, s.queue.wrapup, True,
                         on_change=lambda: rematch(queue_ref))
-    queue = CallQueue(desk, on_change=lambda snap: None)
+    queue = CallQueue(desk, on_change=lambda: None)
     queue_ref.append(queue)
     deps = CallDeps(ari=ari, settings=s, screening=Screening(load), queue=queue, desk=desk,
                     sink=sink, directory=Directory(s.agencies), holding=HoldingBridge(ari, 30),

@@ -44,7 +44,7 @@ def build(ari: FakeAri, blocks: list[BlockEntry] | None = None, **settings: Any)
     queue_ref: list[CallQueue] = []
     desk = OperatorDesk(["op1", "op2"], ari, sink, s.queue.wrapup, True,
                         on_change=lambda: rematch(queue_ref))
-    queue = CallQueue(desk, on_change=lambda snap: None)
+    queue = CallQueue(desk, on_change=lambda: None)
     queue_ref.append(queue)
     deps = CallDeps(ari=ari, settings=s, screening=screening, queue=queue,
                     desk=desk, sink=sink, directory=Directory(s.agencies),
