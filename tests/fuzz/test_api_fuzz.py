@@ -24,6 +24,7 @@ from siaga112 import ids
 from siaga112.api import Api
 from siaga112.api.routing import Route
 from siaga112.model import BlockEntry
+from siaga112.records.console import CallerHistory, WallAlerts
 from siaga112.records.schemas import DispatchRow, Kpis
 from tests.fuzz.strategies import FUZZ, HOSTILE_TEXT, ID_LIKE, JSON_VALUE, dumps, spoiled
 from tests.unit.test_http_api_fakes import TOKENS, FakeDaemon, desk_of, make_settings
@@ -65,6 +66,16 @@ class RecordingRepository:
 
     async def referrals(self, only_new: bool = False) -> list[Any]:
         return []
+
+    async def wall_alerts(self, *args: Any, **kw: Any) -> WallAlerts:
+        self.seen.append(("wall_alerts", (*args, *kw.values())))
+        return WallAlerts(overdue_dispatches=[], overdue_complaints=[])
+
+    async def caller_history(self, number: str, window_hours: float,
+                             exclude_call_id: str | None = None) -> CallerHistory:
+        self.seen.append(("caller_history", (number, exclude_call_id)))
+        return CallerHistory(number=number, calls=[], total=0, marks_in_window=0,
+                             window_hours=window_hours)
 
     async def kpis(self, since: datetime, until: datetime) -> Kpis:
         return Kpis(since=since, until=until, calls=0, offered=0, answered=0,
@@ -111,6 +122,7 @@ class Harness:
     def reset(self) -> None:
         d = self.daemon
         d.moving.clear()
+        d.notes.clear()
         d.stasis.commands.clear()
         d.repository.seen.clear()
         d.policy.seen.clear()
@@ -134,7 +146,9 @@ def api() -> Iterator[Harness]:
     client = loop.run_until_complete(started())
     try:
         with capture_logs() as logs:  # kept in memory: printing them is half the run time
-            yield Harness(loop, client, daemon, app.routes)
+            # The console's event stream never ends by itself (tests/unit/test_console.py).
+            yield Harness(loop, client, daemon,
+                          [r for r in app.routes if r.media != "text/event-stream"])
         failed = [e for e in logs if e["event"] == "api_handler_failed"]
         assert not failed, failed[:3]
     finally:
@@ -155,6 +169,7 @@ VALID_BODIES: dict[str, list[dict[str, Any]]] = {
     "BlockBody": [{"number": "081234567890", "hours": 1, "reason": "threats"},
                   {"number": "+6281234567890", "hours": None, "reason": "court order"}],
     "MovingBody": [{"call_id": LIVE, "agency": "01"}],
+    "NoteBody": [{"text": "two people trapped\nsecond floor"}, {"text": "x"}],
 }
 BODY_VALUES = st.one_of(JSON_VALUE, ID_LIKE, st.sampled_from(
     ["available", "paused", "logged_out", "prank", "ghost", "genuine", "01", "12", "13", LIVE,
@@ -169,7 +184,7 @@ def requests(draw: st.DrawFn, routes: list[Route]) -> tuple[str, str, bytes | No
     take one."""
     route = draw(st.sampled_from(routes))
     path = route.path
-    for name in ("call_id", "dispatch_id", "name", "number"):
+    for name in ("call_id", "dispatch_id", "name", "number", "file"):
         if "{" + name + "}" in path:
             value = draw(PATH_VALUE)
             path = path.replace("{" + name + "}",
@@ -211,6 +226,9 @@ def _check(api: Harness, path: str, status: int, answer: Any) -> None:
     for agency, call_id, dispatch_id, _by in d.moving:
         assert ids.is_agency_code(agency) and ids.is_call_id(call_id) and ids.is_id(dispatch_id)
         assert (call_id, dispatch_id, agency) == (LIVE, DISPATCH, "01")  # the agency's own
+    for call_id, text, _by in d.notes:
+        assert ids.is_call_id(call_id) and 0 < len(text) <= 2000
+        assert all(c.isprintable() or c == "\n" for c in text), repr(text)[:200]
     for call_id, _kind, arg, _by in d.stasis.commands:
         assert ids.is_call_id(call_id) and arg.isprintable()
     for _name, args in d.repository.seen:
