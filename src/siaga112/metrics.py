@@ -30,8 +30,8 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 WAIT_BUCKETS = (1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0)
 # One ARI HTTP request on loopback: milliseconds, with a tail up to the request timeout.
 ARI_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-# StasisStart to the citizen answered by the daemon.
-ANSWER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+# StasisStart to the call taken in by its session (the dialplan has answered before Stasis()).
+ANSWER_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
 
 
 class RecordsState(Protocol):
@@ -132,7 +132,7 @@ class Metrics:
         self._operators = Gauge("operators", "Operators in each state.", ["state"], **kw)
         self._answer_latency = Histogram(
             "answer_latency_seconds",
-            "Seconds from StasisStart to the citizen answered.",
+            "Seconds from StasisStart to the call taken in (answered by the dialplan before).",
             buckets=ANSWER_BUCKETS,
             **kw,
         )

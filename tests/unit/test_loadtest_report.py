@@ -191,7 +191,7 @@ def test_render_gives_the_figures_a_person_asks_for() -> None:
     text = rp.render(_report(metrics=rp.MetricsSummary(calls_by_outcome={"genuine": 50})))
     assert "offered   50 calls in 10.0 s = 5.0 calls/s" in text
     assert "answered  50 = 5.0 calls/s" in text
-    assert "answer latency (StasisStart->answer, records) p50 2.00 ms" in text
+    assert "taken in (StasisStart->session, records) p50 2.00 ms" in text
     assert "occupancy 50%" in text
     assert "/metrics  calls {'genuine': 50}" in text
 

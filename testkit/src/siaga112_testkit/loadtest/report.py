@@ -439,7 +439,7 @@ def render(report: LoadReport) -> str:
         )
     lines.append(f"  answer (INVITE->200, callers)   {r.sip_answer_ms.text('ms')}")
     if r.path == "daemon":
-        lines.append(f"  answer latency (StasisStart->answer, records) "
+        lines.append(f"  taken in (StasisStart->session, records) "
                      f"{r.answer_latency_ms.text('ms', digits=2)}")
     lines.append(f"  wait to operator                {r.wait_to_operator_s.text('s', digits=2)}")
     if r.dispositions:
