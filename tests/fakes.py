@@ -22,6 +22,7 @@ class FakeAri:
     fail: dict[str, Exception] = field(default_factory=dict)
     globals: dict[str, str] = field(default_factory=dict)
     alive: set[str] = field(default_factory=set)  # channels get_channel finds
+    members: dict[str, list[str]] = field(default_factory=dict)  # what get_bridge finds
 
     def _call(self, name: str, *args: Any) -> None:
         self.calls.append((name, *args))
@@ -66,7 +67,7 @@ class FakeAri:
 
     async def get_bridge(self, bridge_id: str) -> Bridge:
         self._call("get_bridge", bridge_id)
-        return Bridge(id=bridge_id)
+        return Bridge(id=bridge_id, channels=self.members.get(bridge_id, []))
 
     async def bridges(self) -> list[Bridge]:
         self._call("bridges")

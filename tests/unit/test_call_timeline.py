@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 from tests.fakes import FakeAri, FakeClock, ListSink, operator, rematch
 
 from siaga112.agencies import Directory
-from siaga112.ari.client import AriError, NotFound
+from siaga112.ari.client import AriError, NotFound, Unreachable
 from siaga112.ari.models import (
     CallerID,
     Channel,
@@ -370,3 +370,52 @@ async def test_a_call_the_daemon_died_on_as_it_arrived_is_taken_in_afresh_by_the
     assert ("answer", CALL) in ari.calls
     assert stasis.sessions[CALL].state is CallState.QUEUED
     assert sink.types()[:4] == ["arrived", "answered", "screened", "queued"]
+
+
+# -- a PBX too slow to answer (a burst of calls) ----------------------------------------------
+
+
+async def test_a_dial_the_pbx_did_not_answer_in_time_pauses_nobody_and_keeps_the_caller() -> None:
+    """ARI timed out on the operator's originate: the PBX is overloaded, the phone is not at
+    fault. Before, each such timeout paused an operator: a burst left one of eight at the desk."""
+    ari, clock = FakeAri(), FakeClock()
+    stasis, desk, queue, _ = build(ari, clock)
+    ari.fail["originate"] = Unreachable("POST", "/channels", 0, "TimeoutError()")
+    with capture_logs() as logs:
+        stasis.on_event(citizen())
+        await settle()
+    assert len(ari.called("originate")) == 2  # op1, then op2: each tried once
+    assert all(operator(desk, op).state is not OperatorState.PAUSED for op in ("op1", "op2"))
+    assert stasis.sessions[CALL].state is CallState.QUEUED and queue.position(CALL) == 1
+    assert not ari.called("continue_in_dialplan") and not ari.called("hangup")
+    assert [e for e in logs if e["event"] == "operator_dial_timeout"]
+    # A moment later the operators are free again, and the caller is offered once more.
+    del ari.fail["originate"]
+    clock.advance(2.0)
+    await settle()
+    assert len(ari.called("originate")) == 3
+    assert stasis.sessions[CALL].state is CallState.RINGING_OPERATOR
+
+
+async def test_a_holding_add_that_timed_out_but_was_done_is_not_a_fault() -> None:
+    ari, clock = FakeAri(), FakeClock()
+    stasis, desk, queue, _ = build(ari, clock)
+    await logged_out(desk)
+    ari.fail["add_to_bridge"] = Unreachable("POST", "/bridges/h/addChannel", 0, "TimeoutError()")
+    ari.members["siaga112-holding"] = [CALL]  # Asterisk did it, late
+    stasis.on_event(citizen())
+    await settle()
+    assert len(ari.called("add_to_bridge")) == 1 and ari.called("get_bridge")
+    assert stasis.sessions[CALL].state is CallState.QUEUED
+    assert not ari.called("continue_in_dialplan")
+
+
+async def test_a_holding_add_that_never_gets_through_hands_the_call_back() -> None:
+    ari, clock = FakeAri(), FakeClock()
+    stasis, desk, _, sink = build(ari, clock)
+    await logged_out(desk)
+    ari.fail["add_to_bridge"] = Unreachable("POST", "/bridges/h/addChannel", 0, "TimeoutError()")
+    stasis.on_event(citizen())
+    await settle()
+    assert len(ari.called("add_to_bridge")) == 3  # tried, looked for, tried again: 3 times
+    assert ari.called("continue_in_dialplan"), "fail open: the dialplan's queue takes it"

@@ -12,7 +12,7 @@ import structlog
 
 from siaga112 import legs
 from siaga112.agencies import CATEGORIES
-from siaga112.ari.client import AriError
+from siaga112.ari.client import AriError, Unreachable
 from siaga112.ari.models import AriEvent, ChannelDestroyed, ChannelDtmfReceived, StasisStart
 from siaga112.call.errors import (
     CallNotConnected,
@@ -33,6 +33,7 @@ log = structlog.get_logger(__name__)
 # Q.850 causes of a desk phone that rang out or was not there.
 _NO_ANSWER = {0, 16, 18, 19, 21, 127}
 _BUSY = 17
+DIAL_RETRY_AFTER = 2.0  # s: an operator whose phone the PBX was too slow to dial is free again
 
 
 class OperatorLeg:
@@ -63,9 +64,25 @@ class OperatorLeg:
                 ring_seconds=max(1, round(settings.queue.ring_timeout)),
                 variables={"SIAGA112_CALL": call.call_id, "SIAGA112_OPERATOR": operator},
             )
+        except Unreachable as exc:
+            # Asterisk did not answer in time (overloaded, or restarting): not the operator's
+            # phone. The operator stays available and the caller keeps their place. (Paused
+            # for it, a burst of calls once left one operator of eight at the desk.)
+            log.warning("operator_dial_timeout", operator=operator, error=str(exc))
+            self.not_rung(operator)
         except AriError as exc:
             log.warning("operator_dial_failed", operator=operator, error=str(exc))
             await self.missed(operator, "unreachable")
+
+    def not_rung(self, operator: str) -> None:
+        """The caller goes back to their place; the operator is offered calls again a moment
+        later (at once, a PBX that refuses connections would be asked again in a tight loop)."""
+        call = self.call
+        call.operator = None
+        call.operator_channel = None
+        call_id, desk = call.call_id, call.deps.desk
+        call.clock.call_later(DIAL_RETRY_AFTER, lambda: desk.cancel_offer(operator, call_id))
+        call.waiting.requeue()
 
     async def missed(self, operator: str, reason: str) -> None:
         """The desk phone did not take the call: the operator is paused, the caller keeps their
