@@ -66,7 +66,8 @@ async def sign_in(page: Page, token: str) -> None:
 
 
 async def seed_history(daemon: Any, number: str) -> None:
-    """Two earlier calls from `number`: a genuine fire two days ago, a prank yesterday."""
+    """Two earlier calls from `number`: a genuine fire two days ago, and yesterday a prank that
+    pressed 5 through a block."""
     events: list[CallEvent] = []
     now = datetime.now(UTC)
     for days, disposition, category in ((2, "genuine", "01"), (1, "prank", "12")):
@@ -86,6 +87,8 @@ async def seed_history(daemon: Any, number: str) -> None:
             ev(5, CallEventType.ENDED, 40, disposition="genuine", cause="normal",
                hangup_by="caller"),
         ]
+        if disposition == "prank":
+            events.append(ev(6, CallEventType.BYPASS, 1))
     await store(daemon.engine, daemon.policy, events)
 
 
@@ -118,6 +121,7 @@ async def test_operator_card_agency_marks_and_note(daemon_factory, phones, page)
     await expect(card.locator("#card-history")).to_contain_text("Iseng")
     await expect(card.locator("#card-history")).to_contain_text("Kebakaran")
     await expect(card.locator("#card-marks")).to_contain_text(": 1")
+    await expect(card.locator(".history-row").first).to_contain_text("tekan 5 melewati blokir")
     shown = await page.evaluate(f"window.__siaga112CardShown[{call_id!r}]") / 1000
     print(f"\ncall card on screen {1000 * (shown - answered):+.0f} ms after op1's phone "
           f"answered ({1000 * (shown - rung):+.0f} ms after it rang; negative: before)")
