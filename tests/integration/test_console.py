@@ -175,11 +175,11 @@ async def test_wall_queue_grows_and_shrinks_and_a_kpi_moves(daemon_factory, phon
     before = int(await answered_today.inner_text())
 
     numbers = [mobile_number() for _ in range(3)]
-    for n in numbers:
+    for waiting, n in enumerate(numbers, start=1):  # one after the other: a known order
         await phones.citizen(n, MOBILE, hold=25.0, audio=phones.pcaps.speech(10))
-    await expect(length).to_have_text("3", timeout=15_000)
+        await expect(length).to_have_text(str(waiting), timeout=15_000)
     await expect(page.locator(".queue-row")).to_have_count(3)
-    await expect(page.locator(".queue-row").first).to_contain_text(e164(numbers[0]))
+    await expect(page.locator(".queue-row .number")).to_have_text([e164(n) for n in numbers])
     SHOTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(SHOTS / "console-wall.png"), full_page=True)
 
