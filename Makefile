@@ -17,7 +17,7 @@ DURATION  ?= 0
 HOLD      ?= 3000
 OPERATORS ?= 8
 
-.PHONY: stack run up down status test lint load-test bench
+.PHONY: stack run up down status test lint load-test bench cluster cluster-down cluster-status
 
 $(VENV)/.installed: pyproject.toml setup.py testkit/pyproject.toml scripts/bootstrap.sh
 	@scripts/bootstrap.sh
@@ -59,3 +59,16 @@ load-test: stack
 
 bench: stack
 	@$(BIN)/siaga112-testkit bench
+
+# The cluster on loopback (docs/cluster.md): Kamailio on 127.0.0.1:5060, Asterisk nodes on
+# 127.0.0.11 and 127.0.0.12, daemons a (API :8112) and b (:8113). It takes the single PBX's
+# SIP address: run `make down` first; `make cluster-down` stops it again.
+cluster: $(STATE)/siaga112.toml
+	@$(BIN)/siaga112-testkit pbx down
+	@$(BIN)/siaga112-testkit cluster up
+
+cluster-down:
+	@if [ -x $(BIN)/siaga112-testkit ]; then $(BIN)/siaga112-testkit cluster down; fi
+
+cluster-status:
+	@$(BIN)/siaga112-testkit cluster status

@@ -93,6 +93,26 @@ def _stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cluster(args: argparse.Namespace) -> int:
+    """The cluster on loopback is the test kit's (it builds the test PBX's nodes and its proxy
+    from the repository). The product never imports the kit: this runs its command,
+    `siaga112-testkit cluster`, when it is installed beside this one."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    beside = Path(sys.executable).parent / "siaga112-testkit"
+    kit = str(beside) if beside.exists() else shutil.which("siaga112-testkit")
+    if kit is None:
+        print("siaga112 cluster: the cluster on loopback comes with the test kit "
+              "(pip install -e ./testkit, or make cluster); a production cluster is set up as "
+              "docs/cluster.md says", file=sys.stderr)
+        return 2
+    argv = [kit, "cluster", args.action, *(["--json"] if args.json else []),
+            *(["--no-daemons"] if args.no_daemons else [])]
+    return subprocess.run(argv, check=False).returncode
+
+
 def _migrate(args: argparse.Namespace) -> int:
     from siaga112.records.migrate import downgrade, upgrade
 
@@ -120,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("stop", help="stop the daemon `start` left in the background (by its pid)")
     p.set_defaults(func=_stop)
+
+    p = sub.add_parser("cluster", help="the cluster on loopback (Kamailio, two Asterisk nodes, "
+                                       "daemons a and b): the test kit's, docs/cluster.md")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--json", action="store_true", help="status as JSON")
+    p.add_argument("--no-daemons", action="store_true", help="up: proxy and nodes only")
+    p.set_defaults(func=_cluster)
 
     p = sub.add_parser("migrate", help="upgrade (or downgrade) the database schema")
     p.add_argument("--url", help="database URL (default: from settings)")

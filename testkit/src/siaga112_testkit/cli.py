@@ -45,6 +45,20 @@ def _stack(args: argparse.Namespace) -> int:
     return stack.status(repo, state)
 
 
+def _cluster(args: argparse.Namespace) -> int:
+    from siaga112_testkit.checkout import repo_root
+    from siaga112_testkit.cluster.stack import Cluster, print_status
+
+    cluster = Cluster(repo=repo_root(), state_dir=_state_dir(args))
+    if args.action == "up":
+        cluster.up(daemons=not args.no_daemons)
+    elif args.action == "down":
+        cluster.down()
+    else:
+        print_status(cluster.status(), args.json)
+    return 0
+
+
 def _pcap(args: argparse.Namespace) -> int:
     from siaga112_testkit import dtmf_pcap
 
@@ -64,6 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["up", "down", "status"])
     p.add_argument("--state-dir")
     p.set_defaults(func=_pbx)
+
+    p = sub.add_parser("cluster", help="the cluster on loopback: Kamailio, two Asterisk nodes, "
+                                       "daemons a and b (docs/cluster.md)")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--json", action="store_true", help="status: every process's pid, which "
+                                                       "daemon is active")
+    p.add_argument("--no-daemons", action="store_true", help="up: proxy and nodes only")
+    p.add_argument("--state-dir")
+    p.set_defaults(func=_cluster)
 
     p = sub.add_parser("pcap", help="write the RTP pcaps the SIPp phones play: OUTDIR "
                                     "[--code CODE] [--seconds N] (see pcap OUTDIR --help)")

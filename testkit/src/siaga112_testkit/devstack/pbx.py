@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,28 +139,40 @@ class Pbx:
             self.state_dir / "asterisk.log",
         )
         procs.wait_port("127.0.0.1", 8088, timeout, "Asterisk ARI")
-        deadline = time.monotonic() + timeout
-        while "fully booted" not in self.cli("core waitfullybooted").lower():
-            if time.monotonic() > deadline or not self.running():
-                raise RuntimeError(f"Asterisk did not boot; see {self.state_dir / 'asterisk.log'}")
-            time.sleep(0.2)
+        wait_booted(self.cli, self.running, timeout, self.state_dir / "asterisk.log")
 
     def down(self) -> bool:
-        if not self.running():
-            self.pidfile.unlink(missing_ok=True)
-            return False
-        try:
-            self.cli("core stop now", timeout=5)
-        except (subprocess.TimeoutExpired, OSError):
-            pass
-        procs.stop_pid(self.pidfile, timeout=10)  # by its pid, whatever the CLI did
-        return True
+        return stop_asterisk(self.cli, self.pidfile)
 
     def status(self) -> str:
         if not self.running():
             return "test PBX: down"
         pid = procs.read_pid(self.pidfile)
         return f"test PBX: up (pid {pid})\n" + self.cli("core show uptime")
+
+
+def wait_booted(cli: Callable[[str], str], running: Callable[[], bool], timeout: float,
+                log: Path) -> None:
+    """Until the Asterisk behind `cli` says it is fully booted; raise if it dies or takes
+    longer than timeout."""
+    deadline = time.monotonic() + timeout
+    while "fully booted" not in cli("core waitfullybooted").lower():
+        if time.monotonic() > deadline or not running():
+            raise RuntimeError(f"Asterisk did not boot; see {log}")
+        time.sleep(0.2)
+
+
+def stop_asterisk(cli: Callable[..., str], pidfile: Path) -> bool:
+    """`core stop now`, then by its pid whatever the CLI did. True if it was running."""
+    if procs.read_pid(pidfile) is None:
+        pidfile.unlink(missing_ok=True)
+        return False
+    try:
+        cli("core stop now", timeout=5)
+    except (subprocess.TimeoutExpired, OSError):
+        pass
+    procs.stop_pid(pidfile, timeout=10)
+    return True
 
 
 def _apt_mirror() -> str:
