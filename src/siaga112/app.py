@@ -111,7 +111,8 @@ class Daemon:
         self.callbacks = CallbackDialer(
             self.ari, settings.ari.app, self.sink, self.desk,
             open_callbacks=lambda: list_callbacks(self.engine, "open", 20, oldest_first=True),
-            find_callback=lambda call_id: get_callback(self.engine, call_id))
+            find_callback=lambda call_id: get_callback(self.engine, call_id),
+            recordings=settings.recording.dir if settings.recording.enabled else None)
         self.callback_events = EventStream(
             settings.ari.model_copy(update={"app": self.callbacks.app}),
             on_event=self.callbacks.on_event, on_connect=self.callbacks.resync)

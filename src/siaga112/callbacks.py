@@ -10,13 +10,14 @@ Two ways in:
 - ``POST /callbacks/{call_id}/call``: the operator's phone is rung (``<id>-desk``); once it is
   answered the citizen is dialled.
 
-A callback call is its own application, so the 112 call path (stasis.py) never sees its
-channels. It is recorded like a call: ``arrived`` (data ``direction: outbound``,
-``callback_of``), ``ringing`` / ``connected`` (the operator), ``ended`` with disposition
-``callback`` and ``outcome`` (answered, no_answer, busy, failed, operator_no_answer), through
-the same sinks (records journal, MQTT). Answered, it closes the callback entry (derived in the
-records). The operator is busy on the desk for as long as it lasts, so no 112 call is offered
-to them meanwhile.
+The citizen's leg is dialled into the dialplan's ``[callback-answered]``: once answered it is
+recorded (MixMonitor, as every call) and enters our application. A callback call is its own
+application, so the 112 call path (stasis.py) never sees its channels. It is recorded like a
+call: ``arrived`` (data ``direction: outbound``, ``callback_of``), ``ringing`` / ``connected``
+(the operator), ``ended`` with disposition ``callback`` and ``outcome`` (answered, no_answer,
+busy, failed, operator_no_answer), then ``recording``, through the same sinks (records journal,
+MQTT). Answered, it closes the callback entry (derived in the records). The operator is busy on
+the desk for as long as it lasts, so no 112 call is offered to them meanwhile.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
@@ -41,10 +43,13 @@ from siaga112.ari.models import (
 from siaga112.model import CallEvent, CallEventType, Disposition, OperatorState
 from siaga112.records.schemas import Callback
 from siaga112.sinks import EventSink
+from siaga112.wav import seconds_of_pcm_wav
 
 log = structlog.get_logger(__name__)
 
 RING_SECONDS = 30  # each phone rings this long (the operator's, then the citizen's)
+ANSWERED_CONTEXT = "callback-answered"  # dialplan: MixMonitor, then Stasis(<app>-callback)
+RECORDING_LOOKS = 10  # seconds we look for the callback's recording after it ended
 WATCHDOG_SLACK = 15.0  # a leg that neither answers nor ends this long after its ring time
 APP_SUFFIX = "-callback"
 # Q.850 causes of a citizen's leg that ended before it was answered.
@@ -98,6 +103,9 @@ class CallbackAri(Protocol):
     async def set_var(self, channel_id: str, name: str, value: str) -> None: ...
     async def continue_in_dialplan(self, channel_id: str, context: str | None = None) -> None: ...
     async def application(self, app: str) -> Any: ...
+    async def subscribe(self, app: str, event_source: str) -> None: ...
+    async def request(self, method: str, path: str, params: dict[str, Any] | None = None,
+                      json: dict[str, Any] | None = None) -> Any: ...
 
 
 class Desk(Protocol):
@@ -163,8 +171,10 @@ class CallbackDialer:
         open_callbacks: OpenCallbacks,
         find_callback: FindCallback,
         ring_seconds: int = RING_SECONDS,
+        recordings: Path | None = None,
     ) -> None:
         self._ari = ari
+        self._recordings = recordings  # where MixMonitor writes, as we see it; None: not noted
         self.app = app + APP_SUFFIX
         self._sink = sink
         self._desk = desk
@@ -269,9 +279,16 @@ class CallbackDialer:
                 await self._ari.ring(call.operator_channel)  # the operator hears it ring
             except AriError:
                 pass
-            await self._ari.originate(
-                f"PJSIP/{dial_number(call.callback.caller)}@{trunk}", call.citizen_leg, self.app,
-                "citizen", caller_id='"112" <112>', ring_seconds=self._ring)
+            # Answered, the citizen's leg runs the dialplan's [callback-answered] (recorded
+            # like every call, then into our application); we follow it from the start, so a
+            # line that is busy or not answered is seen with its cause.
+            await self._ari.request(
+                "POST", "/channels",
+                {"endpoint": f"PJSIP/{dial_number(call.callback.caller)}@{trunk}",
+                 "channelId": call.citizen_leg, "context": ANSWERED_CONTEXT, "extension": "s",
+                 "priority": "1", "callerId": '"112" <112>', "timeout": str(self._ring)},
+                json={"variables": {"SIAGA112_CALLBACK": call.call_id}})
+            await self._ari.subscribe(self.app, f"channel:{call.citizen_leg}")
         except AriError as exc:
             await self._end(call, Outcome.FAILED, "system", str(exc))
             return
@@ -375,6 +392,8 @@ class CallbackDialer:
         self._emit(call, CallEventType.ENDED, disposition=Disposition.CALLBACK.value,
                    hangup_by=by, cause=cause[:300], outcome=outcome.value)
         log.info("callback_ended", call_id=call.call_id, outcome=outcome.value, cause=cause)
+        if call.citizen_up and self._recordings is not None:
+            self._spawn(self._note_recording(call, self._recordings / f"{call.call_id}.wav"))
         for channel_id in [c for c, v in self._by_channel.items() if v is call]:
             self._by_channel.pop(channel_id, None)
         self.calls.pop(call.call_id, None)
@@ -382,6 +401,23 @@ class CallbackDialer:
         for task in list(call.tasks):
             if task is not me:
                 task.cancel()
+
+    async def _note_recording(self, call: CallbackCall, path: Path) -> None:
+        """The recording in the record, once MixMonitor has let go of it (its size held still
+        for a second; up to RECORDING_LOOKS tries)."""
+        last = -1
+        for _ in range(RECORDING_LOOKS):
+            await asyncio.sleep(1.0)
+            try:
+                size = (await asyncio.to_thread(path.stat)).st_size
+            except OSError:
+                size = -1
+            if size >= 0 and size == last:
+                self._emit(call, CallEventType.RECORDING, path=str(path),
+                           seconds=round(seconds_of_pcm_wav(size), 2))
+                return
+            last = size
+        log.warning("callback_recording_missing", call_id=call.call_id, path=str(path))
 
     async def _back_to_dialplan(self, channel_id: str, value: str) -> None:
         try:

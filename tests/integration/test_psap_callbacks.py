@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -28,9 +29,12 @@ from tests.integration.test_events_api import (  # noqa: F401 - fixtures
 pytestmark = pytest.mark.integration
 
 
-def citizen_phone(run_dir, ring: float = 0.3, talk: float | None = 2.0) -> SippRun:
-    """The citizen's phone behind the mobile trunk, answering the centre's call."""
-    base = sipp.operator_phone(MOBILE, ring=ring, talk=talk)
+def citizen_phone(run_dir, ring: float = 0.3, talk: float | None = 2.0,
+                  speech: Path | None = None) -> SippRun:
+    """The citizen's phone behind the mobile trunk, answering the centre's call (and speaking
+    from the answer on, when given a speech pcap)."""
+    base = sipp.operator_phone(MOBILE, ring=ring, talk=talk, dtmf=speech,
+                               dtmf_at=0.05 if speech else None)
     return SippRun(replace(base, scenario=base.scenario.with_name("citizen_answer.xml")),
                    run_dir)
 
@@ -83,7 +87,8 @@ async def test_star9_calls_back_the_oldest_open_callback(daemon_factory, phones,
     assert (entry["caller"], entry["trunk"], entry["attempts"]) == (
         e164(number), "trunk-mobile", 0)
 
-    async with citizen_phone(tmp_path / "citizen") as citizen:
+    async with citizen_phone(tmp_path / "citizen", talk=3.0,
+                             speech=phones.pcaps.speech(10)) as citizen:
         desk = SippRun(sipp.operator_code(operator_ip(1), "*9", local_port=5071,
                                           media_port=6171), tmp_path / "op1-star9")
         await desk.start()
@@ -105,16 +110,28 @@ async def test_star9_calls_back_the_oldest_open_callback(daemon_factory, phones,
     assert cb.callback_of == call_id and cb.disposition == "callback"
     assert cb.operator == "op1" and cb.operator_answered_at is not None
     assert cb.trunk == "trunk-mobile"
+
+    async def recorded():
+        await daemon.writer.wait_idle(2)
+        detail = await daemon.repository.get_call(cb.call_id)
+        return detail.call if detail and detail.call.recording_path else None
+
+    # Recorded like every call: the dialplan's MixMonitor on the citizen's leg (the citizen
+    # spoke for 3 s).
+    rec = await wait_for(recorded, 20, "the callback's recording on its record")
+    assert rec.recording_path.endswith(f"/{cb.call_id}.wav")
+    assert rec.recording_seconds and rec.recording_seconds > 1.0
     closed = await listed(http, call_id, "closed")
     assert (closed["closed_reason"], closed["closed_by_call"], closed["attempts"]) == (
         "called_back", cb.call_id, 1)
 
     await mqtt_settled(daemon)
     steps = events.call_events(f"{p}/events/calls", cb.call_id)
-    assert [e.type.value for e in steps] == ["arrived", "connected", "ended"]
+    assert [e.type.value for e in steps] == ["arrived", "connected", "ended", "recording"]
     assert steps[0].data["direction"] == "outbound" and steps[0].data["callback_of"] == call_id
-    assert steps[-1].data["disposition"] == "callback"
-    assert steps[-1].data["outcome"] == "answered"
+    ended = steps[2].data
+    assert (ended["disposition"], ended["outcome"]) == ("callback", "answered")
+    assert steps[3].data["path"] == rec.recording_path
 
 
 async def test_api_call_back_rings_the_operator_first_then_the_citizen(

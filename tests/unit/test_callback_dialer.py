@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from tests.fakes import FakeAri, ListSink
@@ -29,6 +30,14 @@ T0 = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)
 class Ari(FakeAri):
     async def ring(self, channel_id: str) -> None:
         self._call("ring", channel_id)
+
+    async def request(self, method: str, path: str, params: dict[str, Any] | None = None,
+                      json: dict[str, Any] | None = None) -> Any:
+        """Only the citizen's leg is originated this way (into the dialplan's context)."""
+        params = params or {}
+        self._call("dial", params.get("endpoint"), params.get("channelId"),
+                   params.get("context"), (json or {}).get("variables"))
+        return {"id": params.get("channelId")}
 
 
 @dataclass
@@ -99,7 +108,9 @@ async def test_star9_calls_back_the_oldest_open_and_records_the_call() -> None:
     await settle()
     [call] = d.calls.values()
     assert call.callback.call_id == "old" and call.operator == "op2"
-    assert ("originate", "PJSIP/081234567890@trunk-mobile", call.citizen_leg) in ari.calls
+    assert ("dial", "PJSIP/081234567890@trunk-mobile", call.citizen_leg, "callback-answered",
+            {"SIAGA112_CALLBACK": call.call_id}) in ari.calls
+    assert ("subscribe", d.app, f"channel:{call.citizen_leg}") in ari.calls
     assert ("add_to_bridge", call.bridge, "desk-chan") in ari.calls
     assert ("connected", "op2", call.call_id) in desk.log  # busy: no 112 call offered
     # A second *9 meanwhile takes the next one.
@@ -159,8 +170,7 @@ async def test_the_api_rings_the_operator_first() -> None:
     assert ("ringing", "op1", call.call_id) in desk.log
     d.on_event(start(call.desk_leg, "operator"))
     await settle()
-    assert ari.called("originate")[-1] == ("originate", "PJSIP/081234567890@trunk-mobile",
-                                           call.citizen_leg)
+    assert ari.called("dial")[0][1:3] == ("PJSIP/081234567890@trunk-mobile", call.citizen_leg)
     assert sink.types() == ["arrived", "ringing"]
     await d.stop()
 
@@ -174,7 +184,7 @@ async def test_an_operator_who_does_not_answer_ends_it() -> None:
     await settle()
     assert sink.calls[-1].data["outcome"] == "operator_no_answer"
     assert ("cancel_offer", "op1", call.call_id) in desk.log
-    assert len(ari.called("originate")) == 1  # the citizen was never dialled
+    assert ari.called("dial") == []  # the citizen was never dialled
 
 
 async def test_the_apis_refusals() -> None:
