@@ -214,7 +214,7 @@ async def test_the_api_answers_with_real_data(daemon_factory, phones, http) -> N
     daemon = await daemon_factory(logged_in=["op1"],
                                   policy={"prank_block_threshold": 1, "referral_threshold": 1})
     await mqtt_settled(daemon)
-    assert await get_json(http, "/health", {}) == {"status": "ok"}
+    assert await get_json(http, "/health", {}) == {"status": "ok", "role": "active"}
     ready = await get_json(http, "/ready", SUPERVISOR)
     assert (ready["ready"], ready["ari"], ready["database"], ready["mqtt"]) == (True,) * 4
 

@@ -70,7 +70,7 @@ async def test_ready_when_everything_answers(
 ) -> None:
     daemon.events.connected.set()
     data = await answer(await client.get("/ready", headers=bearer("supervisor")))
-    assert data == {"ready": True, "ari": True, "database": True, "mqtt": True,
+    assert data == {"ready": True, "role": "active", "ari": True, "database": True, "mqtt": True,
                     "journal_backlog": 0, "journal": "ok", "journal_problems": [],
                     "overflow": False, "overflow_since": None}
 
