@@ -102,6 +102,7 @@ class ChannelTags:
     flags: list[str] = field(default_factory=list)  # SIAGA112_FLAGS, comma separated
     line: str = ""  # SIAGA112_LINE (session.py matches it against model.LineType)
     trunk: str = ""  # SIAGA112_TRUNK
+    geo: str = ""  # SIAGA112_GEO: the format of the carrier's location (GML, civicAddress, URI)
     refused: tuple[str, ...] = ()  # names of the variables left out
 
 
@@ -148,8 +149,12 @@ def channel_tags(variables: Mapping[str, object] | None) -> ChannelTags:
     if trunk and not is_id(trunk, FLAG_MAX * 2):
         refused.append("SIAGA112_TRUNK")
         trunk = ""
+    geo = text("SIAGA112_GEO")
+    if geo and not is_id(geo, FLAG_MAX):
+        refused.append("SIAGA112_GEO")
+        geo = ""
     return ChannelTags(arrived=arrived, priority=priority, flags=flags, line=line, trunk=trunk,
-                       refused=tuple(refused))
+                       geo=geo, refused=tuple(refused))
 
 
 def dispatch_tag(value: object) -> str:

@@ -65,12 +65,14 @@ def test_channel_tags_leave_out_and_name_what_is_poisoned() -> None:
         "SIAGA112_FLAGS": "blocked_bypass,a/b,\x01," + "x" * 300,
         "SIAGA112_LINE": "mobile\x00",
         "SIAGA112_TRUNK": "../../etc",
+        "SIAGA112_GEO": "GML<script>" + "x" * 100,  # from the carrier's SIP: anything
     })
     assert tags.arrived is None and tags.priority is False
     assert tags.flags == ["blocked_bypass"]
-    assert (tags.line, tags.trunk) == ("", "")
+    assert (tags.line, tags.trunk, tags.geo) == ("", "", "")
     assert set(tags.refused) == {"SIAGA112_ARRIVED", "SIAGA112_PRIORITY", "SIAGA112_FLAGS",
-                                 "SIAGA112_LINE", "SIAGA112_TRUNK"}
+                                 "SIAGA112_LINE", "SIAGA112_TRUNK", "SIAGA112_GEO"}
+    assert ids.channel_tags({"SIAGA112_GEO": "civicAddress"}).geo == "civicAddress"
     assert ids.dispatch_tag("1.1-01-abc") == "1.1-01-abc"
     assert ids.dispatch_tag("d/" + "9" * 70_000) == "" and ids.dispatch_tag(None) == ""
 

@@ -39,7 +39,9 @@ def arrived(**data: str) -> CallEvent:
 async def locate(vars_: Vars, fetch_within: float = 3.0) -> list[CallEvent]:
     out: list[CallEvent] = []
     locator = NetworkLocator(vars_, out.append, fetch_timeout=fetch_within)
-    locator.call_event(arrived())
+    # The dialplan's SIAGA112_GEO (the profile's format) comes with the ARRIVED event.
+    fmt = vars_.values.get("format", "")
+    locator.call_event(arrived(geo_format=fmt) if fmt else arrived())
     await asyncio.sleep(0)
     await asyncio.wait_for(locator.stop_when_idle(), 5)
     await locator.stop()
@@ -56,20 +58,20 @@ async def test_by_value_from_asterisks_parse() -> None:
     assert ev.data["method"] == "A-GPS"
 
 
-async def test_no_location_costs_one_read_and_gives_no_event() -> None:
+async def test_no_location_costs_no_read_and_gives_no_event() -> None:
     vars_ = Vars({})
     assert await locate(vars_) == []
-    assert vars_.asked == ["GEOLOC_PROFILE(format)"]
+    assert vars_.asked == []  # the dialplan said: no location (no SIAGA112_GEO)
 
 
 async def test_a_caller_gone_before_the_read_gives_no_event() -> None:
-    assert await locate(Vars({}, gone=True)) == []
+    assert await locate(Vars({"format": "GML"}, gone=True)) == []
 
 
 async def test_outbound_calls_and_other_events_are_not_located() -> None:
     vars_ = Vars({"format": "GML"})
     locator = NetworkLocator(vars_, lambda ev: None)
-    locator.call_event(arrived(direction="outbound"))
+    locator.call_event(arrived(direction="outbound", geo_format="GML"))
     locator.call_event(CallEvent(call_id="c1", seq=2, type=CallEventType.QUEUED))
     await asyncio.sleep(0.01)
     assert vars_.asked == []

@@ -41,6 +41,7 @@ class Arrival:
             caller_raw=call.caller.raw, caller=call.caller.e164,
             caller_problem=call.caller.problem.value, line_type=call.line_type.value,
             trunk=call.trunk, channel_id=call.call_id,
+            **({"geo_format": call.geo_format} if call.geo_format else {}),
         )
         log.info("call_arrived", caller=call.caller.e164, caller_raw=call.caller.raw,
                  problem=call.caller.problem.value, line=call.line_type.value, trunk=call.trunk)

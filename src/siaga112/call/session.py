@@ -81,6 +81,7 @@ class CallSession:
         known = {t.value for t in LineType}
         self.line_type = LineType(tags.line) if tags.line in known else LineType.UNKNOWN
         self.trunk = tags.trunk
+        self.geo_format = tags.geo  # the carrier sent a location (location/network.py reads it)
         self.caller: CallerId = normalise(citizen.caller.number)
         self.arrived_at = citizen.creationtime or utcnow()
         self.priority = False

@@ -72,6 +72,8 @@ class NetworkLocator:
     def call_event(self, event: CallEvent) -> None:
         if event.type is not CallEventType.ARRIVED or event.data.get("direction") == "outbound":
             return
+        if not event.data.get("geo_format"):
+            return  # the carrier sent no location (dialplan SIAGA112_GEO): nothing to read
         channel_id = str(event.data.get("channel_id") or event.call_id)
         if len(self._tasks) >= MAX_PENDING:
             self.skipped += 1
