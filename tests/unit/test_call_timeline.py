@@ -419,3 +419,28 @@ async def test_a_holding_add_that_never_gets_through_hands_the_call_back() -> No
     await settle()
     assert len(ari.called("add_to_bridge")) == 3  # tried, looked for, tried again: 3 times
     assert ari.called("continue_in_dialplan"), "fail open: the dialplan's queue takes it"
+
+
+# -- what a call costs in requests to Asterisk (issue 13) -------------------------------------
+
+
+async def test_arrival_to_an_operator_takes_four_ari_requests() -> None:
+    """As the PBX hands the call over: answered by the dialplan, TALK_DETECT set there, no
+    location. Into the holding bridge, dial the operator, make the call's bridge, and one
+    request puts the citizen (out of the holding bridge) and the operator in it."""
+    ari, clock = FakeAri(), FakeClock()
+    stasis, desk, _, _ = build(ari, clock, silence={"enabled": True})
+    await stasis._deps.holding.ensure()  # once per connect (the resync), not per call
+    ari.calls.clear()
+    arriving = citizen()
+    stasis.on_event(arriving.model_copy(
+        update={"channel": arriving.channel.model_copy(update={"state": "Up"})}))
+    await settle()
+    stasis.on_event(StasisStart(type="StasisStart", args=["operator", CALL],
+                                channel=Channel(id=f"{CALL}-op-op1-1")))
+    await settle()
+    assert stasis.sessions[CALL].state is CallState.CONNECTED
+    assert [c[0] for c in ari.calls] == [
+        "add_to_bridge", "originate", "create_bridge", "add_to_bridge"]
+    assert ari.calls[-1] == ("add_to_bridge", f"siaga112-call-{CALL}",
+                             f"{CALL},{CALL}-op-op1-1")
