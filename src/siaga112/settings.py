@@ -191,7 +191,6 @@ class SupervisionSettings(_Section):
     phones: list[str] = ["sup1"]
 
 
-
 class HaSettings(_Section):
     """Active/standby daemons (docs/cluster.md): leadership on PostgreSQL. Off: this daemon is
     the only one and always active."""
