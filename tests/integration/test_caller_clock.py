@@ -542,10 +542,12 @@ async def test_silent_caller_waits_a_minute_and_reaches_the_operator_who_logs_in
 async def test_kill_9_as_the_operator_hangs_up_requeues_the_citizen_at_the_front(
     daemon_process, phones, records
 ) -> None:
-    """A talks to op1, B to op3, C waits. The daemon is killed (SIGKILL) an instant before op1
-    hangs up; op1 then logs out (*12) while the daemon is down. After the restart A is back in
-    the queue at the front (in the holding bridge, hearing the waiting announcement), reaches
-    op2 when op2 logs in, before C; op3, busy with B all along, is never offered a call."""
+    """A talks to op1, B to op3, C waits. op1 logs out (*12) during the call, to leave after it;
+    the daemon is killed (SIGKILL) an instant before op1 hangs up. After the restart A is back
+    in the queue at the front (in the holding bridge, hearing the waiting announcement),
+    reaches op2 when op2 logs in, before C; op3, busy with B all along, is never offered a
+    call. (A desk code dialled while no daemon is up is refused with "unknown code": the
+    operators' states live in PostgreSQL, kept by the daemon.)"""
     talk = 12.0
     daemon = await daemon_process(["op1"])
     op1 = await phones.operator(1, ring=0.2, talk=talk, calls=None)
@@ -560,13 +562,13 @@ async def test_kill_9_as_the_operator_hangs_up_requeues_the_citizen_at_the_front
     await logged(op3, "answered", 10)
     cc = await phones.citizen_clock(c, hold=None)
     await wait_for(lambda: _in_holding(c), 10, "C waiting in the holding bridge")
+    ok(await phones.code(1, "*12"))  # op1 will leave after this call
 
     loop = asyncio.get_running_loop()
     await asyncio.sleep(max(0.0, op1_answered + talk - 0.3 - loop.time()))
     assert not [e for e in op1.logs() if e.event == "bye_sent"], "set-up took too long"
     daemon.kill9()
     await logged(op1, "bye_sent", 5)  # the operator hangs up: the daemon is not there
-    ok(await phones.code(1, "*12"))  # and leaves, through the dialplan alone
     await asyncio.sleep(0.5)
     assert ca.running, "A was hung up with the daemon down"
     await daemon.start()

@@ -83,7 +83,11 @@ async def desk_phones(phones, ops: list[int], **options):
 async def marked_calls(phones, pcaps, number: str, count: int) -> None:
     """count calls from number at once, each answered by a desk phone that marks it *7 (prank)
     and hangs up; returns when every citizen has had its BYE."""
-    citizens = [await phones.citizen(number, MOBILE, hold=None) for _ in range(count)]
+    # Talking, as a phone's caller does: the recording then has the caller in it. (A SIPp
+    # citizen that sends no audio at all, in a call of a second, leaves a recording with no
+    # audio in it: nobody said anything, and nothing played to them long enough.)
+    citizens = [await phones.citizen(number, MOBILE, hold=None, audio=pcaps.speech(10))
+                for _ in range(count)]
     for citizen in citizens:
         result = await citizen.wait(20)
         assert result.ok and result.events("bye_received"), result.explain()
@@ -277,14 +281,16 @@ async def test_postgres_down_in_the_middle_of_calls_loses_no_record(
     await desk_phones(phones, ops, ring=0.2, talk=3.0)
     before = [mobile_number() for _ in ops]
     during = [mobile_number() for _ in ops]
-    first = [await phones.citizen(n, MOBILE, hold=None) for n in before]
+    first = [await phones.citizen(n, MOBILE, hold=None, audio=phones.pcaps.speech(10))
+             for n in before]
     ids = [await call_of(daemon, e164(n)) for n in before]
     await wait_for(
         lambda: all(daemon.stasis.sessions[i].state is CallState.CONNECTED for i in ids
                     if i in daemon.stasis.sessions), 10, "the first calls connected")
     await asyncio.to_thread(stop_postgres, stack.state_dir)
     try:
-        second = [await phones.citizen(n, MOBILE, hold=None) for n in during]
+        second = [await phones.citizen(n, MOBILE, hold=None, audio=phones.pcaps.speech(10))
+                  for n in during]
         for citizen in first + second:
             result = await citizen.wait(30)
             assert result.ok and result.events("bye_received"), result.explain()
