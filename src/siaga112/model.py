@@ -112,7 +112,6 @@ class CallEventType(StrEnum):
     SUPERVISION_ENDED = "supervision_ended"
 
 
-
 class CallEvent(BaseModel):
     """One step of one call. Idempotent by event_id: writing it twice stores it once."""
 
