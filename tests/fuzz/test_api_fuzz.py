@@ -170,6 +170,9 @@ VALID_BODIES: dict[str, list[dict[str, Any]]] = {
                   {"number": "+6281234567890", "hours": None, "reason": "court order"}],
     "MovingBody": [{"call_id": LIVE, "agency": "01"}],
     "NoteBody": [{"text": "two people trapped\nsecond floor"}, {"text": "x"}],
+    "SupervisionBody": [{"phone": "sup1", "operator": "op1", "mode": "listen"},
+                        {"phone": "sup1", "operator": "op2", "mode": "barge"}],
+    "CallBackBody": [{"operator": "op1"}, {}],
 }
 BODY_VALUES = st.one_of(JSON_VALUE, ID_LIKE, st.sampled_from(
     ["available", "paused", "logged_out", "prank", "ghost", "genuine", "01", "12", "13", LIVE,
