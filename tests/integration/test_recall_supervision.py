@@ -65,7 +65,7 @@ async def supervisor_talks(daemon: Any, phones: Any, meter: RtpMeter,
     """op1 answers a silent citizen; sup1 dials `code` and talks for 4 s. The call's session,
     sup1's phone and a 2.7 s window of sup1 talking. Before sup1 dials, nobody hears a sound
     (the control)."""
-    await phones.operator(1, ring=0.3, talk=None)
+    await phones.operator(1, ring=0.3, talk=None, calls=None)
     number = mobile_number()
     await phones.citizen(number, MOBILE, hold=None, audio=phones.pcaps.silence(30))
     session = await live_call(daemon, number)
@@ -140,7 +140,7 @@ async def test_supervisor_listens_unheard_and_the_use_is_audited(
     daemon = await daemon_factory(logged_in=["op1"])
     tap = await Tap((daemon.notifier.topics.all_calls,)).open()
     try:
-        await phones.operator(1, ring=0.3, talk=None)
+        await phones.operator(1, ring=0.3, talk=None, calls=None)
         number = mobile_number()
         await phones.citizen(number, MOBILE, hold=None, audio=phones.pcaps.speech(30))
         session = await live_call(daemon, number)
@@ -211,7 +211,7 @@ async def test_recall_and_supervision_by_api(daemon_factory, phones, meter) -> N
     """The API does what the codes do: recall and back for the operator's token; for the
     supervisor's, ring sup1 to listen, list it, end it; refusals name why."""
     daemon = await daemon_factory(logged_in=["op1"])
-    await phones.operator(1, ring=0.3, talk=None)
+    await phones.operator(1, ring=0.3, talk=None, calls=None)
     number = mobile_number()
     await phones.citizen(number, MOBILE, hold=None, audio=phones.pcaps.speech(30))
     session = await live_call(daemon, number)
