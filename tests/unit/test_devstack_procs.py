@@ -114,3 +114,27 @@ def test_private_files_are_0600_even_when_they_existed(tmp_path: Path) -> None:
     procs.write_private(path, "token = 'x'\n")
     assert path.read_text() == "token = 'x'\n"
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_process_whose_main_thread_exited_is_alive_while_its_threads_run(
+    tmp_path: Path,
+) -> None:
+    """Asterisk's `core stop now` leaves the main thread a zombie while other threads still
+    hold ARI's socket; a stop that took that for gone started the next PBX onto a busy port."""
+    script = (
+        "import ctypes, threading, time\n"
+        "threading.Thread(target=time.sleep, args=(1.5,)).start()\n"
+        "ctypes.CDLL(None).pthread_exit(None)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the main thread never exited"
+            time.sleep(0.01)
+        assert procs.pid_alive(proc.pid), "a thread still runs: the process is not gone"
+        proc.wait(timeout=5)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not procs.pid_alive(proc.pid)

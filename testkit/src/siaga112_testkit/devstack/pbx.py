@@ -127,7 +127,7 @@ class Pbx:
                 return
             say("the PBX's module list changed: restarting the test PBX")
             self.down()
-        if procs.port_open("127.0.0.1", 8088):
+        if not wait_port_closed("127.0.0.1", 8088, 15):
             raise RuntimeError(
                 "something not started by siaga112 listens on 127.0.0.1:8088 (an Asterisk of "
                 "another setup?); stop it, or this test PBX cannot start"
@@ -142,7 +142,11 @@ class Pbx:
         wait_booted(self.cli, self.running, timeout, self.state_dir / "asterisk.log")
 
     def down(self) -> bool:
-        return stop_asterisk(self.cli, self.pidfile)
+        """Stop the test PBX; return once ARI's port is closed too. True if it was running."""
+        was_up = stop_asterisk(self.cli, self.pidfile)
+        if was_up and not wait_port_closed("127.0.0.1", 8088, 15):
+            raise RuntimeError("the test PBX stopped but 127.0.0.1:8088 still listens after 15 s")
+        return was_up
 
     def status(self) -> str:
         if not self.running():
@@ -160,6 +164,17 @@ def wait_booted(cli: Callable[[str], str], running: Callable[[], bool], timeout:
         if time.monotonic() > deadline or not running():
             raise RuntimeError(f"Asterisk did not boot; see {log}")
         time.sleep(0.2)
+
+
+def wait_port_closed(host: str, port: int, timeout: float) -> bool:
+    """Until nothing accepts on host:port (a stopping Asterisk's last threads close it a little
+    after its main thread is gone); False if it still listens after timeout."""
+    deadline = time.monotonic() + timeout
+    while procs.port_open(host, port):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def stop_asterisk(cli: Callable[..., str], pidfile: Path) -> bool:
