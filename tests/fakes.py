@@ -32,6 +32,11 @@ class FakeAri:
     def called(self, name: str) -> list[tuple[Any, ...]]:
         return [c for c in self.calls if c[0] == name]
 
+    async def request(self, method: str, path: str, params: dict[str, Any] | None = None,
+                      json: dict[str, Any] | None = None) -> Any:
+        self._call("request", method, path)
+        return None
+
     async def answer(self, channel_id: str) -> None:
         self._call("answer", channel_id)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -19,7 +20,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from siaga112.agencies import Directory
 from siaga112.api.live import LiveFeed
 from siaga112.ari.client import AriClient
-from siaga112.ari.events import EventStream
+from siaga112.ari.cluster import ClusterAri
+from siaga112.ari.events import EventStream, EventStreams
 from siaga112.call import CallDeps
 from siaga112.callbacks import CallbackDialer
 from siaga112.coalesce import Coalesced
@@ -47,13 +49,19 @@ from siaga112.records.repository import Repository
 from siaga112.records.schemas import CallRecord
 from siaga112.records.writer import RecordWriter
 from siaga112.screening import Screening
-from siaga112.settings import Settings
+from siaga112.settings import AriSettings, Settings
 from siaga112.sinks import FanOut
 from siaga112.stasis import Stasis
 from siaga112.supervision import Supervision
 from siaga112.supervisor import Supervisor
 
 log = structlog.get_logger(__name__)
+
+def _per_node(settings: Settings) -> list[AriSettings]:
+    """The ARI settings of each node (one: the single PBX)."""
+    return [settings.ari.model_copy(update={"url": node.url}) for node in settings.ari.nodes
+            ] or [settings.ari]
+
 
 EXIT_LEADERSHIP_LOST = 3  # `siaga112 run` exits so when another daemon took the lead
 
@@ -62,7 +70,14 @@ class Daemon:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.ari = AriClient(settings.ari, observe=self.metrics.ari_request)
+        # One PBX, or a cluster's nodes behind one ARI (ari/cluster.py, docs/cluster.md).
+        self.cluster = ClusterAri({
+            node.name: AriClient(settings.ari.model_copy(update={"url": node.url}),
+                                 observe=self.metrics.ari_request)
+            for node in settings.ari.nodes
+        }) if settings.ari.nodes else None
+        self.ari: AriClient | ClusterAri = (
+            self.cluster or AriClient(settings.ari, observe=self.metrics.ari_request))
         self.engine = create_async_engine(
             settings.database.url, pool_size=5, max_overflow=5, pool_pre_ping=True,
             pool_timeout=5, connect_args=connect_args(settings.database.statement_timeout),
@@ -104,7 +119,9 @@ class Daemon:
                 ari=self.ari, settings=settings, screening=self.screening, queue=self.queue,
                 desk=self.desk, sink=self.sink, directory=self.directory, holding=self.holding,
                 metrics=self.metrics,
-            )
+                node_lost=self.cluster.node_lost if self.cluster else lambda _call_id: False,
+            ),
+            cluster=self.cluster,
         )
         self.overflow = Overflow(self.queue, self.desk, settings.queue, send=self.stasis.overflow)
         # Calling citizens back: an ARI application of its own (callbacks.py).
@@ -113,17 +130,20 @@ class Daemon:
             open_callbacks=lambda: list_callbacks(self.engine, "open", 20, oldest_first=True),
             find_callback=lambda call_id: get_callback(self.engine, call_id),
             recordings=settings.recording.dir if settings.recording.enabled else None)
-        self.callback_events = EventStream(
-            settings.ari.model_copy(update={"app": self.callbacks.app}),
-            on_event=self.callbacks.on_event, on_connect=self.callbacks.resync)
+        self.callback_events = EventStreams([
+            EventStream(node_ari.model_copy(update={"app": self.callbacks.app}),
+                        on_event=self.callbacks.on_event, on_connect=self.callbacks.resync)
+            for node_ari in _per_node(settings)])
         self.aml = AmlIntake(self.recent_calls, self._calls_of, self.sink.call_event,
                              settings.state_dir, registry=self.metrics.registry)
         # Supervisors' listen, whisper and barge: an ARI application of its own (supervision.py).
         self.supervision = Supervision(self.ari, settings, lambda: self.stasis.sessions)
-        self.events = EventStream(
-            settings.ari, on_event=self.stasis.on_event, on_connect=self.stasis.resync,
-            on_reconnect_attempt=self.metrics.ari_reconnected, on_received=self.metrics.ari_event,
-        )
+        self.events: EventStream | EventStreams = (
+            self._node_streams(settings) if self.cluster else EventStream(
+                settings.ari, on_event=self.stasis.on_event, on_connect=self.stasis.resync,
+                on_reconnect_attempt=self.metrics.ari_reconnected,
+                on_received=self.metrics.ari_event,
+            ))
         self.clock = DispatchClock(self.repository, self.sink, settings.agency)
         # Past calls go to the records only: MQTT carries what happens now.
         self.fallback = FallbackImporter(settings.fallback_journal, self.writer,
@@ -147,6 +167,33 @@ class Daemon:
         self.active = False
         self._stepped_down = False
         self.exit_code = 0
+
+    def _node_streams(self, settings: Settings) -> EventStreams:
+        """A cluster: one events socket per node; each connect resyncs that node's calls, a
+        socket down long enough loses the node's calls (stasis.py)."""
+        streams: EventStreams
+
+        def connected(name: str) -> Callable[[], Awaitable[None]]:
+            async def on_connect() -> None:
+                self.stasis.node_up(name)
+                streams.refresh()
+                await self.stasis.resync(name)
+            return on_connect
+
+        def disconnected(name: str) -> Callable[[], None]:
+            def on_disconnect() -> None:
+                streams.refresh()
+                self.stasis.node_down(name)
+            return on_disconnect
+
+        streams = EventStreams([
+            EventStream(settings.ari.model_copy(update={"url": node.url}),
+                        on_event=self.stasis.on_event, on_connect=connected(node.name),
+                        on_disconnect=disconnected(node.name),
+                        on_reconnect_attempt=self.metrics.ari_reconnected,
+                        on_received=self.metrics.ari_event)
+            for node in settings.ari.nodes])
+        return streams
 
     @property
     def role(self) -> Role:

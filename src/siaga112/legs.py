@@ -6,6 +6,8 @@ channel belongs to which call.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -47,13 +49,26 @@ def call_of_bridge(bridge_id: str) -> str | None:
     return bridge_id[len(CALL_BRIDGE_PREFIX):] if bridge_id.startswith(CALL_BRIDGE_PREFIX) else None
 
 
+_OPERATOR_LEG = re.compile(r"(?P<call>.+)-op-(?P<op>[^-]+)-(?P<attempt>\d{1,6})")
+_AGENCY_LEG = re.compile(r"(?P<call>.+)-ag-(?P<code>[^-]+)-(?P<line>\d{1,3})-(?P<attempt>\d{1,6})")
+
+
 def parse(channel_id: str) -> Leg:
-    parts = channel_id.split("-")
-    try:
-        if len(parts) == 4 and parts[1] == "op":
-            return Leg(parts[0], LegKind.OPERATOR, parts[2], attempt=int(parts[3]))
-        if len(parts) == 5 and parts[1] == "ag":
-            return Leg(parts[0], LegKind.AGENCY, parts[2], int(parts[3]), int(parts[4]))
-    except ValueError:
-        pass
+    """The leg a channel id names. A call id may itself hold '-' (a cluster node's Asterisk
+    prefixes its uniqueids with its systemname: 'node1-1764500000.12'), so a leg's parts are
+    read from the end."""
+    m = _OPERATOR_LEG.fullmatch(channel_id)
+    if m:
+        return Leg(m["call"], LegKind.OPERATOR, m["op"], attempt=int(m["attempt"]))
+    m = _AGENCY_LEG.fullmatch(channel_id)
+    if m:
+        return Leg(m["call"], LegKind.AGENCY, m["code"], int(m["line"]), int(m["attempt"]))
     return Leg(channel_id, LegKind.CITIZEN)
+
+
+def node_of(resource_id: str, nodes: Collection[str]) -> str | None:
+    """The cluster node whose Asterisk made the call a channel, leg or call bridge belongs to
+    (its systemname starts the call id), or None."""
+    call_id = call_of_bridge(resource_id) or parse(resource_id).call_id
+    node, sep, _ = call_id.partition("-")
+    return node if sep and node in nodes else None

@@ -48,8 +48,23 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class AriNode(_Section):
+    """One Asterisk node of a cluster (docs/cluster.md). Its asterisk.conf must say
+    `systemname = <name>`: the node's call ids then start with it, which is how the daemon
+    knows on which node a call lives (and no two nodes' ids can clash)."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9]{0,15}$")
+    url: str = Field(pattern=r"^https?://\S+$", max_length=200)
+
+
 class AriSettings(_Section):
     url: str = "http://127.0.0.1:8088/ari"
+    # A cluster: one ARI connection per node, one queue and one desk over all of them (`url`
+    # is then unused). Empty: the single PBX at `url`.
+    nodes: list[AriNode] = Field(default_factory=list, max_length=16)
+    # A node whose events socket stays down this long is taken as dead: its calls are closed
+    # as `dropped` (they went with the node; the callback list has them).
+    node_lost_after: float = Field(default=5.0, gt=0, le=300)
     username: str = "siaga112"
     password: SecretStr = SecretStr(ARI_PASSWORD_PLACEHOLDER)  # refused by the daemon
     app: str = "siaga112"
@@ -58,6 +73,13 @@ class AriSettings(_Section):
     request_timeout: float = Field(default=5.0, gt=0)
     reconnect_initial: float = Field(default=0.2, gt=0)
     reconnect_max: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _unique_nodes(self) -> AriSettings:
+        names = [n.name for n in self.nodes]
+        if len(set(names)) != len(names):
+            raise ValueError("ari.nodes: each node needs its own name")
+        return self
 
 
 class DatabaseSettings(_Section):

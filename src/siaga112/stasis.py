@@ -18,6 +18,7 @@ import structlog
 
 from siaga112 import ids, legs
 from siaga112.ari.client import AriError
+from siaga112.ari.cluster import ClusterAri
 from siaga112.ari.models import (
     AriEvent,
     Channel,
@@ -27,9 +28,17 @@ from siaga112.ari.models import (
     StasisEnd,
     StasisStart,
 )
+from siaga112.ari.protocol import Ari
 from siaga112.call import CallDeps, CallSession, Command, Resume
 from siaga112.call.errors import CallNotLive, CallNotResponding
-from siaga112.call.items import CommandKind, CommandResult, OperatorAway, OverflowNow, StopNow
+from siaga112.call.items import (
+    CommandKind,
+    CommandResult,
+    NodeLost,
+    OperatorAway,
+    OverflowNow,
+    StopNow,
+)
 from siaga112.call.waiting import talk_detect_global
 from siaga112.model import CHOSEN_STATES, CallState, OperatorState
 
@@ -50,8 +59,13 @@ UNUSED_EVENTS = (
 
 
 class Stasis:
-    def __init__(self, deps: CallDeps) -> None:
+    def __init__(self, deps: CallDeps, cluster: ClusterAri | None = None) -> None:
         self._deps = deps
+        # A cluster (docs/cluster.md): each node's events socket resyncs that node's calls
+        # (resync(node)); a node down longer than ari.node_lost_after loses its calls.
+        self._cluster = cluster
+        self._synced: set[str] = set()
+        self._lost_timers: dict[str, asyncio.TimerHandle] = {}
         self.sessions: dict[str, CallSession] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.accepting = True
@@ -154,26 +168,35 @@ class Stasis:
 
     # -- resync on (re)connect ---------------------------------------------------------------
 
-    async def resync(self) -> None:
-        """Rebuild live calls from Asterisk. Until every live call is taken back, the queue
-        offers nobody (an operator on a 112 call must not look free) and events of calls not
-        yet taken back wait in a buffer; they are delivered, in order, when it is done."""
+    async def resync(self, node: str | None = None) -> None:
+        """Rebuild live calls from Asterisk (in a cluster: from one node, whose events socket
+        just connected). Until every live call is taken back, the queue offers nobody (an
+        operator on a 112 call must not look free) and events of calls not yet taken back
+        wait in a buffer; they are delivered, in order, when it is done."""
         self.resynced.clear()
         self._resyncing = True
         queue = self._deps.queue
         queue.hold()
         try:
-            await self._resync()
+            if node is None or self._cluster is None:
+                await self._resync(self._deps.ari, None)
+            else:
+                await self._resync(self._cluster.client(node), node)
+                self._synced.add(node)
         finally:
             self._resyncing = False
             buffered, self._buffer = self._buffer, []
             for ev in buffered:
                 self.on_event(ev)
             queue.release()
-        self.resynced.set()
+        if self._cluster is None or all(
+                n in self._synced or n in self._cluster.lost for n in self._cluster.names):
+            self.resynced.set()  # the records of calls ended meanwhile can be closed now
 
-    async def _resync(self) -> None:
-        ari = self._deps.ari
+    def _node(self, call_id: str) -> str | None:
+        return None if self._cluster is None else legs.node_of(call_id, self._cluster.names)
+
+    async def _resync(self, ari: Ari, node: str | None) -> None:
         app = await ari.application(self._deps.settings.ari.app)
         ours = set(app.channel_ids)
         channels = {c.id: c for c in await ari.channels()}
@@ -185,15 +208,21 @@ class Stasis:
                 bridge_of[ch] = b.id
         self._deps.holding.invalidate()
         await self._deps.holding.ensure()
-        await self._set_talk_detect()
-        await self._filter_events()
+        await self._set_talk_detect(ari)
+        await self._filter_events(ari)
         desk = self._deps.desk
-        desk.reset_runtime()
+        others = [s for c, s in self.sessions.items() if node is not None and self._node(c) != node]
+        if not others:
+            # (A node's resync keeps the desk as it is while other nodes' calls are live:
+            # their operators stay busy or in wrap-up.)
+            desk.reset_runtime()
         await desk.load()
-        await self._watch_desk_phones()
+        await self._watch_desk_phones(ari)
 
         # Calls we still hold in memory (a reconnect without a restart).
         for call_id, session in list(self.sessions.items()):
+            if node is not None and self._node(call_id) != node:
+                continue  # another node's call: that node's socket speaks for it
             if call_id not in ours:
                 session.post(StasisEnd(type="StasisEnd", channel=Channel(id=call_id)))
                 continue
@@ -241,29 +270,29 @@ class Stasis:
                                timeout=10)
         log.info("resynced", channels=len(ours), taken_back=len(opened), live=len(self.sessions))
 
-    async def _set_talk_detect(self) -> None:
+    async def _set_talk_detect(self, ari: Ari) -> None:
         """The dialplan sets TALK_DETECT on each 112 call before Stasis() from this global
         (one request per connect instead of one per call). If it cannot be set, the
         dialplan's defaults (those of SilenceSettings) apply."""
         value = talk_detect_global(self._deps.settings.silence)
         try:
-            await self._deps.ari.set_global(TALK_DETECT_GLOBAL, value)
+            await ari.set_global(TALK_DETECT_GLOBAL, value)
         except AriError as exc:
             log.warning("talk_detect_global_not_set", value=value, error=str(exc))
 
-    async def _filter_events(self) -> None:
+    async def _filter_events(self, ari: Ari) -> None:
         """Once per connect. If Asterisk refuses, the events come and are ignored as before."""
         try:
-            await self._deps.ari.filter_events(self._deps.settings.ari.app, UNUSED_EVENTS)
+            await ari.filter_events(self._deps.settings.ari.app, UNUSED_EVENTS)
         except AriError as exc:
             log.warning("event_filter_not_set", error=str(exc))
 
-    async def _watch_desk_phones(self) -> None:
+    async def _watch_desk_phones(self, ari: Ari) -> None:
         """Follow each desk phone's reachability through its device state. (Subscribing to
         the endpoints instead would also copy every channel event of those phones to us, so
         an operator's DTMF would arrive twice. Asterisk keeps an app's subscriptions until it
         restarts, and does not drop a whole-technology endpoint subscription on request.)"""
-        ari, app = self._deps.ari, self._deps.settings.ari.app
+        app = self._deps.settings.ari.app
         for name in self._deps.settings.queue.operators:
             try:
                 await ari.subscribe(app, f"deviceState:PJSIP/{name}")
@@ -319,6 +348,40 @@ class Stasis:
         # queued, as it arrived or during screening or the blocked announcement. It is taken
         # in afresh: screened again, and a blocked caller hears the announcement again.
         return None
+
+    # -- a cluster's nodes -----------------------------------------------------------------------
+
+    def node_up(self, node: str) -> None:
+        """Its events socket connected (the resync follows)."""
+        if self._cluster is not None:
+            self._cluster.mark_up(node)
+        timer = self._lost_timers.pop(node, None)
+        if timer is not None:
+            timer.cancel()
+
+    def node_down(self, node: str) -> None:
+        """Its events socket went down: if it stays down, the node is taken as dead."""
+        self._synced.discard(node)
+        if self._cluster is None:
+            return
+        self._cluster.mark_down(node)
+        after = self._deps.settings.ari.node_lost_after
+        if node not in self._lost_timers:
+            self._lost_timers[node] = asyncio.get_running_loop().call_later(
+                after, self._node_lost, node)
+
+    def _node_lost(self, node: str) -> None:
+        """No Asterisk keeps a call when its node dies: each of its calls ends `dropped` (the
+        callback list has them); their operators are free again."""
+        self._lost_timers.pop(node, None)
+        if self._cluster is None:
+            return
+        self._cluster.lost.add(node)
+        lost = [s for c, s in self.sessions.items() if self._node(c) == node]
+        log.error("node_lost", node=node, calls=len(lost),
+                  after=self._deps.settings.ari.node_lost_after)
+        for session in lost:
+            session.post(NodeLost(node))
 
     # -- stopping and overflow ------------------------------------------------------------------
 

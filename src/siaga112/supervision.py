@@ -34,7 +34,7 @@ import structlog
 
 from siaga112 import legs
 from siaga112.ari.client import AriError
-from siaga112.ari.events import EventStream
+from siaga112.ari.events import EventStream, EventStreams
 from siaga112.ari.models import (
     Application,
     AriEvent,
@@ -177,8 +177,13 @@ class Supervision:
         self.active: dict[str, Active] = {}
         self._pending: dict[str, Pending] = {}
         self._inbox: asyncio.Queue[AriEvent] = asyncio.Queue()
-        self.events = EventStream(settings.ari.model_copy(update={"app": self.app}),
-                                  on_event=self._inbox.put_nowait, on_connect=self.resync)
+        # One events socket per node in a cluster (docs/cluster.md), one with a single PBX.
+        self.events = EventStreams([
+            EventStream(settings.ari.model_copy(update={"app": self.app, "url": node.url}),
+                        on_event=self._inbox.put_nowait, on_connect=self.resync)
+            for node in settings.ari.nodes
+        ] or [EventStream(settings.ari.model_copy(update={"app": self.app}),
+                          on_event=self._inbox.put_nowait, on_connect=self.resync)])
 
     # -- running: the events websocket and one worker, events handled in order ------------
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import aiohttp
 import pydantic
@@ -113,3 +113,26 @@ class EventStream:
 
     def stop(self) -> None:
         self._stopping = True
+
+
+class EventStreams:
+    """Several events sockets run and stopped as one: a cluster's nodes, one socket each
+    (docs/cluster.md). `connected` is set while any of them is (call `refresh` from their
+    connect and disconnect callbacks)."""
+
+    def __init__(self, streams: Sequence[EventStream]) -> None:
+        self.streams = list(streams)
+        self.connected = asyncio.Event()
+
+    def refresh(self) -> None:
+        if any(s.connected.is_set() for s in self.streams):
+            self.connected.set()
+        else:
+            self.connected.clear()
+
+    async def run(self) -> None:
+        await asyncio.gather(*(s.run() for s in self.streams))
+
+    def stop(self) -> None:
+        for s in self.streams:
+            s.stop()

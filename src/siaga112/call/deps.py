@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -36,6 +37,8 @@ class CallDeps:
     holding: HoldingBridge
     metrics: CallMetrics | None = None
     clock: Clock = field(default_factory=LoopClock)
+    # In a cluster: is the node this call (id) lives on taken as dead? (ari/cluster.py)
+    node_lost: Callable[[str], bool] = field(default=lambda _call_id: False)
     after_end: AfterEnd = field(init=False)  # on the same clock as the calls' timers
 
     def __post_init__(self) -> None:

@@ -39,7 +39,8 @@ class Ending:
             return Disposition.BLOCKED
         return Disposition.ABANDONED
 
-    async def end(self, disposition: Disposition, by: str, hangup_citizen: bool = False) -> None:
+    async def end(self, disposition: Disposition, by: str, hangup_citizen: bool = False,
+                  node_gone: bool = False) -> None:
         call = self.call
         if call.state is CallState.ENDED:
             return
@@ -49,18 +50,25 @@ class Ending:
         legs_to_close = [c for c in [call.operator_channel, *call.agencies.channels()] if c]
         if hangup_citizen:
             legs_to_close.append(call.call_id)
-        for channel_id in legs_to_close:
-            await self.hangup_quietly(channel_id)
-        try:
-            await call.deps.ari.destroy_bridge(legs.call_bridge(call.call_id))
-        except AriError:
-            pass
+        if not node_gone:  # (a dead node has nothing left to close, and would not answer)
+            for channel_id in legs_to_close:
+                await self.hangup_quietly(channel_id)
+            try:
+                await call.deps.ari.destroy_bridge(legs.call_bridge(call.call_id))
+            except AriError:
+                pass
         call.emit(CallEventType.ENDED, disposition=disposition.value, hangup_by=by,
                   cause=call.hangup_cause)
         if call.deps.metrics is not None:
             call.deps.metrics.call_ended(disposition)
         if call.deps.settings.recording.enabled:
             self._note_recording_later(-1, 10)
+
+    async def node_lost(self, node: str) -> None:
+        """The cluster node the call lived on died, and the call with it (stasis.py): the
+        record closes `dropped`, so the callback list has the caller; the operator is free."""
+        self.call.hangup_cause = f"node {node} lost"
+        await self.end(Disposition.DROPPED, by="system", node_gone=True)
 
     async def agency_left(self) -> None:
         """An agency hung up or could not be reached. With neither operator nor agency left
@@ -116,6 +124,8 @@ class Ending:
         outcome = await self._continue(context)
         if outcome == "gone":
             cause = f"caller gone before the {cause}"
+        elif outcome == "node_lost":
+            disposition, cause = Disposition.DROPPED, f"node lost before the {cause}"
         log.warning("call_left_to_dialplan", context=context, cause=cause, outcome=outcome)
         call.emit(CallEventType.ENDED, disposition=disposition.value, hangup_by="system",
                   cause=cause)
@@ -131,6 +141,8 @@ class Ending:
             except AriError as exc:
                 if channel_gone(exc):
                     return "gone"
+                if call.deps.node_lost(call.call_id):
+                    return "node_lost"  # the call went with its node: nothing to hand back
                 if waited >= HAND_BACK_GIVE_UP:
                     log.critical("call_not_handed_back", error=str(exc), waited=waited)
                     return "refused"

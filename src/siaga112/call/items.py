@@ -36,6 +36,13 @@ class OverflowNow:
 
 
 @dataclass(frozen=True)
+class NodeLost:
+    """The cluster node the call lives on is dead (stasis.py): the call went with it."""
+
+    node: str
+
+
+@dataclass(frozen=True)
 class OperatorAway:
     """The resync found the operator's leg gone (they hung up while we were disconnected)."""
 
@@ -84,4 +91,4 @@ class Resume:
     requeue_reason: str | None = None  # "operator_gone": connected before, nobody with them now
 
 
-Item = AriEvent | Offer | Timer | Command | StopNow | OverflowNow | OperatorAway
+Item = AriEvent | Offer | Timer | Command | StopNow | OverflowNow | OperatorAway | NodeLost

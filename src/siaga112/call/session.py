@@ -41,6 +41,7 @@ from siaga112.call.ending import Ending
 from siaga112.call.items import (
     Command,
     Item,
+    NodeLost,
     Offer,
     OperatorAway,
     OverflowNow,
@@ -223,6 +224,8 @@ class CallSession:
             await self.ending.on_stop()
         elif isinstance(item, OperatorAway):
             await self.operator_leg.gone_while_away()
+        elif isinstance(item, NodeLost):
+            await self.ending.node_lost(item.node)
         elif isinstance(item, OverflowNow):
             await self.waiting.overflow(item.reason)
         elif isinstance(item, PlaybackFinished):

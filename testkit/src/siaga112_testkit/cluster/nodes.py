@@ -12,7 +12,8 @@ be there (a config that moved on fails here, loudly, not in a call):
   sections' `match = ADDRESS` become `match_header = X-Siaga112-Source: ADDRESS`;
 - `rewrite_contact = no`: a party's Contact stays its own, in-dialog requests follow the Route
   set Kamailio recorded;
-- the directories of what a process holds for itself (astrundir, astdbdir, astlogdir).
+- the directories of what a process holds for itself (astrundir, astdbdir, astlogdir);
+- `systemname = <node>`: the node's name starts every call id (the daemon routes by it).
 """
 
 from __future__ import annotations
@@ -92,6 +93,9 @@ class Node:
             (r"^astrundir => /run/asterisk$", f"astrundir => /run/asterisk-{self.name}", 1),
             (r"^astlogdir => /var/log/asterisk$",
              f"astlogdir => /var/log/asterisk/{self.name}", 1),
+            # The node's name starts every uniqueid ("node1-1764500000.12"): no two nodes'
+            # call ids clash, and the daemon knows which node a call is on (ari/cluster.py).
+            (r"^\[options\]$", f"[options]\nsystemname = {self.name}", 1),
         ])
         _edit(dest / "http.conf", [(r"^bindaddr = 127\.0\.0\.1\b", f"bindaddr = {self.ip}", 1)])
         _edit(dest / "rtp.conf", [

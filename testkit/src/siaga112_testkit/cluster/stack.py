@@ -7,9 +7,8 @@ while the single PBX or a `make up` daemon runs. Every process is started and st
 file under state_dir/cluster/.
 
 The daemons run `siaga112 run` with the stack's settings (var/siaga112.toml) and, through
-SIAGA112_* variables, their own state dir, API port, HA node name and ARI address: node 1's.
-(One daemon over both nodes' ARI is not built yet: calls the proxy gives node 2 are handled by
-that node's dialplan fallback, Queue(siaga112-fallback), as on a PBX with no daemon.)
+SIAGA112_* variables, their own state dir, API port, HA node name and both nodes' ARI
+(`ari.nodes`): the active daemon runs one queue and one desk over both nodes.
 """
 
 from __future__ import annotations
@@ -100,7 +99,8 @@ class Cluster:
                    SIAGA112_API__PORT=str(port),
                    SIAGA112_HA__ENABLED="true",
                    SIAGA112_HA__NODE=name,
-                   SIAGA112_ARI__URL=self.nodes[0].ari_url)
+                   SIAGA112_ARI__NODES=json.dumps(
+                       [{"name": n.name, "url": n.ari_url} for n in self.nodes]))
         say(f"starting daemon {name} (API 127.0.0.1:{port})")
         procs.spawn([sys.executable, "-m", "siaga112.cli", "run"], self.daemon_pidfile(name),
                     self.daemon_log(name), env=env)
