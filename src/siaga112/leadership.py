@@ -93,6 +93,9 @@ class Leadership:
         self.epoch: int | None = None
         self.database = False  # the leadership connection stands
         self.since: float | None = None  # monotonic time of the last change of role
+        # The node that leads as this daemon last saw the row (itself while it leads); None
+        # before its first look or when nobody held the row (the API's standby refusal names it).
+        self.leader: str | None = None
         self._watch = LeaseWatch(settings.lease)
         self._locked = False
         self._conn: asyncpg.Connection | None = None
@@ -151,6 +154,7 @@ class Leadership:
         )
         if epoch is None:
             row = await conn.fetchrow("SELECT holder, epoch FROM ha_leader WHERE id = 1")
+            self.leader = row["holder"] if row else None
             log.error("leadership_lost", node=self.node, epoch=self.epoch,
                       holder=row["holder"] if row else None,
                       holder_epoch=row["epoch"] if row else None)
@@ -165,6 +169,7 @@ class Leadership:
             await conn.execute("INSERT INTO ha_leader (id) VALUES (1) ON CONFLICT DO NOTHING")
             return
         holder, beat = row["holder"], int(row["beat"])
+        self.leader = holder
         if not self._watch.expired(holder, beat, time.monotonic()):
             return
         if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK_KEY):
@@ -182,6 +187,7 @@ class Leadership:
             self._watch.lost_sight()
             return
         self.epoch = int(epoch)
+        self.leader = self.node
         self._set_role(Role.ACTIVE)
         log.info("leadership_taken", node=self.node, epoch=self.epoch, previous=holder)
         await self._on_active()

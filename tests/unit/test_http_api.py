@@ -520,7 +520,7 @@ async def test_openapi_lists_every_route_and_every_ref_resolves(
     assert doc["paths"]["/health"]["get"]["security"] == []
     block = doc["paths"]["/blocklist"]["post"]
     assert block["x-role"] == "admin" and "requestBody" in block
-    assert set(block["responses"]) == {"201", "400", "401", "403", "422"}
+    assert set(block["responses"]) == {"201", "400", "401", "403", "422", "503"}
 
 
 def test_openapi_is_plain_json() -> None:

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from siaga112.api.deps import LeadershipLike
 from siaga112.api.live import LiveFeed
 from siaga112.call.errors import CallNotLive, CommandError
 from siaga112.call.items import CommandKind, CommandResult
@@ -115,6 +116,15 @@ class FakeOverflow:
 
 
 @dataclass
+class FakeLeadership:
+    """leadership.Leadership as the API reads it: this node, its role, who it saw leading."""
+
+    node: str = "b"
+    role: str = "standby"
+    leader: str | None = "a"
+
+
+@dataclass
 class FakeDaemon:
     settings: Settings
     engine: AsyncEngine  # not read by the API (it reaches the database through `repository`)
@@ -132,6 +142,7 @@ class FakeDaemon:
     live: LiveFeed = field(default_factory=LiveFeed)
     notes: list[tuple[str, str, str]] = field(default_factory=list)
     role: str = "active"
+    leadership: LeadershipLike | None = None  # None: HA off; FakeLeadership or another
 
     def team_moving(self, agency: str, call_id: str, dispatch_id: str, by: str) -> None:
         self.moving.append((agency, call_id, dispatch_id, by))

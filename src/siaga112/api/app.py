@@ -1,7 +1,8 @@
 """The aiohttp application of the operations API: the route table (each resource module's
-routes), the one middleware that answers errors (api/errors.py) and logs each request, and
-starting and stopping. Runs on the daemon's event loop (settings.api: host, port, tokens).
-The API is no part of the call path: a port it cannot bind is logged and the daemon goes on.
+routes; a standby refuses those that change state, api/standby.py), the one middleware that
+answers errors (api/errors.py) and logs each request, and starting and stopping. Runs on the
+daemon's event loop (settings.api: host, port, tokens). The API is no part of the call path:
+a port it cannot bind is logged and the daemon goes on.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from siaga112.api.operators import Operators
 from siaga112.api.recall import Recall
 from siaga112.api.reports import Reports
 from siaga112.api.routing import WHO, Ctx, Route, endpoint
+from siaga112.api.standby import Lead
 from siaga112.api.supervision import Supervise
 
 log = structlog.get_logger(__name__)
@@ -55,8 +57,9 @@ class Api:
                   Role.SUPERVISOR),
         ]
         self.app = web.Application(middlewares=[self._middleware], client_max_size=MAX_BODY)
+        lead = Lead(daemon)  # a standby changes nothing: every write route asks it first
         for r in self.routes:
-            self.app.router.add_route(r.method, r.path, endpoint(r, self._auth))
+            self.app.router.add_route(r.method, r.path, endpoint(r, self._auth, lead.check))
         self._runner: web.AppRunner | None = None
         self.port: int | None = None  # bound port once started
 

@@ -1,5 +1,6 @@
 """What the API needs from the daemon (app.Daemon; a fake in tests), as Protocols: the live
-calls, queue and desk, the records (repository and block policy), and the parts /ready reads."""
+calls, queue and desk, the records (repository and block policy), the parts /ready reads, and
+whether this daemon leads (HA, docs/cluster.md)."""
 
 from __future__ import annotations
 
@@ -89,6 +90,19 @@ class OverflowLike(Protocol):
     def active_since(self) -> datetime | None: ...
 
 
+class LeadershipLike(Protocol):
+    """leadership.Leadership, read only. Its `role` turns "standby" the moment the daemon
+    learns that another leads, before the daemon has stopped (Daemon.role says "active" until
+    then); `leader` is the node this daemon last saw leading (None: it does not know)."""
+
+    @property
+    def node(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def leader(self) -> str | None: ...
+
+
 class DaemonLike(Protocol):
     @property
     def settings(self) -> Settings: ...
@@ -114,6 +128,8 @@ class DaemonLike(Protocol):
     def overflow(self) -> OverflowLike: ...
     @property
     def role(self) -> str: ...  # "active" or "standby" (leadership.Role)
+    @property
+    def leadership(self) -> LeadershipLike | None: ...  # None: HA off, the only daemon
     @property
     def live(self) -> LiveFeed: ...  # the web console's live events
     def team_moving(self, agency: str, call_id: str, dispatch_id: str, by: str) -> None: ...

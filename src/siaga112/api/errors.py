@@ -143,6 +143,21 @@ class DatabaseUnavailable(ApiError):
         super().__init__("the records database did not answer")
 
 
+class Standby(ApiError):
+    """A change asked of a daemon that does not lead (HA, docs/cluster.md): a standby, or a
+    leader that has just learnt another daemon leads. `leader`: the active one, if known."""
+
+    status, error = 503, "standby"
+
+    def __init__(self, node: str | None, leader: str | None) -> None:
+        me = f"this daemon ({node})" if node else "this daemon"
+        if leader and leader != node:
+            where = f"the active daemon, {leader}"
+        else:
+            where = "the active daemon (which one is not known here: its /ready answers 200)"
+        super().__init__(f"{me} is the standby and changes nothing: send writes to {where}")
+
+
 # -- a live call's refusals (call/errors.py), each with its status -----------------------------
 
 CALL_FAILURES: dict[type[CommandError], tuple[int, str]] = {
@@ -161,7 +176,7 @@ STATUS_TEXT = {
     404: "no such thing",
     409: "the call is not in a state for this, or ids that do not belong together",
     422: "a parameter or field is invalid (detail names it)",
-    503: "a dependency did not answer",
+    503: "a dependency did not answer; on a change: this daemon is the standby (error standby)",
 }
 
 

@@ -11,6 +11,7 @@ from siaga112.api.auth import Role
 from siaga112.api.deps import DaemonLike
 from siaga112.api.routing import Ctx, Route, json_response
 from siaga112.api.schemas import HealthAnswer, ReadyAnswer
+from siaga112.api.standby import Lead
 from siaga112.metrics import CONTENT_TYPE
 
 READY_DB_TIMEOUT = 1.0
@@ -19,6 +20,7 @@ READY_DB_TIMEOUT = 1.0
 class Health:
     def __init__(self, daemon: DaemonLike) -> None:
         self._d = daemon
+        self._lead = Lead(daemon)
 
     def routes(self) -> list[Route]:
         sup = Role.SUPERVISOR
@@ -50,7 +52,7 @@ class Health:
         return json_response(answer, 200 if ready else 503)
 
     def _role(self) -> Literal["active", "standby"]:
-        return "standby" if self._d.role == "standby" else "active"
+        return "active" if self._lead.active else "standby"
 
     def _mqtt_state(self) -> bool | Literal["disabled"]:
         connected = getattr(self._d.notifier, "connected", None)

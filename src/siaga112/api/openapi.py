@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from siaga112.api.errors import STATUS_TEXT
-from siaga112.api.routing import Route
+from siaga112.api.routing import SAFE_METHODS, Route
 from siaga112.api.schemas import ErrorAnswer
 
 API_VERSION = "1"
@@ -82,6 +82,8 @@ def _operation(r: Route, params: list[dict[str, Any]], ref: Any) -> dict[str, An
         codes |= {400}
     if r.role is not None:
         codes |= {401, 403}
+    if r.method not in SAFE_METHODS:
+        codes |= {503}  # a standby changes nothing (api/standby.py)
     for code in sorted(codes):
         responses[str(code)] = {
             "description": STATUS_TEXT.get(code, "error"),

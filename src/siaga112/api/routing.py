@@ -20,6 +20,9 @@ from siaga112.callerid import normalise
 PATH_IDS = {"call_id": ids.CALL_ID_MAX, "dispatch_id": ids.ID_MAX, "name": 64}
 MAX_PATH_TEXT = 64
 
+# Methods that change nothing: any other (POST, PUT, PATCH, DELETE) is refused on a standby.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
 M = TypeVar("M", bound=BaseModel)
 WHO = web.RequestKey("who", Principal)  # the request's principal, once authenticated
 
@@ -79,14 +82,22 @@ def json_response(model: BaseModel, status: int = 200) -> web.Response:
                         content_type="application/json")
 
 
-def endpoint(route: Route,
-             auth: Authenticator) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """The aiohttp handler of `route`: check the token, parse, run, dump the answer."""
+def endpoint(
+    route: Route, auth: Authenticator, check_lead: Callable[[], None],
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The aiohttp handler of `route`: check the token, parse, run, dump the answer. A route
+    that changes state also calls `check_lead` (api/standby.py: raises on a standby) after the
+    token check and again once the request is read, just before the handler runs."""
+    changes = route.method not in SAFE_METHODS
 
     async def handle(request: web.Request) -> web.StreamResponse:
         who = _authorise(auth, request, route) if route.role is not None else None
+        if changes:
+            check_lead()
         query = _parse_query(request, route.query)
         body = await _parse_body(request, route.body)
+        if changes:
+            check_lead()  # the lead may have gone while the body arrived
         answer = await route.handler(Ctx(request, who, query, body))
         if isinstance(answer, web.StreamResponse):
             return answer
