@@ -197,7 +197,7 @@ class Daemon:
 
     @property
     def role(self) -> Role:
-        return Role.ACTIVE if self.active else Role.STANDBY
+        return Role.ACTIVE if self.active and not self._stepped_down else Role.STANDBY
 
     # -- wiring callbacks ---------------------------------------------------------------------
 

@@ -243,7 +243,10 @@ class CallbackDialer:
             log.info("callback_none_open", operator=operator)
             await self._back_to_dialplan(channel.id, "none")
             return
-        call = self._new(chosen, operator, "desk phone")
+        # In a cluster the callback's legs and bridge go on the node of the operator's phone
+        # channel: its node name (systemname) starts its id, and so starts the callback's.
+        node, dash, _ = channel.id.partition("-")
+        call = self._new(chosen, operator, "desk phone", prefix=node + dash)
         call.operator_channel = channel.id
         call.answered_by_operator = True
         self._by_channel[channel.id] = call
@@ -251,8 +254,8 @@ class CallbackDialer:
 
     # -- the call -----------------------------------------------------------------------------
 
-    def _new(self, callback: Callback, operator: str, by: str) -> CallbackCall:
-        call = CallbackCall(call_id="cb" + uuid.uuid4().hex[:20], callback=callback,
+    def _new(self, callback: Callback, operator: str, by: str, prefix: str = "") -> CallbackCall:
+        call = CallbackCall(call_id=prefix + "cb" + uuid.uuid4().hex[:20], callback=callback,
                             operator=operator, by=by)
         self.calls[call.call_id] = call
         self._by_channel[call.citizen_leg] = call

@@ -67,8 +67,10 @@ def parse(channel_id: str) -> Leg:
 
 
 def node_of(resource_id: str, nodes: Collection[str]) -> str | None:
-    """The cluster node whose Asterisk made the call a channel, leg or call bridge belongs to
-    (its systemname starts the call id), or None."""
-    call_id = call_of_bridge(resource_id) or parse(resource_id).call_id
-    node, sep, _ = call_id.partition("-")
-    return node if sep and node in nodes else None
+    """The cluster node a channel, leg or bridge of ours is on, or None: the node's name
+    (its Asterisk's systemname) starts its call ids, and our ids put at most two words before
+    a call id ('siaga112-call-node1-1764500000.12', 'siaga112-callback-node2-cb...')."""
+    for word in resource_id.split("-", 3)[:3]:
+        if word in nodes:
+            return word
+    return None

@@ -409,6 +409,9 @@ class Stasis:
         return self._deps.after_end.flush()
 
     async def close(self, grace: float = 2.0) -> None:
+        for timer in self._lost_timers.values():  # (sockets closed by our stop, not deaths)
+            timer.cancel()
+        self._lost_timers.clear()
         tasks = [s.task for s in self.sessions.values() if s.task is not None]
         for t in tasks:
             t.cancel()

@@ -235,8 +235,11 @@ class Supervision:
         if phone not in self._settings.supervision.phones:
             raise Refused(f"{phone!r} is not a supervisor's phone "
                           f"({', '.join(self._settings.supervision.phones)})")
-        self.call_of(request.operator)
-        channel_id = f"{phone}-{uuid.uuid4().hex[:12]}"
+        call = self.call_of(request.operator)
+        # In a cluster the supervisor's phone is rung from the call's node (its name starts
+        # the call id; with a single PBX there is none): snoop and bridge must be there too.
+        node, dash, _ = call.call_id.partition("-")
+        channel_id = f"{node + '-' if dash else ''}{phone}-{uuid.uuid4().hex[:12]}"
         self._pending[channel_id] = Pending(request, phone, by)
         try:
             await self._ari.originate(
