@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import structlog
 
-from siaga112.ari.client import AriError, NotFound, Unreachable
+from siaga112.ari.client import AriError, NotFound
 from siaga112.ari.protocol import Ari
+from siaga112.ari.retry import patiently
 from siaga112.legs import HOLDING_BRIDGE
 
 log = structlog.get_logger(__name__)
-
-ADD_ATTEMPTS = 3  # an add that times out is looked for, then tried again, this many times
 
 
 class HoldingBridge:
@@ -30,33 +29,21 @@ class HoldingBridge:
         to start (tests/integration/test_holding_music.py)."""
         if not self._ready:
             await self.ensure()
-        for attempt in range(1, ADD_ATTEMPTS + 1):
-            try:
-                await self._ari.add_to_bridge(HOLDING_BRIDGE, channel_id, role="participant")
-                return
-            except NotFound as exc:
-                if "ridge" not in exc.message:
-                    raise
-                # Someone destroyed our bridge: make it again and retry once.
-                await self.ensure()
-                await self._ari.add_to_bridge(HOLDING_BRIDGE, channel_id, role="participant")
-                return
-            except Unreachable as exc:
-                # Asterisk did not answer in time (a burst of calls): the request may have
-                # been carried out all the same. Look before trying again; after the last
-                # attempt the fault goes to the session (which hands the call back).
-                log.warning("holding_add_slow", channel=channel_id, attempt=attempt,
-                            error=str(exc))
-                if attempt == ADD_ATTEMPTS:
-                    raise
-                if await self._holds(channel_id):
-                    return
+        try:
+            await patiently("holding add", lambda: self._add(channel_id),
+                            done=lambda: self._holds(channel_id))
+        except NotFound as exc:
+            if "ridge" not in exc.message:
+                raise
+            # Someone destroyed our bridge: make it again and retry once.
+            await self.ensure()
+            await self._add(channel_id)
+
+    async def _add(self, channel_id: str) -> None:
+        await self._ari.add_to_bridge(HOLDING_BRIDGE, channel_id, role="participant")
 
     async def _holds(self, channel_id: str) -> bool:
-        try:
-            return channel_id in (await self._ari.get_bridge(HOLDING_BRIDGE)).channels
-        except Unreachable:
-            return False
+        return channel_id in (await self._ari.get_bridge(HOLDING_BRIDGE)).channels
 
     async def remove(self, channel_id: str) -> None:
         try:

@@ -421,6 +421,74 @@ async def test_a_holding_add_that_never_gets_through_hands_the_call_back() -> No
     assert ari.called("continue_in_dialplan"), "fail open: the dialplan's queue takes it"
 
 
+class SlowCallBridge(FakeAri):
+    """Asterisk too busy to answer the call bridge's addChannel in time, `slow` times."""
+
+    slow: int = 0
+
+    async def add_to_bridge(self, bridge_id: str, channel_id: Any, role: str | None = None,
+                            ) -> None:
+        await super().add_to_bridge(bridge_id, channel_id, role)
+        if bridge_id.startswith("siaga112-call-") and self.slow > 0:
+            self.slow -= 1
+            raise Unreachable("POST", f"/bridges/{bridge_id}/addChannel", 0, "TimeoutError()")
+
+
+def answered_by_op1() -> StasisStart:
+    return StasisStart(type="StasisStart", args=["operator", CALL],
+                       channel=Channel(id=f"{CALL}-op-op1-1"))
+
+
+async def test_an_operator_bridge_the_pbx_was_slow_to_make_is_asked_again_not_handed_back(
+) -> None:
+    """The operator answered; the PBX (a burst) did not answer the request that puts caller
+    and operator together, twice. It is asked again: the call connects, nothing handed back."""
+    ari, clock = SlowCallBridge(), FakeClock()
+    ari.slow = 2
+    stasis, desk, _, sink = build(ari, clock)
+    with capture_logs() as logs:
+        stasis.on_event(citizen())
+        await settle()
+        stasis.on_event(answered_by_op1())
+        await settle()
+    call_adds = [c for c in ari.called("add_to_bridge") if c[1].startswith("siaga112-call-")]
+    assert len(call_adds) == 3, call_adds
+    assert stasis.sessions[CALL].state is CallState.CONNECTED
+    assert not ari.called("continue_in_dialplan") and "handed_back" not in sink.types()
+    assert [e["attempt"] for e in logs if e["event"] == "ari_slow"] == [1, 2]
+
+
+async def test_an_operator_bridge_done_late_is_looked_for_before_asking_again() -> None:
+    ari, clock = SlowCallBridge(), FakeClock()
+    ari.slow = 1
+    ari.members[f"siaga112-call-{CALL}"] = [CALL, f"{CALL}-op-op1-1"]  # done, answered late
+    stasis, _, _, _ = build(ari, clock)
+    stasis.on_event(citizen())
+    await settle()
+    stasis.on_event(answered_by_op1())
+    await settle()
+    assert len([c for c in ari.called("add_to_bridge")
+                if c[1].startswith("siaga112-call-")]) == 1
+    assert stasis.sessions[CALL].state is CallState.CONNECTED
+
+
+async def test_a_silent_prompt_the_pbx_cannot_play_leaves_the_caller_waiting() -> None:
+    """A quiet caller's "press 5 twice" prompt timed out: the caller stays in the queue,
+    flagged silent, and is not handed back to the dialplan."""
+    ari, clock = FakeAri(), FakeClock()
+    stasis, desk, queue, sink = build(ari, clock, silence={"enabled": True})
+    await logged_out(desk)
+    stasis.on_event(citizen())
+    await settle()
+    ari.fail["play"] = Unreachable("POST", "/channels/x/play", 0, "TimeoutError()")
+    clock.advance(Settings().silence.silent_after)
+    await settle()
+    session = stasis.sessions[CALL]
+    assert session.state is CallState.QUEUED and queue.position(CALL) == 1
+    assert "silent" in session.flags
+    assert not ari.called("continue_in_dialplan") and "handed_back" not in sink.types()
+
+
 # -- what a call costs in requests to Asterisk (issue 13) -------------------------------------
 
 

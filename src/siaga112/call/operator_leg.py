@@ -14,6 +14,8 @@ from siaga112 import legs
 from siaga112.agencies import CATEGORIES
 from siaga112.ari.client import AriError, Unreachable
 from siaga112.ari.models import AriEvent, ChannelDestroyed, ChannelDtmfReceived, StasisStart
+from siaga112.ari.protocol import Ari
+from siaga112.ari.retry import patiently
 from siaga112.call.errors import (
     CallNotConnected,
     CommandError,
@@ -118,10 +120,15 @@ class OperatorLeg:
         ari = call.deps.ari
         await call.waiting.stop_prompt()
         bridge_id = legs.call_bridge(call.call_id)
-        await ari.create_bridge(bridge_id, "mixing", f"112 call {call.call_id}")
+        # A PBX slow to answer (a burst) is asked again: the operator has answered and the
+        # caller is waiting for exactly this; a hand-back now would lose both.
+        await patiently("call bridge", lambda: ari.create_bridge(
+            bridge_id, "mixing", f"112 call {call.call_id}"))
         # One request for both: Asterisk moves the citizen out of the holding bridge itself
         # (a Stasis channel joining a bridge departs the one it is in).
-        await ari.add_to_bridge(bridge_id, [call.call_id, channel_id])
+        both = [call.call_id, channel_id]
+        await patiently("call bridge add", lambda: ari.add_to_bridge(bridge_id, both),
+                        done=lambda: _holds(ari, bridge_id, set(both)))
         log.debug("operator_bridged", bridge=bridge_id, operator_channel=channel_id)
         call.waiting.stop()
         call.deps.desk.connected(operator, call.call_id)
@@ -226,3 +233,7 @@ class OperatorLeg:
             return
         if cmd.done is not None and not cmd.done.done():
             cmd.done.set_result(result)
+
+
+async def _holds(ari: Ari, bridge_id: str, channels: set[str]) -> bool:
+    return channels <= set((await ari.get_bridge(bridge_id)).channels)

@@ -115,7 +115,16 @@ class Waiting:
             call.emit(CallEventType.SILENT_PROMPT)
             log.info("silent_prompt")
             self.prompt = f"{call.call_id}-silent"
-            await call.deps.ari.play(call.call_id, "sound:siaga112/silent-check", self.prompt)
+            try:
+                await call.deps.ari.play(call.call_id, "sound:siaga112/silent-check", self.prompt)
+            except AriError as exc:
+                if channel_gone(exc):
+                    raise
+                # A help, not a step the call needs: a PBX too busy to play it does not
+                # make a fault (and a hand-back) of a caller who waits quietly.
+                log.warning("prompt_failed", prompt="silent-check", error=str(exc))
+                await self.playback_finished(self.prompt)
+                return
             call.timer("silent_prompt_lost", PROMPT_LOST_AFTER)
         elif name == "silent_prompt_lost" and self.prompt == f"{call.call_id}-silent":
             await self.playback_finished(self.prompt)
