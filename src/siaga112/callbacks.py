@@ -234,6 +234,11 @@ class CallbackDialer:
         chosen: Callback | None = None
         try:
             for callback in await self._open():
+                if not callback.trunk:
+                    # (a call the dialplan's fallback journal brought in has no trunk: it
+                    # cannot be dialled from here; it stays on the list, for a call by hand)
+                    log.info("callback_skipped_no_trunk", callback=callback.call_id)
+                    continue
                 if self.in_progress(callback.call_id) is None:
                     chosen = callback
                     break

@@ -135,6 +135,20 @@ async def test_star9_calls_back_the_oldest_open_and_records_the_call() -> None:
     assert sink.calls[-1].call_id == second.call_id and sink.calls[-1].data["outcome"] == "failed"
 
 
+async def test_star9_passes_over_a_callback_it_cannot_dial() -> None:
+    """The oldest entry came from the dialplan's fallback journal and has no trunk: *9 takes
+    the next one instead of failing on it."""
+    ari, sink, desk = Ari(), ListSink(), Desk()
+    d = dialer(ari, sink, desk, [entry("no-trunk").model_copy(update={"trunk": None}),
+                                 entry("dialable")])
+    d.on_event(start("desk-chan", "desk", name="PJSIP/op1-00000001"))
+    await settle()
+    [call] = d.calls.values()
+    assert call.callback.call_id == "dialable"
+    assert [c for c in ari.calls if c[0] == "dial"][0][1] == "PJSIP/081234567890@trunk-mobile"
+    await d.stop()
+
+
 async def test_star9_with_nothing_open_goes_back_to_the_dialplan() -> None:
     ari, sink = Ari(), ListSink()
     d = dialer(ari, sink, Desk(), [entry("x", closed=True)])
