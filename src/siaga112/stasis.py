@@ -45,6 +45,7 @@ from siaga112.model import CHOSEN_STATES, CallState, OperatorState
 log = structlog.get_logger(__name__)
 
 RESYNC_BUFFER_MAX = 10_000  # events held while a resync runs
+SWEEP_INTERVAL = 15.0  # s between two looks for callers in our application nobody handles
 TALK_DETECT_GLOBAL = "SIAGA112_TALK_DETECT"  # read by dialplan/extensions.conf [emergency]
 # Events the call path never reads, which Asterisk would otherwise send for every channel of
 # ours (measured at 40 calls/s: ChannelVarset alone 9 per call, from bridges and dialplan
@@ -66,6 +67,7 @@ class Stasis:
         self._cluster = cluster
         self._synced: set[str] = set()
         self._lost_timers: dict[str, asyncio.TimerHandle] = {}
+        self._suspects: set[str] = set()  # citizens in our application with no session
         self.sessions: dict[str, CallSession] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.accepting = True
@@ -348,6 +350,29 @@ class Stasis:
         # queued, as it arrived or during screening or the blocked announcement. It is taken
         # in afresh: screened again, and a blocked caller hears the announcement again.
         return None
+
+    # -- nobody left alone ------------------------------------------------------------------
+
+    async def sweep(self) -> None:
+        """Every SWEEP_INTERVAL: a citizen in our application whom no session handles, at two
+        looks in a row (a StasisStart lost, or a hang-up a saturated PBX never carried out:
+        4 callers of a 1000-caller burst were left so, alone and in silence) is taken in by a
+        resync, as after a restart: queued again, never hung up."""
+        if self._resyncing or not self.accepting:
+            return
+        try:
+            app = await self._deps.ari.application(self._deps.settings.ari.app)
+        except AriError as exc:  # the PBX busy or away: the next look, or the reconnect's resync
+            log.info("sweep_skipped", error=str(exc))
+            return
+        orphans = {c for c in app.channel_ids
+                   if legs.parse(c).kind is legs.LegKind.CITIZEN and c not in self.sessions}
+        stranded, self._suspects = orphans & self._suspects, orphans
+        if not stranded:
+            return
+        log.error("stranded_calls_taken_in", calls=len(stranded), first=sorted(stranded)[:5])
+        for node in sorted({self._node(c) or "" for c in stranded}):
+            await self.resync(node or None)
 
     # -- a cluster's nodes -----------------------------------------------------------------------
 

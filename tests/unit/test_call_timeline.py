@@ -17,6 +17,7 @@ from siaga112.ari.client import AriError, NotFound, Unreachable
 from siaga112.ari.models import (
     CallerID,
     Channel,
+    ChannelDestroyed,
     ChannelDtmfReceived,
     Playback,
     PlaybackFinished,
@@ -512,3 +513,65 @@ async def test_arrival_to_an_operator_takes_four_ari_requests() -> None:
         "add_to_bridge", "originate", "create_bridge", "add_to_bridge"]
     assert ari.calls[-1] == ("add_to_bridge", f"siaga112-call-{CALL}",
                              f"{CALL},{CALL}-op-op1-1")
+
+
+# -- nobody left alone ---------------------------------------------------------------------------
+
+
+async def test_a_caller_left_in_our_application_is_taken_in_at_the_second_look() -> None:
+    """A citizen whose hang-up the PBX never carried out (or whose StasisStart was lost) sits
+    in our application with no session: the sweep sees them twice, 15 s apart, and a resync
+    takes them in: queued again, not hung up."""
+    class Stranded(FakeAri):
+        async def channels(self) -> list[Channel]:
+            self._call("channels")
+            return [citizen().channel.model_copy(update={"state": "Up"})]
+
+    ari, clock = Stranded(alive={CALL}), FakeClock()
+    stasis, desk, queue, _ = build(ari, clock)
+    await logged_out(desk)
+    await stasis.sweep()
+    assert stasis.sessions == {} and not ari.called("channels"), "one look is not enough"
+    await stasis.sweep()
+    await settle()
+    assert stasis.sessions[CALL].state is CallState.QUEUED and queue.position(CALL) == 1
+    assert not ari.called("hangup") and not ari.called("continue_in_dialplan")
+
+
+async def test_a_caller_seen_once_is_not_taken_for_stranded() -> None:
+    ari, clock = FakeAri(alive={CALL}), FakeClock()
+    stasis, desk, _, _ = build(ari, clock)
+    await stasis.sweep()
+    ari.alive.clear()  # gone by the second look (a hang-up a moment late)
+    await stasis.sweep()
+    assert stasis.sessions == {} and not ari.called("channels")
+
+
+class SlowHangup(FakeAri):
+    """Asterisk too busy to answer a hang-up in time, `slow` times."""
+
+    slow: int = 0
+
+    async def hangup(self, channel_id: str, reason: str = "normal") -> None:
+        await super().hangup(channel_id, reason)
+        if self.slow > 0:
+            self.slow -= 1
+            raise Unreachable("DELETE", f"/channels/{channel_id}", 0, "TimeoutError()")
+
+
+async def test_a_hang_up_the_pbx_was_slow_to_carry_out_is_asked_again() -> None:
+    """The operator ended the call; hanging the citizen up timed out twice (a burst). It is
+    asked again until done: the citizen is not left in our application after the end."""
+    ari, clock = SlowHangup(alive={CALL}), FakeClock()
+    stasis, _, _, sink = build(ari, clock)
+    stasis.on_event(citizen())
+    await settle()
+    stasis.on_event(answered_by_op1())
+    await settle()
+    ari.slow = 2
+    stasis.on_event(ChannelDestroyed(type="ChannelDestroyed", cause=16,
+                                     channel=Channel(id=f"{CALL}-op-op1-1")))
+    await settle()
+    # two timed out, the third was carried out
+    assert [c for c in ari.called("hangup") if c[1] == CALL] == [("hangup", CALL)] * 3
+    assert sink.types()[-1] == "ended"

@@ -13,6 +13,7 @@ import structlog
 
 from siaga112 import legs
 from siaga112.ari.client import AriError, channel_gone
+from siaga112.ari.retry import patiently
 from siaga112.model import CallEvent, CallEventType, CallState, Disposition
 from siaga112.wav import seconds_of_pcm_wav
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 HAND_BACK_BACKOFF_MAX = 2.0  # seconds between tries of a refused hand-back
+HANGUP_ATTEMPTS = 6  # a hang-up Asterisk does not answer in time is asked again (30 s)
 HAND_BACK_GIVE_UP = 120.0  # a channel Asterisk neither takes back nor reports gone (seconds)
 
 
@@ -154,10 +156,20 @@ class Ending:
     # -- small helpers ------------------------------------------------------------------------
 
     async def hangup_quietly(self, channel_id: str) -> None:
+        """Hang a leg up; gone already is fine. A PBX too busy to answer in time (a burst) is
+        asked again: a citizen whose hang-up was lost would stay in our application after
+        the call's end, in silence, with nobody handling them (seen in the 1000-caller
+        burst: 4 callers left so)."""
+        call = self.call
         try:
-            await self.call.deps.ari.hangup(channel_id)
-        except AriError:
-            pass
+            await patiently("hangup", lambda: call.deps.ari.hangup(channel_id),
+                            done=lambda: self._gone(channel_id), attempts=HANGUP_ATTEMPTS)
+        except AriError as exc:
+            if not channel_gone(exc):
+                log.critical("leg_not_hung_up", channel=channel_id, error=str(exc))
+
+    async def _gone(self, channel_id: str) -> bool:
+        return not await self.call.alive(channel_id)
 
     def _note_recording_later(self, size: int, looks: int) -> None:
         self.call.deps.after_end.later(
