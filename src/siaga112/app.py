@@ -51,7 +51,7 @@ from siaga112.records.writer import RecordWriter
 from siaga112.screening import Screening
 from siaga112.settings import AriSettings, Settings
 from siaga112.sinks import FanOut
-from siaga112.stasis import SWEEP_INTERVAL, Stasis
+from siaga112.stasis import Stasis
 from siaga112.supervision import Supervision
 from siaga112.supervisor import Supervisor
 
@@ -285,7 +285,7 @@ class Daemon:
         jobs.keep("supervision", self.supervision.run)
         jobs.every("holding-announcements", self.holding.interval, self.holding.announce)
         jobs.every("overflow", TICK, self.overflow.tick)
-        jobs.every("stranded-sweep", SWEEP_INTERVAL, self.stasis.sweep)
+        jobs.every("stranded-sweep", self.settings.ari.sweep_interval, self.stasis.sweep)
         jobs.every("dispatch-clock", self.settings.agency.overdue_check_interval,
                    self.clock.check_quietly, first_after=0)
         jobs.keep("agency-directory", lambda: keep_synced(

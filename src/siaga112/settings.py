@@ -65,6 +65,9 @@ class AriSettings(_Section):
     # A node whose events socket stays down this long is taken as dead: its calls are closed
     # as `dropped` (they went with the node; the callback list has them).
     node_lost_after: float = Field(default=5.0, gt=0, le=300)
+    # Seconds between two looks for callers in our application whom no session handles (a lost
+    # event, a hang-up never carried out): one seen at two looks in a row is taken in.
+    sweep_interval: float = Field(default=15.0, ge=1, le=3600)
     username: str = "siaga112"
     password: SecretStr = SecretStr(ARI_PASSWORD_PLACEHOLDER)  # refused by the daemon
     app: str = "siaga112"

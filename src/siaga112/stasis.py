@@ -45,7 +45,6 @@ from siaga112.model import CHOSEN_STATES, CallState, OperatorState
 log = structlog.get_logger(__name__)
 
 RESYNC_BUFFER_MAX = 10_000  # events held while a resync runs
-SWEEP_INTERVAL = 15.0  # s between two looks for callers in our application nobody handles
 TALK_DETECT_GLOBAL = "SIAGA112_TALK_DETECT"  # read by dialplan/extensions.conf [emergency]
 # Events the call path never reads, which Asterisk would otherwise send for every channel of
 # ours (measured at 40 calls/s: ChannelVarset alone 9 per call, from bridges and dialplan
@@ -354,7 +353,7 @@ class Stasis:
     # -- nobody left alone ------------------------------------------------------------------
 
     async def sweep(self) -> None:
-        """Every SWEEP_INTERVAL: a citizen in our application whom no session handles, at two
+        """Every ari.sweep_interval: a citizen in our application whom no session handles, at two
         looks in a row (a StasisStart lost, or a hang-up a saturated PBX never carried out:
         4 callers of a 1000-caller burst were left so, alone and in silence) is taken in by a
         resync, as after a restart: queued again, never hung up."""
