@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Coroutine
 from datetime import datetime
 from typing import Any
@@ -45,6 +46,8 @@ from siaga112.model import CHOSEN_STATES, CallState, OperatorState
 log = structlog.get_logger(__name__)
 
 RESYNC_BUFFER_MAX = 10_000  # events held while a resync runs
+CLOSED_GRACE = 60.0  # s after a session's end before its channel may count as stranded
+CLOSED_KEPT = 20_000  # ends remembered for that
 TALK_DETECT_GLOBAL = "SIAGA112_TALK_DETECT"  # read by dialplan/extensions.conf [emergency]
 # Events the call path never reads, which Asterisk would otherwise send for every channel of
 # ours (measured at 40 calls/s: ChannelVarset alone 9 per call, from bridges and dialplan
@@ -67,6 +70,7 @@ class Stasis:
         self._synced: set[str] = set()
         self._lost_timers: dict[str, asyncio.TimerHandle] = {}
         self._suspects: set[str] = set()  # citizens in our application with no session
+        self._closed_at: OrderedDict[str, float] = OrderedDict()  # call id -> its session's end
         self.sessions: dict[str, CallSession] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.accepting = True
@@ -138,6 +142,9 @@ class Stasis:
 
     def _closed(self, call_id: str) -> None:
         self.sessions.pop(call_id, None)
+        self._closed_at[call_id] = time.monotonic()
+        while len(self._closed_at) > CLOSED_KEPT:
+            self._closed_at.popitem(last=False)
 
     async def _opcode(self, ev: StasisStart) -> None:
         """A desk-phone code: the desk stores the state (PostgreSQL, operator_store.py)."""
@@ -353,25 +360,44 @@ class Stasis:
     # -- nobody left alone ------------------------------------------------------------------
 
     async def sweep(self) -> None:
-        """Every ari.sweep_interval: a citizen in our application whom no session handles, at two
-        looks in a row (a StasisStart lost, or a hang-up a saturated PBX never carried out:
-        4 callers of a 1000-caller burst were left so, alone and in silence) is taken in by a
-        resync, as after a restart: queued again, never hung up."""
+        """Every ari.sweep_interval: a citizen in Stasis in our application whom no session
+        handles, at two looks in a row (a StasisStart lost, or a hang-up a saturated PBX never
+        carried out: 4 callers of a 1000-caller burst were left so, alone and in silence), is
+        taken in as after a restart: queued again (or back with their operator), never hung
+        up. A call whose session ended less than CLOSED_GRACE ago is left to what its end
+        asked of Asterisk (a hang-up asked again, a hand-back a saturated PBX carries out
+        late: measured at more than 15 s in a burst)."""
         if self._resyncing or not self.accepting:
             return
+        ari, app = self._deps.ari, self._deps.settings.ari.app
         try:
-            app = await self._deps.ari.application(self._deps.settings.ari.app)
+            channels = {c.id: c for c in await ari.channels()}
         except AriError as exc:  # the PBX busy or away: the next look, or the reconnect's resync
             log.info("sweep_skipped", error=str(exc))
             return
-        orphans = {c for c in app.channel_ids
-                   if legs.parse(c).kind is legs.LegKind.CITIZEN and c not in self.sessions}
+        now = time.monotonic()
+        orphans = {cid for cid, c in channels.items()
+                   if cid not in self.sessions and _in_our_stasis(c, app)
+                   and now - self._closed_at.get(cid, -CLOSED_GRACE) >= CLOSED_GRACE}
         stranded, self._suspects = orphans & self._suspects, orphans
         if not stranded:
             return
         log.error("stranded_calls_taken_in", calls=len(stranded), first=sorted(stranded)[:5])
-        for node in sorted({self._node(c) or "" for c in stranded}):
-            await self.resync(node or None)
+        try:
+            bridges = await ari.bridges()
+        except AriError as exc:
+            log.info("sweep_skipped", error=str(exc))
+            return
+        bridge_of = {ch: b.id for b in bridges for ch in b.channels}
+        members = {b.id: b.channels for b in bridges}
+        for channel_id in sorted(stranded):
+            if channel_id in self.sessions:
+                continue
+            channel = channels[channel_id]
+            resume = self._resume_of(channel, bridge_of.get(channel_id), members, channels)
+            if resume is not None and resume.state is CallState.CONNECTED and resume.operator:
+                self._deps.desk.connected(resume.operator, channel_id)
+            self._open(channel, resume=resume, stasis_at=None)
 
     # -- a cluster's nodes -----------------------------------------------------------------------
 
@@ -461,6 +487,18 @@ class Stasis:
             await self._deps.ari.hangup(channel_id)
         except AriError:
             pass
+
+
+def _in_our_stasis(channel: Channel, app: str) -> bool:
+    """A citizen's channel in Stasis() in our application (not a desk-phone code, not a
+    callback's or supervisor's leg, not one back in the dialplan's queue)."""
+    dp = channel.dialplan
+    if dp is None or dp.app_name != "Stasis":
+        return False
+    if legs.parse(channel.id).kind is not legs.LegKind.CITIZEN:
+        return False
+    args = dp.app_data.split(",")
+    return args[0] == app and (len(args) < 2 or args[1] == "citizen")
 
 
 def _agency_leg_of(channel_id: str, call_id: str) -> bool:

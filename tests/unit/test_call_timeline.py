@@ -19,6 +19,7 @@ from siaga112.ari.models import (
     Channel,
     ChannelDestroyed,
     ChannelDtmfReceived,
+    DialplanCEP,
     Playback,
     PlaybackFinished,
     StasisStart,
@@ -240,7 +241,9 @@ async def test_the_operator_leg_vanishing_as_it_is_bridged_requeues_the_caller()
     stasis.on_event(StasisStart(type="StasisStart", args=["operator", CALL],
                                 channel=Channel(id=f"{CALL}-op-op1-1")))
     await settle()
-    assert stasis.sessions[CALL].state is CallState.QUEUED
+    # The caller keeps their place; op1 answered, so is at the desk: offered the call again.
+    assert stasis.sessions[CALL].state in (CallState.QUEUED, CallState.RINGING_OPERATOR)
+    assert operator(desk, "op1").state is not OperatorState.PAUSED
     assert "handed_back" not in sink.types()
 
 
@@ -520,31 +523,63 @@ async def test_arrival_to_an_operator_takes_four_ari_requests() -> None:
 
 async def test_a_caller_left_in_our_application_is_taken_in_at_the_second_look() -> None:
     """A citizen whose hang-up the PBX never carried out (or whose StasisStart was lost) sits
-    in our application with no session: the sweep sees them twice, 15 s apart, and a resync
-    takes them in: queued again, not hung up."""
-    class Stranded(FakeAri):
-        async def channels(self) -> list[Channel]:
-            self._call("channels")
-            return [citizen().channel.model_copy(update={"state": "Up"})]
-
-    ari, clock = Stranded(alive={CALL}), FakeClock()
+    in Stasis in our application with no session: the sweep sees them twice and takes them
+    in: queued again, not hung up."""
+    ari, clock = InStasis(alive={CALL}), FakeClock()
     stasis, desk, queue, _ = build(ari, clock)
     await logged_out(desk)
     await stasis.sweep()
-    assert stasis.sessions == {} and not ari.called("channels"), "one look is not enough"
+    assert stasis.sessions == {}, "one look is not enough"
     await stasis.sweep()
     await settle()
     assert stasis.sessions[CALL].state is CallState.QUEUED and queue.position(CALL) == 1
     assert not ari.called("hangup") and not ari.called("continue_in_dialplan")
 
 
+class InStasis(FakeAri):
+    """The PBX's channels: the citizen CALL in Stasis (app_data as given) while alive."""
+
+    app_data: str = "siaga112,citizen"
+    app_name: str = "Stasis"
+
+    async def channels(self) -> list[Channel]:
+        self._call("channels")
+        dialplan = DialplanCEP(context="emergency", exten="s", app_name=self.app_name,
+                               app_data=self.app_data)
+        return [citizen().channel.model_copy(update={"state": "Up", "dialplan": dialplan})
+                for _ in self.alive]
+
+
 async def test_a_caller_seen_once_is_not_taken_for_stranded() -> None:
-    ari, clock = FakeAri(alive={CALL}), FakeClock()
-    stasis, desk, _, _ = build(ari, clock)
+    ari, clock = InStasis(alive={CALL}), FakeClock()
+    stasis, _, _, _ = build(ari, clock)
     await stasis.sweep()
     ari.alive.clear()  # gone by the second look (a hang-up a moment late)
     await stasis.sweep()
-    assert stasis.sessions == {} and not ari.called("channels")
+    assert stasis.sessions == {}
+
+
+async def test_a_call_that_just_ended_is_left_to_its_end() -> None:
+    """Its session asked Asterisk for a hang-up or a hand-back a minute ago at most: a
+    saturated PBX carries that out late (seen: more than 15 s); not stranded yet."""
+    ari, clock = InStasis(alive={CALL}), FakeClock()
+    stasis, _, _, _ = build(ari, clock)
+    stasis._closed(CALL)
+    await stasis.sweep()
+    await stasis.sweep()
+    assert stasis.sessions == {}
+
+
+async def test_only_a_citizen_in_our_stasis_counts() -> None:
+    """Back in the dialplan's queue, or a desk phone's code: none of the sweep's business."""
+    for name, data in [("Queue", "siaga112-fallback"), ("Stasis", "siaga112,opcode,*11"),
+                       ("Stasis", "siaga112-callback,citizen")]:
+        ari, clock = InStasis(alive={CALL}), FakeClock()
+        ari.app_name, ari.app_data = name, data
+        stasis, _, _, _ = build(ari, clock)
+        await stasis.sweep()
+        await stasis.sweep()
+        assert stasis.sessions == {}, (name, data)
 
 
 class SlowHangup(FakeAri):
@@ -575,3 +610,32 @@ async def test_a_hang_up_the_pbx_was_slow_to_carry_out_is_asked_again() -> None:
     # two timed out, the third was carried out
     assert [c for c in ari.called("hangup") if c[1] == CALL] == [("hangup", CALL)] * 3
     assert sink.types()[-1] == "ended"
+
+
+class OperatorGoneAtBridge(FakeAri):
+    """The operator's phone hung up (its test phone talks 1 s) before the PBX, saturated,
+    made the call's bridge: the add finds the operator's channel gone."""
+
+    async def add_to_bridge(self, bridge_id: str, channel_id: Any, role: str | None = None,
+                            ) -> None:
+        await super().add_to_bridge(bridge_id, channel_id, role)
+        if bridge_id.startswith("siaga112-call-"):
+            self.alive.discard(f"{CALL}-op-op1-1")
+            raise AriError("POST", f"/bridges/{bridge_id}/addChannel", 400, "Channel not found")
+
+
+async def test_an_operator_who_answered_and_left_before_the_bridge_is_not_paused() -> None:
+    """Paused as 'gone' (a phone that does not answer), a 1000-caller burst paused all eight
+    operators in its first seconds and every caller overflowed to the fallback queue."""
+    ari, clock = OperatorGoneAtBridge(alive={CALL, f"{CALL}-op-op1-1"}), FakeClock()
+    stasis, desk, queue, sink = build(ari, clock)
+    stasis.on_event(citizen())
+    await settle()
+    stasis.on_event(answered_by_op1())
+    await settle()
+    assert operator(desk, "op1").state is not OperatorState.PAUSED
+    assert "operator_left" in sink.types() and "operator_no_answer" not in sink.types()
+    session = stasis.sessions[CALL]
+    # The caller keeps their place and is offered again (op2, then op1 again).
+    assert session.state in (CallState.QUEUED, CallState.RINGING_OPERATOR)
+    assert not ari.called("continue_in_dialplan")

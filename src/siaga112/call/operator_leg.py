@@ -42,6 +42,7 @@ class OperatorLeg:
     def __init__(self, call: CallSession) -> None:
         self.call = call
         self._attempt = 0
+        self.answered: str | None = None  # the operator leg that answered (bridging it now)
         self._codes = CodeReader()
         self.recall = Recall(call)
 
@@ -108,7 +109,9 @@ class OperatorLeg:
         elif isinstance(ev, ChannelDtmfReceived) and current:
             await self._dtmf(ev.digit)
         elif isinstance(ev, ChannelDestroyed) and current:
-            if call.state is CallState.RINGING_OPERATOR:
+            if call.state is CallState.RINGING_OPERATOR and channel_id == self.answered:
+                await self.left_before_bridge(leg.party)
+            elif call.state is CallState.RINGING_OPERATOR:
                 reason = "busy" if ev.cause == _BUSY else (
                     "no_answer" if ev.cause in _NO_ANSWER else "failed")
                 await self.missed(leg.party, f"{reason}:{ev.cause_txt or ev.cause}")
@@ -118,6 +121,7 @@ class OperatorLeg:
     async def _connect(self, channel_id: str, operator: str) -> None:
         call = self.call
         ari = call.deps.ari
+        self.answered = channel_id
         await call.waiting.stop_prompt()
         bridge_id = legs.call_bridge(call.call_id)
         # A PBX slow to answer (a burst) is asked again: the operator has answered and the
@@ -138,6 +142,20 @@ class OperatorLeg:
                   flags=call.flags)
         if call.deps.metrics is not None:
             call.deps.metrics.call_waited(waited)
+
+    async def left_before_bridge(self, operator: str) -> None:
+        """The operator answered and hung up before the call's bridge was made (a saturated
+        PBX can take seconds to make it). The phone did answer: the operator is at the desk
+        and free again, not paused (paused so, a 1000-caller burst paused all eight and sent
+        every caller to the fallback queue); the caller keeps their place."""
+        call = self.call
+        call.emit(CallEventType.OPERATOR_LEFT, operator=operator, before_bridge=True)
+        log.info("operator_left_before_bridge", operator=operator)
+        call.operator = None
+        call.operator_channel = None
+        self.answered = None
+        call.deps.desk.cancel_offer(operator, call.call_id)
+        call.waiting.requeue()
 
     async def left(self, operator: str) -> None:
         """The operator hung up. With an agency on the call (or being dialled) the citizen

@@ -201,7 +201,10 @@ class CallSession:
             return
         if self.state is CallState.RINGING_OPERATOR and self.operator is not None:
             if not await self.alive(self.operator_channel):
-                await self.operator_leg.missed(self.operator, "gone")
+                if self.operator_channel == self.operator_leg.answered:
+                    await self.operator_leg.left_before_bridge(self.operator)
+                else:
+                    await self.operator_leg.missed(self.operator, "gone")
 
     async def alive(self, channel_id: str | None) -> bool:
         if not channel_id:
