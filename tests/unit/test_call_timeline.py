@@ -24,6 +24,7 @@ from siaga112.ari.models import (
     PlaybackFinished,
     StasisStart,
 )
+from siaga112.ari.retry import ATTEMPTS
 from siaga112.call import CallDeps
 from siaga112.call.items import StopNow
 from siaga112.holding import HoldingBridge
@@ -421,7 +422,7 @@ async def test_a_holding_add_that_never_gets_through_hands_the_call_back() -> No
     ari.fail["add_to_bridge"] = Unreachable("POST", "/bridges/h/addChannel", 0, "TimeoutError()")
     stasis.on_event(citizen())
     await settle()
-    assert len(ari.called("add_to_bridge")) == 3  # tried, looked for, tried again: 3 times
+    assert len(ari.called("add_to_bridge")) == ATTEMPTS  # tried, looked for, tried again
     assert ari.called("continue_in_dialplan"), "fail open: the dialplan's queue takes it"
 
 

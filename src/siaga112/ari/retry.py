@@ -13,7 +13,7 @@ from siaga112.ari.client import Unreachable
 
 log = structlog.get_logger(__name__)
 
-ATTEMPTS = 3  # each waits up to ari.request_timeout
+ATTEMPTS = 6  # each waits up to ari.request_timeout (5 s): 30 s of a saturated PBX
 T = TypeVar("T")
 
 

@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 HAND_BACK_BACKOFF_MAX = 2.0  # seconds between tries of a refused hand-back
-HANGUP_ATTEMPTS = 6  # a hang-up Asterisk does not answer in time is asked again (30 s)
 HAND_BACK_GIVE_UP = 120.0  # a channel Asterisk neither takes back nor reports gone (seconds)
 
 
@@ -163,7 +162,7 @@ class Ending:
         call = self.call
         try:
             await patiently("hangup", lambda: call.deps.ari.hangup(channel_id),
-                            done=lambda: self._gone(channel_id), attempts=HANGUP_ATTEMPTS)
+                            done=lambda: self._gone(channel_id))
         except AriError as exc:
             if not channel_gone(exc):
                 log.critical("leg_not_hung_up", channel=channel_id, error=str(exc))
