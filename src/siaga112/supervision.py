@@ -312,6 +312,13 @@ class Supervision:
         call = self.call_of(request.operator)
         operator_channel = call.operator_channel
         assert operator_channel is not None  # call_of checked it
+        nodes = [n.name for n in self._settings.ari.nodes]
+        here, there = legs.node_of(channel_id, nodes), legs.node_of(call.call_id, nodes)
+        if here != there:
+            # A cluster: the proxy gave the supervisor's code to another node than the call's;
+            # no bridge spans two nodes (the API's supervision rings from the call's node).
+            raise Refused(f"{request.operator}'s call is on {there}, the phone reached {here}: "
+                          "supervise it through the API")
         sup = Active(channel_id, phone, request.mode, request.operator, call, by)
         if request.mode is Mode.BARGE:
             await self._ari.add_to_bridge(legs.call_bridge(call.call_id), channel_id)

@@ -228,6 +228,23 @@ async def test_refused_codes_touch_no_call(code: str, phone: str) -> None:
     assert [e["reason"] for e in logs if e["event"] == "supervision_refused"]
 
 
+async def test_a_cluster_refuses_a_code_that_reached_another_node_than_the_call() -> None:
+    """No bridge spans two nodes: the desk code is refused (the phone hears "unknown code")
+    and the log says why; on the call's own node it works."""
+    nodes = {"ari": {"nodes": [{"name": "node1", "url": "http://127.0.0.11:8088/ari"},
+                               {"name": "node2", "url": "http://127.0.0.12:8088/ari"}]}}
+    call = Call(call_id="node1-1700000000.7", operator_channel="node1-1700000000.7-op-op1-1")
+    ari = SupAri()
+    sup = Supervision(ari, Settings.model_validate(nodes), lambda: {call.call_id: call})
+    with capture_logs() as logs:
+        await sup._on_event(dialled("*5101", channel="node2-1700000001.9"))
+    assert ari.called("continue_in_dialplan") and not ari.called("snoop") and not call.emitted
+    [why] = [e["reason"] for e in logs if e["event"] == "supervision_refused"]
+    assert "node1" in why and "node2" in why
+    await sup._on_event(dialled("*5101", channel="node1-1700000001.9"))
+    assert ari.called("snoop") and call.emitted
+
+
 async def test_a_call_not_connected_cannot_be_supervised() -> None:
     call = Call(state=CallState.RINGING_OPERATOR)
     sup, ari = service(call)
