@@ -26,8 +26,8 @@ import pytest
 from siaga112.ari.client import AriClient
 from siaga112.records.listen import asyncpg_dsn
 from tests.conftest import ari_settings, reset_pbx, wait_for
-from tests.integration.pbx_view import at_least, bridged_calls, holding_count
-from tests.integration.phones import LANDLINE, MOBILE, invites, mobile_number
+from tests.integration.pbx_view import connected_and_waiting
+from tests.integration.phones import MOBILE, invites, mobile_number
 from tests.integration.test_restart import DaemonProcess, log_events, write_config
 
 pytestmark = pytest.mark.integration
@@ -117,14 +117,8 @@ async def test_standby_takes_over_after_kill_9(stack, phones, tmp_path: Path) ->
         assert standby_ready["role"] == "standby" and standby_ready["ready"] is False
         assert standby_ready["ari"] is False  # a standby does not even connect to ARI
 
-        op1 = await phones.operator(1, ring=0.2, talk=None)  # stays on the call
-        connected = await phones.citizen(mobile_number(), MOBILE, hold=14.0)
         async with AriClient(ari_settings()) as ari:
-            first_bridge = (await wait_for(lambda: bridged_calls(ari), 10,
-                                           "the first call connected"))[0]
-            waiting = [await phones.citizen(mobile_number(), LANDLINE, hold=None)
-                       for _ in range(2)]
-            await wait_for(lambda: at_least(holding_count(ari), 2), 10, "two callers waiting")
+            op1, connected, first_bridge, waiting = await connected_and_waiting(phones, ari)
             killed = time.monotonic()
             a.kill9()
             await wait_for(lambda: log_events(b.log, "resynced"), 15, "daemon b took back")

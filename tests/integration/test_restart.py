@@ -15,8 +15,7 @@ import pytest
 from siaga112 import procs
 from siaga112.ari.client import AriClient
 from tests.conftest import ari_settings, reset_pbx, set_choices, wait_for
-from tests.integration.pbx_view import at_least, bridged_calls, holding_count
-from tests.integration.phones import LANDLINE, MOBILE, mobile_number
+from tests.integration.pbx_view import connected_and_waiting, holding_count
 
 pytestmark = pytest.mark.integration
 
@@ -85,14 +84,8 @@ async def test_kill_9_loses_no_call(stack, phones, tmp_path: Path) -> None:
     daemon.start()
     try:
         await wait_for(lambda: log_events(daemon.log, "resynced"), 20, "the daemon up")
-        op1 = await phones.operator(1, ring=0.2, talk=None)  # stays on the call
-        connected = await phones.citizen(mobile_number(), MOBILE, hold=14.0)
         async with AriClient(ari_settings()) as ari:
-            first_bridge = (await wait_for(lambda: bridged_calls(ari), 10,
-                                           "the first call connected"))[0]
-            waiting = [await phones.citizen(mobile_number(), LANDLINE, hold=None)
-                       for _ in range(2)]
-            await wait_for(lambda: at_least(holding_count(ari), 2), 10, "two callers waiting")
+            op1, connected, first_bridge, waiting = await connected_and_waiting(phones, ari)
             daemon.kill9()
             # With the daemon gone, the calls stay as they are in Asterisk.
             await asyncio.sleep(1.0)
