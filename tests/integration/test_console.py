@@ -6,6 +6,7 @@ move; refusals shown to the user. Screenshots of both views go to var/screenshot
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ import aiohttp
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from siaga112.model import CallEvent, CallEventType
+from siaga112.model import CallEvent, CallEventType, OperatorState
 from siaga112.records.apply import store
 from tests.conftest import STATE, wait_for
 from tests.integration.phones import MOBILE, e164, logged, mobile_number
@@ -155,8 +156,13 @@ async def test_operator_card_agency_marks_and_note(daemon_factory, phones, page)
     assert any(e.type == "agency_joined" and e.data["agency"] == "01" for e in detail.events)
     # Wrap-up: the card stays, the call ended, marks still go to the record.
     await expect(card).to_have_attribute("data-state", "ended", timeout=10_000)
-    # A pause with its reason, as *13 does.
+    # A pause with its reason, as *13 does. Another desk changes while op1 types: the view is
+    # drawn again (every operators' event does that), and what op1 typed must stay.
     await page.fill("#pause-reason", "istirahat")
+    for state in (OperatorState.PAUSED, OperatorState.LOGGED_OUT):  # a change, whatever op2 was
+        daemon.desk.choose("op2", state, "test", persist=False)
+        await asyncio.sleep(0.3)  # the event's way: 50 ms coalescing, then server-sent events
+    await expect(page.locator("#pause-reason")).to_have_value("istirahat")
     await page.get_by_role("button", name="Jeda", exact=True).click()
     await expect(page.locator("#desk-state")).to_contain_text("Jeda (istirahat)")
     op = next(o for o in daemon.desk.snapshot() if o.operator == "op1")

@@ -15,6 +15,10 @@ export class OperatorView {
     this.refreshing = null;
     this.again = false;
     this.stateEl = h("section", { id: "desk-state", class: "panel" });
+    // One input for the whole session: the state is drawn again at every operators' event
+    // (any desk's change), and a new input would drop what the operator is typing.
+    this.reasonEl = h("input", { id: "pause-reason", placeholder: t("pause_reason"),
+                                 maxlength: 200 });
     this.cardEl = h("section", { id: "card", class: "panel" }, t("no_call"));
     this.el = h("div", { class: "operator" }, this.stateEl, this.cardEl);
     this.renderState();
@@ -39,8 +43,7 @@ export class OperatorView {
   renderState() {
     const op = this.myDesk();
     const act = this.ctx.me.may_act;
-    const reason = h("input", { id: "pause-reason", placeholder: t("pause_reason"),
-                                maxlength: 200 });
+    const reason = this.reasonEl;
     const set = (state) => async () => {
       const body = { state };
       if (state === "paused" && reason.value.trim()) body.reason = reason.value.trim();
