@@ -7,7 +7,7 @@ API serves ``render()`` at /metrics with ``CONTENT_TYPE``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Protocol, TypedDict
+from typing import Any, Protocol, TypedDict
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -122,9 +122,15 @@ class Metrics:
         self._ari_events = Counter(
             "ari_events", "ARI events received on the websocket, by type.", ["type"], **kw
         )
-        self._ari_event_types: set[str] = set()
+        # The labelled children, looked up once: prometheus_client's labels() takes a lock
+        # and builds a key on every call (an ARI request and an ARI event each).
+        self._ari_event_children: dict[str, Any] = {}
+        self._ari_request_children: dict[str, Any] = {}
         self._journal_backlog = Gauge(
             "journal_backlog", "Records in the local journal not yet in PostgreSQL.", **kw
+        )
+        self._mqtt_pending = Gauge(
+            "mqtt_pending", "MQTT events and state snapshots not yet published.", **kw
         )
         self._mqtt_dropped = Counter(
             "mqtt_dropped", "MQTT events dropped because the buffer was full.", **kw
@@ -151,7 +157,12 @@ class Metrics:
         self._wait.observe(seconds)
 
     def ari_request(self, method: str, seconds: float) -> None:
-        self._ari_request.labels(method=method.upper()).observe(seconds)
+        child = self._ari_request_children.get(method)
+        if child is None:
+            child = self._ari_request.labels(method=method.upper())
+            if len(self._ari_request_children) < ARI_EVENT_TYPES_MAX:
+                self._ari_request_children[method] = child
+        child.observe(seconds)
 
     def ari_reconnected(self) -> None:
         self._ari_reconnects.inc()
@@ -159,17 +170,23 @@ class Metrics:
     def ari_event(self, type_: str) -> None:
         """Count one event. The type comes from outside: at most ARI_EVENT_TYPES_MAX distinct
         labels of plain letters; anything else is counted as "other"."""
-        if type_ not in self._ari_event_types:
-            if len(self._ari_event_types) >= ARI_EVENT_TYPES_MAX or not (
+        child = self._ari_event_children.get(type_)
+        if child is None:
+            if len(self._ari_event_children) >= ARI_EVENT_TYPES_MAX or not (
                     type_.isascii() and type_.isalpha() and len(type_) <= 64):
                 type_ = "other"
-            else:
-                self._ari_event_types.add(type_)
-        self._ari_events.labels(type=type_).inc()
+            child = self._ari_events.labels(type=type_)
+            if type_ != "other":
+                self._ari_event_children[type_] = child
+        child.inc()
 
     def watch_journal_backlog(self, backlog: Callable[[], float]) -> None:
         """Read the journal's backlog at each scrape from this callback."""
         self._journal_backlog.set_function(backlog)
+
+    def watch_mqtt_pending(self, pending: Callable[[], float]) -> None:
+        """Read the MQTT out-buffer's length at each scrape from this callback."""
+        self._mqtt_pending.set_function(pending)
 
     def watch_records(self, source: RecordsState) -> None:
         """Read dropped, quarantined, journal bytes and problems from source at each scrape."""

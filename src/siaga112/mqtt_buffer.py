@@ -32,7 +32,9 @@ class Topics:
         self.prefix = prefix.rstrip("/")
         self.status = f"{self.prefix}/status"
         self.queue = f"{self.prefix}/queue"
-        self.all_calls = f"{self.prefix}/events/calls"
+        # Every call's events: a subscription filter (each event is published once, on its
+        # call's topic).
+        self.all_calls = f"{self.prefix}/calls/+/events"
         self.operator_events = f"{self.prefix}/events/operators"
         self.team_moving = f"{self.prefix}/agencies/+/moving"
         self.leadership = f"{self.prefix}/events/leadership"  # HA: a daemon became active, ...

@@ -19,6 +19,7 @@ Call the emit methods from the event loop's thread (the call path is asyncio).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -56,6 +57,12 @@ AGENCY_EVENTS = frozenset(
 DROP_LOG_INTERVAL = 5.0  # seconds between two "dropped" log lines
 PUBLISH_WINDOW = 20  # messages in flight at once (paho's default max_inflight_messages)
 LOGGED = 200  # characters of a refused value or payload put in a log line
+
+def _stand_in(call_id: str) -> str:
+    """A topic level for a call id that cannot be one: stable for the same id."""
+    digest = hashlib.sha256(call_id.encode("utf-8", "backslashreplace")).hexdigest()[:16]
+    return f"invalid-{digest}"
+
 
 TeamMovingCallback = Callable[[str, dict[str, Any]], Awaitable[None]]
 
@@ -133,12 +140,17 @@ class MqttNotifier:
     # -- emit (synchronous, never blocks) ---------------------------------------------------
 
     def call_event(self, event: CallEvent) -> None:
+        """On the call's own topic only: `{p}/calls/+/events` is every call's (docs/mqtt.md).
+        A second copy of each event on one all-calls topic was half of what the daemon spent on
+        MQTT; a subscriber's wildcard gives the same stream."""
         payload = event.model_dump_json().encode()
-        messages = [Message(self.topics.all_calls, payload)]
         if _segment_ok(event.call_id):
-            messages.insert(0, Message(self.topics.call(event.call_id), payload))
-        else:
-            log.error("mqtt_bad_topic_level", call_id=event.call_id[:LOGGED], event_type=event.type)
+            topic = self.topics.call(event.call_id)
+        else:  # still on the all-calls wildcard, under a stand-in that is one topic level
+            topic = self.topics.call(_stand_in(event.call_id))
+            log.error("mqtt_bad_topic_level", call_id=event.call_id[:LOGGED], event_type=event.type,
+                      topic=topic)
+        messages = [Message(topic, payload)]
         # An OVERDUE of kind "complaint" concerns the centre, not an agency: no agency topic.
         if event.type in AGENCY_EVENTS and event.data.get("agency") is not None:
             code = str(event.data["agency"])

@@ -233,7 +233,7 @@ async def test_poisoned_mqtt_payloads_are_refused_and_the_feed_flows(
     ]
     async with aiomqtt.Client("127.0.0.1", 1883,
                               identifier=f"poison-{uuid.uuid4().hex}") as client:
-        await client.subscribe(f"{prefix}/events/calls", qos=1)
+        await client.subscribe(f"{prefix}/calls/+/events", qos=1)
         feed: list[dict[str, Any]] = []
 
         async def read() -> None:

@@ -76,7 +76,7 @@ async def test_star9_calls_back_the_oldest_open_callback(daemon_factory, phones,
     daemon = await daemon_factory(logged_in=[])
     p = daemon.settings.mqtt.topic_prefix
     await mqtt_settled(daemon)
-    events = await tap(f"{p}/events/calls")
+    events = await tap(f"{p}/calls/+/events")
     number, call_id = await abandoned_call(daemon, phones)
     entry = await listed(http, call_id)
     assert (entry["caller"], entry["trunk"], entry["attempts"]) == (
@@ -130,7 +130,7 @@ async def test_star9_calls_back_the_oldest_open_callback(daemon_factory, phones,
         "called_back", cb.call_id, 1)
 
     await mqtt_settled(daemon)
-    steps = events.call_events(f"{p}/events/calls", cb.call_id)
+    steps = events.call_events(f"{p}/calls/+/events", cb.call_id)
     assert [e.type.value for e in steps] == ["arrived", "connected", "ended", "recording"]
     assert steps[0].data["direction"] == "outbound" and steps[0].data["callback_of"] == call_id
     ended = steps[2].data

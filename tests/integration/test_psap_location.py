@@ -66,7 +66,7 @@ async def test_pidf_lo_by_value_then_aml_reach_record_mqtt_and_api(
     daemon = await daemon_factory(logged_in=[], api={"tokens": TOKENS})
     p = daemon.settings.mqtt.topic_prefix
     await mqtt_settled(daemon)
-    events = await tap(f"{p}/events/calls")
+    events = await tap(f"{p}/calls/+/events")
     number = mobile_number()
     citizen = pidf_citizen(tmp_path / "citizen", number, 5201, "<cid:loc-1@carrier.example>")
     await citizen.start()
@@ -108,7 +108,7 @@ async def test_pidf_lo_by_value_then_aml_reach_record_mqtt_and_api(
         assert sorted(sources) == ["aml", "network"]
 
         await mqtt_settled(daemon)
-        on_mqtt = [e for e in events.call_events(f"{p}/events/calls", call_id)
+        on_mqtt = [e for e in events.call_events(f"{p}/calls/+/events", call_id)
                    if e.type.value == "location"]
         assert sorted(e.data["source"] for e in on_mqtt) == ["aml", "network"]
         network = next(e for e in on_mqtt if e.data["source"] == "network")

@@ -23,6 +23,7 @@ def test_render_holds_every_metric_with_its_values() -> None:
     m.ari_request("post", 0.003)
     m.ari_reconnected()
     m.watch_journal_backlog(lambda: 42)
+    m.watch_mqtt_pending(lambda: 9)
     m.mqtt_dropped(5)
     m.operators({OperatorState.AVAILABLE: 2, OperatorState.ON_CALL: 1})
     m.call_answered(0.02)
@@ -36,6 +37,7 @@ def test_render_holds_every_metric_with_its_values() -> None:
     assert s[("siaga112_ari_request_seconds_count", (("method", "POST"),))] == 1
     assert s[("siaga112_ari_reconnects_total", ())] == 1
     assert s[("siaga112_journal_backlog", ())] == 42
+    assert s[("siaga112_mqtt_pending", ())] == 9
     assert s[("siaga112_mqtt_dropped_total", ())] == 5
     assert s[("siaga112_operators", (("state", "available"),))] == 2
     assert s[("siaga112_operators", (("state", "on_call"),))] == 1

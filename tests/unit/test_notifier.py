@@ -61,16 +61,17 @@ def test_remove_spares_what_was_superseded_while_in_flight() -> None:
     assert [e.messages[0].payload for e in b.head(10)] == [b"2"]
 
 
-def test_call_event_goes_to_its_call_the_stream_and_its_agency() -> None:
+def test_call_event_goes_to_its_call_once_and_to_its_agency() -> None:
     n = MqttNotifier(MqttSettings(topic_prefix="p"))
     n.call_event(CallEvent(call_id="c1", seq=1, type=CallEventType.QUEUED))
     n.call_event(
         CallEvent(call_id="c1", seq=2, type=CallEventType.AGENCY_JOINED, data={"agency": "02"})
     )
     assert topics_of(n._buffer) == [
-        ["p/calls/c1/events", "p/events/calls"],
-        ["p/calls/c1/events", "p/events/calls", "p/agencies/02/dispatches"],
+        ["p/calls/c1/events"],
+        ["p/calls/c1/events", "p/agencies/02/dispatches"],
     ]
+    assert n.topics.all_calls == "p/calls/+/events"  # what subscribes to every call
 
 
 def test_state_and_operator_topics() -> None:
@@ -88,10 +89,18 @@ def test_state_and_operator_topics() -> None:
     ]
 
 
-def test_a_call_id_that_is_no_topic_level_still_reaches_the_stream() -> None:
+def test_a_call_id_that_is_no_topic_level_still_reaches_the_all_calls_stream() -> None:
     n = MqttNotifier(MqttSettings(topic_prefix="p"))
-    n.call_event(CallEvent(call_id="a/b+", seq=1, type=CallEventType.QUEUED))
-    assert topics_of(n._buffer) == [["p/events/calls"]]
+    with capture_logs() as logs:
+        n.call_event(CallEvent(call_id="a/b+", seq=1, type=CallEventType.QUEUED))
+        n.call_event(CallEvent(call_id="a/b+", seq=2, type=CallEventType.ENDED))
+        n.call_event(CallEvent(call_id="a/b#", seq=1, type=CallEventType.QUEUED))
+    first, second, other = topics_of(n._buffer)
+    assert first == second and first != other  # one stand-in per call id, the same each time
+    prefix, level, suffix = first[0].split("/")[0], first[0].split("/")[2], first[0].split("/")[3:]
+    assert (prefix, first[0].split("/")[1], suffix) == ("p", "calls", ["events"])
+    assert level.startswith("invalid-") and "+" not in level and "#" not in level
+    assert [e["event"] for e in logs] == ["mqtt_bad_topic_level"] * 3
 
 
 def test_agency_of_moving_topic() -> None:
@@ -119,7 +128,7 @@ def test_both_notifiers_are_event_sinks() -> None:
 def test_an_agency_event_without_an_agency_code_still_reaches_the_call_topics() -> None:
     n = MqttNotifier(MqttSettings(topic_prefix="p"))
     n.call_event(CallEvent(call_id="c1", seq=1, type=CallEventType.OVERDUE, data={}))
-    assert topics_of(n._buffer) == [["p/calls/c1/events", "p/events/calls"]]
+    assert topics_of(n._buffer) == [["p/calls/c1/events"]]
 
 
 def test_a_complaint_overdue_has_no_agency_topic_and_is_no_error() -> None:
@@ -129,10 +138,7 @@ def test_a_complaint_overdue_has_no_agency_topic_and_is_no_error() -> None:
                                data={"kind": "complaint", "complaint_id": 7}))
         n.call_event(CallEvent(call_id="c1", seq=0, type=CallEventType.OVERDUE,
                                data={"kind": "moving", "agency": "0/1"}))
-    assert topics_of(n._buffer) == [
-        ["p/calls/c1/events", "p/events/calls"],
-        ["p/calls/c1/events", "p/events/calls"],
-    ]
+    assert topics_of(n._buffer) == [["p/calls/c1/events"], ["p/calls/c1/events"]]
     assert [e["event"] for e in logs] == ["mqtt_bad_agency_code"]  # only the bad code
 
 

@@ -201,6 +201,7 @@ class MetricsSummary(BaseModel):
     ari_reconnects: float = 0
     journal_backlog: float = 0
     mqtt_dropped: float = 0
+    mqtt_pending: float = 0  # still to publish when the run's last figures were taken
     cpu_seconds: float = 0
     resident_mb: float = 0
 
@@ -275,6 +276,7 @@ def summarise_metrics(before: Scrape, after: Scrape, queue_max: float = 0) -> Me
         journal_backlog=after.value(ns + "journal_backlog"),
         mqtt_dropped=after.total(ns + "mqtt_dropped_total")
         - before.total(ns + "mqtt_dropped_total"),
+        mqtt_pending=after.value(ns + "mqtt_pending"),
         cpu_seconds=round(after.value("process_cpu_seconds_total")
                           - before.value("process_cpu_seconds_total"), 2),
         resident_mb=round(after.value("process_resident_memory_bytes") / 2**20, 1),
@@ -458,7 +460,8 @@ def render(report: LoadReport) -> str:
             f"answer latency ms {m.answer_latency_ms}; wait s {m.wait_seconds}; queue max "
             f"{m.queue_length_max:.0f}; ARI requests {m.ari_requests:.0f}, reconnects "
             f"{m.ari_reconnects:.0f}; journal backlog {m.journal_backlog:.0f}; MQTT dropped "
-            f"{m.mqtt_dropped:.0f}; daemon CPU {m.cpu_seconds:.1f} s, RSS {m.resident_mb} MB"
+            f"{m.mqtt_dropped:.0f}, still to publish {m.mqtt_pending:.0f}; daemon CPU "
+            f"{m.cpu_seconds:.1f} s, RSS {m.resident_mb} MB"
         )
         if m.ari_events:
             top = sorted(m.ari_events.items(), key=lambda kv: -kv[1])
