@@ -3,8 +3,8 @@ ringing the desk phones (trunk-bench, 127.0.0.4 -> Queue(siaga112-fallback)), an
 daemon's full path (the mobile and landline trunks -> Stasis -> the daemon), one after the other
 in one run on the same desk phones, printed side by side with their ratio.
 
-Three parts: rate steps (the highest rate with no failed call, per path), a burst (200 callers
-within a few seconds on 8 operators) and a blocked-number flood (a prank dialer on a blocked
+Three parts: rate steps (the highest rate with no failed call, per path), a burst (1000 callers
+at 100 a second on 8 operators) and a blocked-number flood (a prank dialer on a blocked
 number at the highest rate the PBX took, beside genuine callers: the daemon sheds the flood).
 """
 
