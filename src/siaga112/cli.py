@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import sys
 
@@ -34,6 +35,22 @@ def _daemon_settings(args: argparse.Namespace):  # noqa: ANN202
         raise SystemExit(2) from None
 
 
+# The cyclic collector's first threshold (CPython's default is 700 allocations). Measured with
+# gc.callbacks over 20 s of 40 calls/s (800 calls): the defaults spent 0.19 s of 5.6 s of CPU
+# collecting (510 young, 46 middle, 4 full collections); with the heap as imported frozen and
+# these thresholds, 0.017 s (2 young). Garbage cycles live a little longer: RSS after the run
+# 105 MB, against 92 and 108 MB in two runs with the defaults.
+GC_THRESHOLDS = (20_000, 50, 100)
+
+
+def _long_lived_heap() -> None:
+    """What the imports made lives as long as the process: out of the collector's sight
+    (gc.freeze), and collections far apart."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def _run(args: argparse.Namespace) -> int:
     from siaga112 import logs, procs
     from siaga112.app import Daemon
@@ -43,6 +60,7 @@ def _run(args: argparse.Namespace) -> int:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     pidfile = settings.state_dir / "siaga112.pid"
     procs.write_pidfile(pidfile, os.getpid())
+    _long_lived_heap()
 
     async def main() -> int:
         daemon = Daemon(settings)
