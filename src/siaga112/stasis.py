@@ -262,17 +262,7 @@ class Stasis:
                     log.info("resync_orphan_leg", channel=channel_id)
                     await self._hangup(channel_id)
                 continue
-            resume = self._resume_of(channel, bridge_of.get(channel_id), members, channels)
-            if resume is None:
-                # In our application but in no bridge: the daemon died as the call arrived
-                # (StasisStart received, the caller not queued yet). It arrives now, afresh;
-                # left alone it would wait in Stasis with nobody handling it.
-                log.info("resync_arrival", channel=channel_id, state=channel.state)
-                opened.append(self._open(channel, resume=None, stasis_at=None))
-                continue
-            if resume.state is CallState.CONNECTED and resume.operator:
-                desk.connected(resume.operator, channel_id)  # busy before anyone is offered
-            opened.append(self._open(channel, resume=resume, stasis_at=None))
+            opened.append(self._take_in(channel, bridge_of, members, channels))
         if opened:
             await asyncio.wait([asyncio.ensure_future(s.taken_back.wait()) for s in opened],
                                timeout=10)
@@ -393,11 +383,22 @@ class Stasis:
         for channel_id in sorted(stranded):
             if channel_id in self.sessions:
                 continue
-            channel = channels[channel_id]
-            resume = self._resume_of(channel, bridge_of.get(channel_id), members, channels)
-            if resume is not None and resume.state is CallState.CONNECTED and resume.operator:
-                self._deps.desk.connected(resume.operator, channel_id)
-            self._open(channel, resume=resume, stasis_at=None)
+            self._take_in(channels[channel_id], bridge_of, members, channels)
+
+    def _take_in(self, channel: Channel, bridge_of: dict[str, str],
+                 members: dict[str, list[str]], channels: dict[str, Channel]) -> CallSession:
+        """A citizen in our application whom no session handles (resync, sweep): back with
+        their operator when the bridges say they were connected, else queued again where
+        they were, or arriving afresh when in no bridge at all."""
+        resume = self._resume_of(channel, bridge_of.get(channel.id), members, channels)
+        if resume is None:
+            # In our application but in no bridge: the daemon died (or the StasisStart was
+            # lost) as the call arrived. It arrives now, afresh; left alone it would wait in
+            # Stasis with nobody handling it.
+            log.info("resync_arrival", channel=channel.id, state=channel.state)
+        elif resume.state is CallState.CONNECTED and resume.operator:
+            self._deps.desk.connected(resume.operator, channel.id)  # busy before any offer
+        return self._open(channel, resume=resume, stasis_at=None)
 
     # -- a cluster's nodes -----------------------------------------------------------------------
 
