@@ -249,7 +249,14 @@ async def run_load(plan: LoadPlan, ctx: RunContext) -> rp.LoadReport:
             f"{g.name} {g.calls} calls at {g.rate:g}/s, hold "
             f"{'until hung up' if g.hold is None else f'{g.hold:g} s'}" for g in plan.groups))
         callers = await start_callers(plan.groups, root, pcaps, ctx.remote, plan.audio_seconds)
-        await _wait_callers(plan, ctx, callers, start_mono, queue)
+        try:
+            await _wait_callers(plan, ctx, callers, start_mono, queue)
+        except BaseException:
+            # Stopped (Ctrl-C, a signal, a fault): the callers' SIPp run in their own sessions,
+            # so the terminal's signal does not reach them; without this they went on calling.
+            await asyncio.gather(*(c.run.stop(grace=1.0) for c in callers),
+                                 return_exceptions=True)
+            raise
         end = time.time()
         left = await _drain(ctx.settings, ctx.drain_seconds)
     notes = list(ctx.extra_notes)
