@@ -7,6 +7,7 @@ caller's session does the ringing (session.py) and tells the queue how it went.
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,9 +59,12 @@ class CallQueue:
     def __contains__(self, call_id: str) -> bool:
         return call_id in self._waiting
 
-    def snapshot(self) -> QueueSnapshot:
-        entries = [w.entry() for w in sorted(self._waiting.values(), key=Waiter.key)]
-        return QueueSnapshot(length=len(entries), entries=entries)
+    def snapshot(self, limit: int | None = None) -> QueueSnapshot:
+        """The queue in order; with limit, only its first `limit` entries (length is all)."""
+        waiting = self._waiting.values()
+        ordered = (sorted(waiting, key=Waiter.key) if limit is None
+                   else heapq.nsmallest(limit, waiting, key=Waiter.key))
+        return QueueSnapshot(length=len(self._waiting), entries=[w.entry() for w in ordered])
 
     def position(self, call_id: str) -> int | None:
         ordered = sorted(self._waiting.values(), key=Waiter.key)
