@@ -98,7 +98,7 @@ class Daemon:
             if settings.mqtt.enabled
             else NullNotifier()
         )
-        self.metrics.watch_mqtt_pending(lambda: float(getattr(self.notifier, "pending", 0)))
+        self.metrics.watch_mqtt_pending(lambda: float(self.notifier.pending))
         self.live = LiveFeed()  # the web console's live events (api/live.py)
         self.sink = FanOut([self.writer, self.notifier, self.live])
         # Callers' locations (location/): read from the PBX as a call arrives, and AML matched

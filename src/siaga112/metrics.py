@@ -158,10 +158,9 @@ class Metrics:
 
     def ari_request(self, method: str, seconds: float) -> None:
         child = self._ari_request_children.get(method)
-        if child is None:
-            child = self._ari_request.labels(method=method.upper())
-            if len(self._ari_request_children) < ARI_EVENT_TYPES_MAX:
-                self._ari_request_children[method] = child
+        if child is None:  # the methods are our own code's few (GET, POST, PUT, DELETE)
+            child = self._ari_request_children[method] = self._ari_request.labels(
+                method=method.upper())
         child.observe(seconds)
 
     def ari_reconnected(self) -> None:

@@ -76,6 +76,7 @@ class NullNotifier:
     """Publishes nowhere: the notifier when MQTT is not configured (mqtt.enabled = false)."""
 
     dropped = 0
+    pending = 0
 
     def call_event(self, event: CallEvent) -> None:
         pass

@@ -43,7 +43,6 @@ log = structlog.get_logger(__name__)
 
 _CALL = b"c"
 _OPERATOR = b"o"
-_CALL_HEAD = b'{"k":"c","e":'
 
 # Problems (``RecordWriter.problems``): each means records are at risk until it clears.
 JOURNAL_FULL = "journal_full"
@@ -53,6 +52,14 @@ JOURNAL_SYNC_FAILED = "journal_sync_failed"
 QUARANTINE_UNWRITABLE = "quarantine_unwritable"
 
 Item = tuple[bytes, CallEvent | OperatorEvent]  # the journal line and its event
+
+
+def _head(kind: bytes) -> bytes:
+    """A journal line up to its event's JSON: {"k":"<kind>","e":<event>}."""
+    return b'{"k":"' + kind + b'","e":'
+
+
+_CALL_HEAD = _head(_CALL)
 
 
 class RecordWriter:
@@ -134,7 +141,7 @@ class RecordWriter:
 
     @staticmethod
     def _line(kind: bytes, event: CallEvent | OperatorEvent) -> bytes:
-        return b'{"k":"' + kind + b'","e":' + event.model_dump_json().encode() + b"}"
+        return _head(kind) + event.model_dump_json().encode() + b"}"
 
     def _append(self, kind: bytes, event: CallEvent | OperatorEvent) -> None:
         try:

@@ -154,26 +154,26 @@ async def _wait_at_rest(ctx: RunContext) -> str | None:
     A run that starts on a PBX still busy with the last one measures both."""
     start = time.monotonic()
     said = False
-    while True:
-        channels: int | None = None
-        try:
-            async with AriClient(ctx.settings.ari) as ari:
+    async with AriClient(ctx.settings.ari) as ari:
+        while True:
+            channels: int | None = None
+            try:
                 channels = len(await ari.channels())
-        except AriError as exc:
-            log.warning("rest_check_failed", error=str(exc)[:200])
-        busy = await _cpu_share(ctx.pbx_pid, REST_POLL)
-        if channels == 0 and (busy is None or busy < REST_CPU):
-            if said:
-                ctx.say(f"  the PBX is at rest after {time.monotonic() - start:.0f} s")
-            return None
-        state = (f"{'?' if channels is None else channels} channels"
-                 + ("" if busy is None else f", {100 * busy:.0f}% of a core"))
-        if time.monotonic() - start >= ctx.rest_seconds:
-            return state
-        if not said:
-            ctx.say(f"  waiting for the PBX to be at rest ({state})")
-            said = True
-        await asyncio.sleep(REST_POLL)
+            except AriError as exc:
+                log.warning("rest_check_failed", error=str(exc)[:200])
+            busy = await _cpu_share(ctx.pbx_pid, REST_POLL)
+            if channels == 0 and (busy is None or busy < REST_CPU):
+                if said:
+                    ctx.say(f"  the PBX is at rest after {time.monotonic() - start:.0f} s")
+                return None
+            state = (f"{'?' if channels is None else channels} channels"
+                     + ("" if busy is None else f", {100 * busy:.0f}% of a core"))
+            if time.monotonic() - start >= ctx.rest_seconds:
+                return state
+            if not said:
+                ctx.say(f"  waiting for the PBX to be at rest ({state})")
+                said = True
+            await asyncio.sleep(REST_POLL)
 
 
 async def _cpu_share(pid: int | None, seconds: float) -> float | None:
