@@ -132,13 +132,13 @@ async def test_operator_code_puts_agency_on_the_call_with_both(daemon_factory, p
     prompts = played(daemon)
     agency = await phones.agency("01", ring=0.2)
     op1, citizen, call_id = await citizen_with_operator(daemon, phones, code="*201",
-                                                        op_talk=None, hold=8.0)
+                                                        op_talk=None, hold=12.0)
     session = daemon.stasis.sessions[call_id]
     operator_channel = session.operator_channel
     channel = await joined(session, "01")
     await bridge_holds(call_id, {call_id, operator_channel, channel},
                        "citizen, operator and agency in the call's bridge")
-    assert (await citizen.wait(15)).ok
+    assert (await citizen.wait(20)).ok
     invites = (await agency.wait(10)).events("invite")
     assert [i["caller"] for i in invites] == [e164(citizen.config.keys["caller"])], (
         "the duty line must show the citizen's number")
