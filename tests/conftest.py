@@ -162,7 +162,7 @@ async def reset_pbx(logged_in: list[str]) -> None:
     """Hang up every channel, remove the calls' bridges once their channels are gone, set
     operators' chosen states.
 
-    The holding bridge stays (emptied by the hang-ups), as in production, where nothing
+    The holding bridges stay (emptied by the hang-ups), as in production, where nothing
     destroys it: two of three fresh-clone runs of the suite on 2026-11-30 were left, from
     test_caller_clock's sixth test on, with a PBX that answered `POST /bridges/siaga112-holding`
     with 409 "already exists" and `GET` of it with 404 while listing no bridge, so that no
@@ -170,7 +170,7 @@ async def reset_pbx(logged_in: list[str]) -> None:
     Asterisk is not found; this reset was the only thing that destroyed that bridge, right
     before a new daemon made it again, so it no longer does."""
     from siaga112.ari.client import AriClient, AriError
-    from siaga112.legs import HOLDING_BRIDGE
+    from siaga112.legs import is_holding
 
     async with AriClient(ari_settings()) as ari:
         for ch in await ari.channels():
@@ -185,7 +185,7 @@ async def reset_pbx(logged_in: list[str]) -> None:
                 break
             await asyncio.sleep(0.1)
         for b in await ari.bridges():
-            if b.id.startswith("siaga112-") and b.id != HOLDING_BRIDGE:
+            if b.id.startswith("siaga112-") and not is_holding(b.id):
                 try:
                     await ari.destroy_bridge(b.id)
                 except AriError:

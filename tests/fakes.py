@@ -76,7 +76,7 @@ class FakeAri:
 
     async def bridges(self) -> list[Bridge]:
         self._call("bridges")
-        return []
+        return [Bridge(id=b, channels=chans) for b, chans in self.members.items()]
 
     async def bridge_play(self, bridge_id: str, media: str) -> Playback:
         self._call("bridge_play", bridge_id, media)

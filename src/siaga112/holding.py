@@ -1,14 +1,17 @@
-"""The holding bridge where callers wait for an operator: music on hold, and a periodic
-announcement in Bahasa Indonesia. One bridge with a fixed id for the whole centre."""
+"""The holding bridges where callers wait for an operator: music on hold, and a periodic
+announcement in Bahasa Indonesia. A fixed set of bridges with fixed ids for the whole centre;
+each caller waits in the one their channel id names (legs.holding_bridge)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
 
+from siaga112 import legs
 from siaga112.ari.client import AriError, NotFound
 from siaga112.ari.protocol import Ari
 from siaga112.ari.retry import patiently
-from siaga112.legs import HOLDING_BRIDGE
 
 log = structlog.get_logger(__name__)
 
@@ -20,11 +23,12 @@ class HoldingBridge:
         self._ready = False
 
     async def ensure(self) -> None:
-        await self._ari.create_bridge(HOLDING_BRIDGE, "holding", "siaga112 queue")
+        await asyncio.gather(*(self._ari.create_bridge(b, "holding", "siaga112 queue")
+                               for b in legs.holding_bridges()))
         self._ready = True
 
     async def add(self, channel_id: str) -> None:
-        """Into the holding bridge. Each caller there hears music on hold by himself (a holding
+        """Into their holding bridge. Each caller there hears music on hold by himself (a holding
         bridge's participants do, while no announcer is in it): no bridge-wide music channel
         to start (tests/integration/test_holding_music.py)."""
         if not self._ready:
@@ -40,26 +44,27 @@ class HoldingBridge:
             await self._add(channel_id)
 
     async def _add(self, channel_id: str) -> None:
-        await self._ari.add_to_bridge(HOLDING_BRIDGE, channel_id, role="participant")
+        await self._ari.add_to_bridge(legs.holding_bridge(channel_id), channel_id,
+                                      role="participant")
 
     async def _holds(self, channel_id: str) -> bool:
-        return channel_id in (await self._ari.get_bridge(HOLDING_BRIDGE)).channels
-
-    async def remove(self, channel_id: str) -> None:
-        try:
-            await self._ari.remove_from_bridge(HOLDING_BRIDGE, channel_id)
-        except (NotFound, AriError) as exc:
-            log.debug("holding_remove_ignored", channel=channel_id, error=str(exc))
+        bridge = legs.holding_bridge(channel_id)
+        return channel_id in (await self._ari.get_bridge(bridge)).channels
 
     def invalidate(self) -> None:
         self._ready = False
 
     async def announce(self) -> None:
-        """The periodic "please wait" to everyone in the holding bridge (run by the
-        supervisor every announce_interval seconds)."""
+        """The periodic "please wait" to everyone waiting, in each holding bridge that has
+        someone (run by the supervisor every announce_interval seconds)."""
         try:
-            bridge = await self._ari.get_bridge(HOLDING_BRIDGE)
-            if bridge.channels:
-                await self._ari.bridge_play(HOLDING_BRIDGE, "sound:siaga112/please-wait")
+            waiting = sorted({b.id for b in await self._ari.bridges()
+                              if legs.is_holding(b.id) and b.channels})
         except AriError as exc:
             log.debug("holding_announce_skipped", error=str(exc))
+            return
+        for bridge in waiting:
+            try:
+                await self._ari.bridge_play(bridge, "sound:siaga112/please-wait")
+            except AriError as exc:
+                log.debug("holding_announce_skipped", bridge=bridge, error=str(exc))

@@ -7,11 +7,17 @@ channel belongs to which call.
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Collection
 from dataclasses import dataclass
 from enum import StrEnum
 
-HOLDING_BRIDGE = "siaga112-holding"
+# Callers wait in one of HOLDING_BRIDGES holding bridges, chosen by their channel id. Asterisk
+# resets every member's BRIDGEPEER variables whenever anyone joins or leaves a bridge, so one
+# bridge for the whole queue cost each arrival and each departure work for every caller
+# waiting: at 140 calls/s that was 0.9 ms of Asterisk's CPU per call (perf, docs/load-testing.md).
+HOLDING_BRIDGES = 16
+HOLDING_PREFIX = "siaga112-holding"  # also the one holding bridge of daemons before 2026-12
 # Dialplan contexts a call is sent to when it leaves the daemon (dialplan/extensions.conf).
 FALLBACK_CONTEXT = "fallback"  # Queue(siaga112-fallback): every desk phone rings
 OVERFLOW_CONTEXT = "overflow"  # Dial(queue.overflow), then the fallback queue
@@ -39,6 +45,24 @@ def operator_leg(call_id: str, operator: str, attempt: int) -> str:
 
 def agency_leg(call_id: str, code: str, line: int, attempt: int) -> str:
     return f"{call_id}-ag-{code}-{line}-{attempt}"
+
+
+def holding_bridges() -> list[str]:
+    return [f"{HOLDING_PREFIX}-{n}" for n in range(HOLDING_BRIDGES)]
+
+
+def holding_bridge(channel_id: str) -> str:
+    """The holding bridge this caller waits in (the same one from every daemon)."""
+    return f"{HOLDING_PREFIX}-{zlib.crc32(channel_id.encode()) % HOLDING_BRIDGES}"
+
+
+def is_holding(bridge_id: str) -> bool:
+    """One of the holding bridges, or the single one of older daemons (its callers, found
+    waiting after an upgrade, are in the queue)."""
+    if bridge_id == HOLDING_PREFIX:
+        return True
+    shard = bridge_id.removeprefix(HOLDING_PREFIX + "-")
+    return shard != bridge_id and shard.isdigit()
 
 
 def call_bridge(call_id: str) -> str:

@@ -311,7 +311,7 @@ class Stasis:
         # The channel's creation time is its arrival; a SIAGA112_ARRIVED tag (written by
         # daemons before 2026-11-30) still wins where a channel has one.
         since, priority, flags = tags.arrived or channel.creationtime, tags.priority, tags.flags
-        if bridge_id == legs.HOLDING_BRIDGE:
+        if bridge_id is not None and legs.is_holding(bridge_id):
             return Resume(CallState.QUEUED, since=since, priority=priority, flags=flags)
         if bridge_id is not None and legs.call_of_bridge(bridge_id) == channel.id:
             others = [legs.parse(c) for c in members.get(bridge_id, []) if c != channel.id]

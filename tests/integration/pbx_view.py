@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from siaga112 import legs
-from siaga112.ari.client import AriClient, NotFound
+from siaga112.ari.client import AriClient
 
 
 async def bridged_calls(ari: AriClient) -> list[str]:
@@ -15,11 +15,13 @@ async def bridged_calls(ari: AriClient) -> list[str]:
 
 
 async def holding_count(ari: AriClient) -> int:
-    """Callers in the holding bridge (waiting in the queue)."""
-    try:
-        return len((await ari.get_bridge(legs.HOLDING_BRIDGE)).channels)
-    except NotFound:
-        return 0
+    """Callers in the holding bridges (waiting in the queue)."""
+    return len(await holding_channels(ari))
+
+
+async def holding_channels(ari: AriClient) -> set[str]:
+    """The channels in the holding bridges, where callers wait for an operator."""
+    return {ch for b in await ari.bridges() if legs.is_holding(b.id) for ch in b.channels}
 
 
 async def at_least(value: object, n: int) -> bool:

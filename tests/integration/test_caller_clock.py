@@ -25,7 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from siaga112 import legs, procs
-from siaga112.ari.client import AriClient, NotFound
+from siaga112.ari.client import AriClient
 from siaga112.records.policy import BlockPolicy
 from siaga112.records.repository import Repository
 from siaga112.records.schemas import CallDetail
@@ -40,6 +40,7 @@ from siaga112_testkit.topology import MOBILE_TRUNK
 from tests import conftest
 from tests.conftest import REPO, STATE, Stack, daemon_settings, reset_pbx, wait_for
 from tests.integration import test_events_api
+from tests.integration.pbx_view import holding_channels
 from tests.integration.phones import (
     LANDLINE,
     MOBILE,
@@ -229,13 +230,10 @@ def ari() -> AriClient:
     return AriClient(settings)
 
 
-async def holding() -> list[str]:
-    """The channels in the holding bridge, where callers wait for an operator."""
+async def holding() -> set[str]:
+    """The channels in the holding bridges, where callers wait for an operator."""
     async with ari() as ari_:
-        try:
-            return list((await ari_.get_bridge(legs.HOLDING_BRIDGE)).channels)
-        except NotFound:
-            return []
+        return await holding_channels(ari_)
 
 
 async def citizen_channel(number: str) -> str | None:

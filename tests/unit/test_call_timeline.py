@@ -12,6 +12,7 @@ from typing import Any
 from structlog.testing import capture_logs
 from tests.fakes import FakeAri, FakeClock, ListSink, operator, rematch
 
+from siaga112 import legs
 from siaga112.agencies import Directory
 from siaga112.ari.client import AriError, NotFound, Unreachable
 from siaga112.ari.models import (
@@ -407,7 +408,7 @@ async def test_a_holding_add_that_timed_out_but_was_done_is_not_a_fault() -> Non
     stasis, desk, queue, _ = build(ari, clock)
     await logged_out(desk)
     ari.fail["add_to_bridge"] = Unreachable("POST", "/bridges/h/addChannel", 0, "TimeoutError()")
-    ari.members["siaga112-holding"] = [CALL]  # Asterisk did it, late
+    ari.members[legs.holding_bridge(CALL)] = [CALL]  # Asterisk did it, late
     stasis.on_event(citizen())
     await settle()
     assert len(ari.called("add_to_bridge")) == 1 and ari.called("get_bridge")

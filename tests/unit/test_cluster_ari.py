@@ -50,16 +50,18 @@ async def test_each_request_goes_to_the_node_of_its_call() -> None:
     assert n1.calls == [("answer", CALL1)]
 
 
-async def test_the_holding_bridge_is_on_every_node_and_a_caller_joins_their_own() -> None:
+async def test_the_holding_bridges_are_on_every_node_and_a_caller_joins_their_own() -> None:
     ari, n1, n2 = cluster()
-    await ari.create_bridge(legs.HOLDING_BRIDGE, "holding")
+    await HoldingBridge(ari, 30).ensure()
+    assert sorted(b for _, b, *_ in n1.called("create_bridge")) == sorted(legs.holding_bridges())
     assert n1.called("create_bridge") == n2.called("create_bridge")
-    n1.members[legs.HOLDING_BRIDGE] = [CALL1]
-    n2.members[legs.HOLDING_BRIDGE] = [CALL2]
-    await ari.add_to_bridge(legs.HOLDING_BRIDGE, CALL2)
-    assert n2.called("add_to_bridge") == [("add_to_bridge", legs.HOLDING_BRIDGE, CALL2)]
+    holding = legs.holding_bridge(CALL2)
+    n1.members[holding] = [CALL1]
+    n2.members[holding] = [CALL2]
+    await ari.add_to_bridge(holding, CALL2)
+    assert n2.called("add_to_bridge") == [("add_to_bridge", holding, CALL2)]
     assert n1.called("add_to_bridge") == []
-    bridge = await ari.get_bridge(legs.HOLDING_BRIDGE)
+    bridge = await ari.get_bridge(holding)
     assert sorted(bridge.channels) == [CALL1, CALL2]
 
 

@@ -7,7 +7,7 @@ Where a request goes:
   caller's node, and the call's bridge is made there;
 - an id with no node in it (a playback, a callback's or supervisor's leg): the node it was made
   on (remembered when it was made, bounded), else the home node;
-- the holding bridge: one on every node (a waiting caller is added to their own node's);
+- the holding bridges: each on every node (a waiting caller is added to their own node's);
 - what is about the whole centre (channels, bridges, the application, globals, event
   subscriptions): every node that answers; a node that does not is left out and logged.
 The home node is the first node whose events socket is up (new callbacks and supervisor legs
@@ -182,7 +182,7 @@ class ClusterAri:
     # -- bridges ----------------------------------------------------------------------------
 
     async def create_bridge(self, bridge_id: str, kind: str, name: str = "") -> Bridge:
-        if bridge_id == legs.HOLDING_BRIDGE:
+        if legs.is_holding(bridge_id):
             made = await self._every("create holding bridge",
                                      lambda c: c.create_bridge(bridge_id, kind, name))
             return made[0]
@@ -191,7 +191,7 @@ class ClusterAri:
         return await self._clients[node].create_bridge(bridge_id, kind, name)
 
     async def get_bridge(self, bridge_id: str) -> Bridge:
-        if bridge_id == legs.HOLDING_BRIDGE:
+        if legs.is_holding(bridge_id):
             found = await self._every("holding bridge", lambda c: c.get_bridge(bridge_id))
             return found[0].model_copy(
                 update={"channels": [ch for b in found for ch in b.channels]})
@@ -202,7 +202,7 @@ class ClusterAri:
         return [b for node in found for b in node]
 
     async def destroy_bridge(self, bridge_id: str) -> None:
-        if bridge_id == legs.HOLDING_BRIDGE:
+        if legs.is_holding(bridge_id):
             await self._every("destroy holding bridge", lambda c: c.destroy_bridge(bridge_id))
             return
         await self._on(bridge_id).destroy_bridge(bridge_id)
@@ -210,15 +210,15 @@ class ClusterAri:
     async def add_to_bridge(self, bridge_id: str, channel_id: str | Sequence[str],
                             role: str | None = None) -> None:
         first = channel_id if isinstance(channel_id, str) else channel_id[0]
-        target = first if bridge_id == legs.HOLDING_BRIDGE else bridge_id
+        target = first if legs.is_holding(bridge_id) else bridge_id
         await self._on(target).add_to_bridge(bridge_id, channel_id, role)
 
     async def remove_from_bridge(self, bridge_id: str, channel_id: str) -> None:
-        target = channel_id if bridge_id == legs.HOLDING_BRIDGE else bridge_id
+        target = channel_id if legs.is_holding(bridge_id) else bridge_id
         await self._on(target).remove_from_bridge(bridge_id, channel_id)
 
     async def bridge_play(self, bridge_id: str, media: str) -> Playback:
-        if bridge_id == legs.HOLDING_BRIDGE:
+        if legs.is_holding(bridge_id):
             played = await self._every("holding announcement",
                                        lambda c: c.bridge_play(bridge_id, media))
             return played[0]
