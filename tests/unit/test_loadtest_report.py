@@ -4,6 +4,7 @@ queue_log, and the report a person reads. Pure functions, no PBX."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -245,6 +246,27 @@ def test_bench_finds_the_highest_clean_and_prompt_rates() -> None:
     assert result.highest_clean(CallPath.DAEMON) == 20
     assert result.highest_prompt(CallPath.DAEMON) == 10
     assert result.highest_clean(CallPath.DIALPLAN) is None
+
+
+async def test_a_bench_run_whose_daemon_does_not_start_is_told_and_the_bench_goes_on(
+        tmp_path: Path) -> None:
+    from siaga112.settings import Settings
+    from siaga112_testkit.loadtest.bench import Bench, BenchOptions, BenchResult, summary
+    from siaga112_testkit.loadtest.daemon import DaemonError
+
+    class NoDaemon(Bench):
+        async def run(self, plan: Any, blocked: str | None = None) -> rp.LoadReport:
+            if plan.name == "daemon-burst":
+                raise DaemonError("the daemon did not answer /health within 30 s")
+            return _report()
+
+    said: list[str] = []
+    bench = NoDaemon(Settings(), BenchOptions(remote="192.0.2.1:5060"), tmp_path, said.append)
+    result = BenchResult()
+    await bench.burst(result)
+    assert list(result.burst) == ["dialplan"]
+    assert result.not_run == ["daemon-burst: the daemon did not answer /health within 30 s"]
+    assert "NOT RUN (the daemon did not start) daemon-burst" in summary(result)
 
 
 def test_error_lines_count_only_what_the_run_wrote(tmp_path: Path) -> None:

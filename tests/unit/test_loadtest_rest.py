@@ -50,7 +50,7 @@ def ctx(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> runner.RunContext:
 
 async def test_it_waits_for_the_last_channels_to_go_and_says_so(ctx: runner.RunContext) -> None:
     FakeAri.counts = [3, None, 1, 0]
-    assert await runner._wait_at_rest(ctx) is None
+    assert await runner.wait_at_rest(ctx) is None
     assert FakeAri.looks == 4
     assert ctx.extra_notes[0] == "  waiting for the PBX to be at rest (3 channels)"
     assert ctx.extra_notes[-1].startswith("  the PBX is at rest after")
@@ -58,14 +58,14 @@ async def test_it_waits_for_the_last_channels_to_go_and_says_so(ctx: runner.RunC
 
 async def test_a_pbx_at_rest_is_not_waited_for(ctx: runner.RunContext) -> None:
     FakeAri.counts = [0]
-    assert await runner._wait_at_rest(ctx) is None
+    assert await runner.wait_at_rest(ctx) is None
     assert FakeAri.looks == 1 and ctx.extra_notes == []
 
 
 async def test_past_the_bound_it_says_what_the_pbx_was_doing(ctx: runner.RunContext) -> None:
     FakeAri.counts = [7]
     ctx.rest_seconds = 0.0
-    assert await runner._wait_at_rest(ctx) == "7 channels"
+    assert await runner.wait_at_rest(ctx) == "7 channels"
 
 
 async def test_a_busy_pbx_with_no_channel_is_not_at_rest(
@@ -78,7 +78,7 @@ async def test_a_busy_pbx_with_no_channel_is_not_at_rest(
         return 0.45  # 45% of a core: still tearing the last run's calls down
 
     monkeypatch.setattr(runner, "_cpu_share", tearing_down)
-    assert await runner._wait_at_rest(ctx) == "0 channels, 45% of a core"
+    assert await runner.wait_at_rest(ctx) == "0 channels, 45% of a core"
 
 
 async def test_cpu_share_of_an_unknown_process_is_unknown() -> None:

@@ -21,6 +21,7 @@ from siaga112_testkit.devstack.pbx import DEFAULT_ROOT
 from siaga112_testkit.loadtest import report as rp
 from siaga112_testkit.loadtest.daemon import (
     DaemonApi,
+    DaemonError,
     Say,
     daemon_running,
     restore_operators,
@@ -34,6 +35,7 @@ from siaga112_testkit.loadtest.runner import (
     RunContext,
     local_pbx_pid,
     run_load,
+    wait_at_rest,
 )
 from siaga112_testkit.topology import BENCH_TRUNK, LANDLINE_TRUNK, MOBILE_TRUNK
 
@@ -75,6 +77,7 @@ class BenchResult:
     steps: list[Step] = field(default_factory=list)
     burst: dict[str, rp.LoadReport] = field(default_factory=dict)
     flood: dict[str, rp.LoadReport] = field(default_factory=dict)
+    not_run: list[str] = field(default_factory=list)  # runs whose daemon could not start
 
     def highest_clean(self, path: CallPath) -> float | None:
         rates = [s.rate for s in self.steps if (r := getattr(s, path.value)) and clean(r)]
@@ -138,18 +141,34 @@ class Bench:
         return national_number("0811", 8), national_number("0254", 6)
 
     async def run(self, plan: LoadPlan, blocked: str | None = None) -> rp.LoadReport:
-        """One plan; blocked: a number the daemon blocks for this run only."""
+        """One plan; blocked: a number the daemon blocks for this run only. Raises
+        DaemonError when the daemon for a daemon-path plan does not start."""
+        ctx = RunContext(self.settings, self.options.remote, self.out, self.say,
+                         queue_log=self.queue_log, pbx_pid=self.pbx_pid)
         if plan.path is CallPath.DIALPLAN:
-            ctx = RunContext(self.settings, self.options.remote, self.out, self.say,
-                             queue_log=self.queue_log, pbx_pid=self.pbx_pid)
             report = await run_load(plan, ctx)
         else:
+            # The PBX at rest first: a daemon started while it still tears down the last
+            # run's calls (the 300 calls/s step on app_queue) may not get through its
+            # start-up in time.
+            await wait_at_rest(ctx)
             async with daemon_running(self.settings, DAEMON_OVERRIDES, self.say) as daemon:
                 report = await self._on_daemon(plan, daemon.api, blocked, daemon.logfile)
                 if not daemon.started_by_us:
                     report.notes.append("a daemon was already running: its own settings")
         self.say(rp.render(report))
         return report
+
+    async def attempt(self, plan: LoadPlan, result: BenchResult,
+                      blocked: str | None = None) -> rp.LoadReport | None:
+        """run(), but a daemon that does not start is a line in the summary, and the rest of
+        the bench goes on."""
+        try:
+            return await self.run(plan, blocked)
+        except DaemonError as exc:
+            self.say(f"  {plan.name}: NOT RUN: {exc}")
+            result.not_run.append(f"{plan.name}: {exc}")
+            return None
 
     async def _on_daemon(self, plan: LoadPlan, api: DaemonApi, blocked: str | None,
                          daemon_log: Path | None) -> rp.LoadReport:
@@ -176,7 +195,9 @@ class Bench:
                                 groups(path, "citizens", rate, calls, o.hold,
                                        self.fresh_callers()),
                                 DESK, max_seconds=o.step_seconds + o.hold + 40)
-                report = await self.run(plan)
+                report = await self.attempt(plan, result)
+                if report is None:
+                    break
                 step = next((s for s in result.steps if s.rate == rate), None)
                 if step is None:
                     step = Step(rate)
@@ -193,7 +214,8 @@ class Bench:
                             groups(path, "burst", o.burst_rate, o.burst_calls, None,
                                    self.fresh_callers()),
                             DESK, max_seconds=300, expected=frozenset({"genuine"}))
-            result.burst[path.value] = await self.run(plan)
+            if (report := await self.attempt(plan, result)) is not None:
+                result.burst[path.value] = report
 
     async def flood(self, result: BenchResult) -> None:
         o = self.options
@@ -213,7 +235,9 @@ class Bench:
                             media_port=6000 if daemon else 6100),
             ], DESK, max_seconds=o.flood_seconds + FLOOD_HOLD + 120,
                 expected=frozenset({"genuine", "abandoned", "blocked"}))
-            result.flood[path.value] = await self.run(plan, blocked="+62" + prank[1:])
+            report = await self.attempt(plan, result, blocked="+62" + prank[1:])
+            if report is not None:
+                result.flood[path.value] = report
 
 
 def _ratio(a: float | None, b: float | None) -> str:
@@ -278,6 +302,8 @@ def summary(result: BenchResult) -> str:
                                  f"{r.connected}")
                 elif r.connected:
                     lines.append(f"      reached an operator (queue_log) {r.connected}")
+    for line in result.not_run:
+        lines.append(f"NOT RUN (the daemon did not start) {line}")
     return "\n".join(lines)
 
 
@@ -294,7 +320,7 @@ async def run_bench(settings: Settings, options: BenchOptions, out: Path, say: S
     say(text)
     _write(result, text, out)
     say(f"bench reports in {out}")
-    return 0
+    return 1 if result.not_run else 0
 
 
 def _write(result: BenchResult, text: str, out: Path) -> None:
@@ -310,6 +336,7 @@ def _write(result: BenchResult, text: str, out: Path) -> None:
                   for s in result.steps],
         "burst": {k: v.model_dump() for k, v in result.burst.items()},
         "flood": {k: v.model_dump() for k, v in result.flood.items()},
+        "not_run": result.not_run,
     }
     (out / "bench.json").write_text(json.dumps(doc, indent=2, default=str))
     for name, part in (("burst", result.burst), ("flood", result.flood)):

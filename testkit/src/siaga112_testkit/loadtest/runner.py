@@ -148,7 +148,7 @@ REST_CPU = 0.10
 REST_POLL = 1.0  # s between two looks
 
 
-async def _wait_at_rest(ctx: RunContext) -> str | None:
+async def wait_at_rest(ctx: RunContext) -> str | None:
     """Wait (bounded by ctx.rest_seconds) until the PBX has no channel and, for the local
     PBX, is quiet; None when it came to rest, else what it was doing when the bound passed.
     A run that starts on a PBX still busy with the last one measures both."""
@@ -237,7 +237,7 @@ async def _busy_operators(api: DaemonApi) -> dict[str, str]:
 async def run_load(plan: LoadPlan, ctx: RunContext) -> rp.LoadReport:
     root = ctx.out_dir / plan.name
     pcaps = LoadPcaps(ctx.out_dir / "pcaps")
-    unrest = await _wait_at_rest(ctx)
+    unrest = await wait_at_rest(ctx)
     before = rp.Scrape.parse(await ctx.api.metrics()) if ctx.api else None
     since = datetime.now(UTC)
     log_from = _size(ctx.daemon_log)
