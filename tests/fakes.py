@@ -23,6 +23,7 @@ class FakeAri:
     globals: dict[str, str] = field(default_factory=dict)
     alive: set[str] = field(default_factory=set)  # channels get_channel finds
     members: dict[str, list[str]] = field(default_factory=dict)  # what get_bridge finds
+    playing: set[str] = field(default_factory=set)  # playbacks get_playback finds
 
     def _call(self, name: str, *args: Any) -> None:
         self.calls.append((name, *args))
@@ -56,6 +57,12 @@ class FakeAri:
 
     async def stop_playback(self, playback_id: str) -> None:
         self._call("stop_playback", playback_id)
+
+    async def get_playback(self, playback_id: str) -> Playback:
+        self._call("get_playback", playback_id)
+        if playback_id not in self.playing:
+            raise NotFound("GET", f"/playbacks/{playback_id}", 404, "Playback not found")
+        return Playback(id=playback_id)
 
     async def stop_moh(self, channel_id: str) -> None:
         self._call("stop_moh", channel_id)

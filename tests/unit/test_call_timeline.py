@@ -6,9 +6,11 @@ tests/integration/test_caller_clock.py."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from structlog.testing import capture_logs
 from tests.fakes import FakeAri, FakeClock, ListSink, operator, rematch
 
@@ -29,7 +31,7 @@ from siaga112.ari.retry import ATTEMPTS
 from siaga112.call import CallDeps
 from siaga112.call.items import StopNow
 from siaga112.holding import HoldingBridge
-from siaga112.model import BlockEntry, CallState, OperatorState, utcnow
+from siaga112.model import BlockEntry, CallEventType, CallState, OperatorState, utcnow
 from siaga112.operators import OperatorDesk
 from siaga112.overflow import Overflow
 from siaga112.queue import CallQueue
@@ -114,6 +116,59 @@ async def test_the_wait_for_5_starts_when_the_announcement_has_finished() -> Non
     await settle()
     assert ("hangup", CALL) in ari.calls
     assert sink.calls[-1].data["disposition"] == "blocked"
+
+
+@dataclass
+class SlowPlay(FakeAri):
+    """Asterisk too busy to answer a play in time, `slow` times; `carried_out`: it played
+    all the same."""
+
+    slow: int = 0
+    carried_out: bool = False
+
+    async def play(self, channel_id: str, media: str, playback_id: str | None = None,
+                   ) -> Playback:
+        played = await super().play(channel_id, media, playback_id)
+        if self.slow > 0:
+            self.slow -= 1
+            if self.carried_out:
+                self.playing.add(played.id)
+            raise Unreachable("POST", f"/channels/{channel_id}/play", 0, "TimeoutError()")
+        self.playing.add(played.id)
+        return played
+
+
+@pytest.mark.parametrize("carried_out", [True, False])
+async def test_a_blocked_announcement_that_timed_out_is_looked_for_and_asked_again(
+        carried_out: bool) -> None:
+    """A prank flood saturates the PBX: its play answering late is not a fault that hands
+    the prank to the operators' queue."""
+    ari, clock = SlowPlay(slow=2, carried_out=carried_out), FakeClock()
+    stasis, _, _, sink = build(ari, clock, blocked=True, screening={"bypass_wait": 1.0})
+    await stasis._deps.screening.reload()
+    stasis.on_event(citizen())
+    await settle()
+    assert ari.called("get_playback") == [("get_playback", f"{CALL}-blocked")] * (
+        1 if carried_out else 2)
+    assert len(ari.called("play")) == (1 if carried_out else 3)
+    assert not ari.called("continue_in_dialplan"), "handed back: the prank reaches operators"
+    assert CallEventType.BLOCKED_ANNOUNCED in [e.type for e in sink.calls]
+    stasis.on_event(finished(f"{CALL}-blocked"))
+    await settle()
+    clock.advance(1.1)
+    await settle()
+    assert ("hangup", CALL) in ari.calls
+    assert sink.calls[-1].data["disposition"] == "blocked"
+
+
+async def test_a_blocked_announcement_that_never_gets_through_hands_the_call_back() -> None:
+    ari, clock = SlowPlay(slow=ATTEMPTS), FakeClock()
+    stasis, _, _, _ = build(ari, clock, blocked=True)
+    await stasis._deps.screening.reload()
+    stasis.on_event(citizen())
+    await settle()
+    assert len(ari.called("play")) == ATTEMPTS
+    assert ari.called("continue_in_dialplan"), "fail open: the dialplan's queue takes it"
 
 
 async def test_5_pressed_during_the_announcement_goes_to_the_priority_lane() -> None:

@@ -172,6 +172,9 @@ class AriClient:
     async def stop_playback(self, playback_id: str) -> None:
         await self.request("DELETE", f"/playbacks/{playback_id}")
 
+    async def get_playback(self, playback_id: str) -> Playback:
+        return Playback.model_validate(await self.request("GET", f"/playbacks/{playback_id}"))
+
     async def start_moh(self, channel_id: str, moh_class: str = "default") -> None:
         await self.request("POST", f"/channels/{channel_id}/moh", {"mohClass": moh_class})
 

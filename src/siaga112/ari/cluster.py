@@ -141,6 +141,9 @@ class ClusterAri:
     async def stop_playback(self, playback_id: str) -> None:
         await self._on(playback_id).stop_playback(playback_id)
 
+    async def get_playback(self, playback_id: str) -> Playback:
+        return await self._on(playback_id).get_playback(playback_id)
+
     async def start_moh(self, channel_id: str, moh_class: str = "default") -> None:
         await self._on(channel_id).start_moh(channel_id, moh_class)
 

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from siaga112.ari.client import AriError, channel_gone
+from siaga112.ari.client import AriError, NotFound, channel_gone
+from siaga112.ari.retry import patiently
 from siaga112.model import CallEventType, CallState, Disposition
 
 if TYPE_CHECKING:
@@ -67,10 +68,23 @@ class Arrival:
         prompt = "blocked-strict" if screening.strict else "blocked"
         call.transition(CallState.REJECTED, strict=screening.strict,
                         waiting_for=None if screening.strict else screening.bypass_digit)
-        self.announcement = f"{call.call_id}-blocked"
-        await call.deps.ari.play(call.call_id, f"sound:siaga112/{prompt}", self.announcement)
+        self.announcement = playback = f"{call.call_id}-blocked"
+        # Asked again while a saturated PBX does not answer in time (a prank flood is when it
+        # is): a play that timed out handed the prank call back to the operators' queue.
+        await patiently(
+            "blocked announcement",
+            lambda: call.deps.ari.play(call.call_id, f"sound:siaga112/{prompt}", playback),
+            done=lambda: self._playing(playback))
         call.emit(CallEventType.BLOCKED_ANNOUNCED, strict=screening.strict)
         call.timer("blocked_prompt_lost", PROMPT_LOST_AFTER)
+
+    async def _playing(self, playback_id: str) -> bool:
+        """The play request that timed out was carried out (it plays, or is queued to)."""
+        try:
+            await self.call.deps.ari.get_playback(playback_id)
+        except NotFound:
+            return False
+        return True
 
     async def playback_finished(self, playback_id: str) -> None:
         if playback_id == self.announcement and self.call.state is CallState.REJECTED:
