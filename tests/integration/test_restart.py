@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from siaga112 import procs
+from siaga112 import legs, procs
 from siaga112.ari.client import AriClient
 from tests.conftest import ari_settings, reset_pbx, set_choices, wait_for
-from tests.integration.pbx_view import connected_and_waiting, holding_count
+from tests.integration.pbx_view import connected_and_waiting, holding_channels, holding_count
 
 pytestmark = pytest.mark.integration
 
@@ -76,7 +76,11 @@ def log_events(log: Path, name: str) -> list[dict]:
     return found
 
 
-async def test_kill_9_loses_no_call(stack, phones, tmp_path: Path) -> None:
+@pytest.mark.parametrize("upgrade", [False, True], ids=["restart", "upgrade"])
+async def test_kill_9_loses_no_call(stack, phones, tmp_path: Path, upgrade: bool) -> None:
+    """upgrade: while the daemon is down its waiting callers are moved into the single
+    holding bridge of daemons before 2026-12 (`siaga112-holding`), as an upgrade from such a
+    daemon would find them: the new daemon takes them back from it all the same."""
     await reset_pbx(["op1"])
     state = tmp_path / "state"
     state.mkdir()
@@ -91,6 +95,12 @@ async def test_kill_9_loses_no_call(stack, phones, tmp_path: Path) -> None:
             await asyncio.sleep(1.0)
             assert await holding_count(ari) == 2
             assert len((await ari.get_bridge(first_bridge)).channels) == 2
+            if upgrade:
+                await ari.create_bridge(legs.HOLDING_PREFIX, "holding")
+                await ari.add_to_bridge(legs.HOLDING_PREFIX, sorted(await holding_channels(ari)),
+                                        role="participant")
+                old = await ari.get_bridge(legs.HOLDING_PREFIX)
+                assert len(old.channels) == 2 and await holding_count(ari) == 2
             # op2 is logged in while the daemon is down (in PostgreSQL, as the API stores it).
             await set_choices({"op2": "available"})
             op2 = await phones.operator(2, ring=0.2, talk=1.0, calls=2)
@@ -103,6 +113,8 @@ async def test_kill_9_loses_no_call(stack, phones, tmp_path: Path) -> None:
             result = await connected.wait(20)
             assert result.ok and result.events("bye_sent"), result.explain()
             assert len((await op1.wait(5)).events("invite")) == 1
+            if upgrade:
+                assert (await ari.get_bridge(legs.HOLDING_PREFIX)).channels == []
         resyncs = log_events(daemon.log, "resynced")
         assert [r["taken_back"] for r in resyncs] == [0, 3], resyncs
     finally:
