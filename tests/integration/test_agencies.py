@@ -33,19 +33,36 @@ OPERATOR_TOKEN = {"Authorization": "Bearer operator-token"}  # from daemon_setti
 # -- helpers ----------------------------------------------------------------------------------
 
 
-async def bridge_members(call_id: str) -> set[str]:
+async def bridge_channels(call_id: str) -> list[str]:
+    """Every channel in the call's bridge, as Asterisk lists them."""
     async with AriClient(ari_settings()) as ari:
         try:
-            return set((await ari.get_bridge(legs.call_bridge(call_id))).channels)
+            return (await ari.get_bridge(legs.call_bridge(call_id))).channels
         except AriError:
-            return set()
+            return []
+
+
+def legs_of(call_id: str, channels: list[str]) -> set[str]:
+    """The call's own legs among them. (A prompt played to the bridge puts an announcer
+    channel of Asterisk's own in it, for as long as Asterisk keeps it: not a leg.)"""
+    return {c for c in channels if legs.parse(c).call_id == call_id}
+
+
+async def bridge_members(call_id: str) -> set[str]:
+    return legs_of(call_id, await bridge_channels(call_id))
 
 
 async def bridge_holds(call_id: str, channels: set[str], what: str) -> None:
-    async def check() -> bool:
-        return await bridge_members(call_id) == channels
+    seen: list[list[str]] = []
 
-    await wait_for(check, 10, what)
+    async def check() -> bool:
+        seen.append(await bridge_channels(call_id))
+        return legs_of(call_id, seen[-1]) == channels
+
+    try:
+        await wait_for(check, 10, what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the bridge held {seen[-3:]}") from None
 
 
 async def joined(session: Any, code: str) -> str:
