@@ -156,17 +156,20 @@ async def test_operator_card_agency_marks_and_note(daemon_factory, phones, page)
     assert any(e.type == "agency_joined" and e.data["agency"] == "01" for e in detail.events)
     # Wrap-up: the card stays, the call ended, marks still go to the record.
     await expect(card).to_have_attribute("data-state", "ended", timeout=10_000)
-    # A pause with its reason, as *13 does. Another desk changes while op1 types: the view is
-    # drawn again (every operators' event does that), and what op1 typed must stay.
-    await page.fill("#pause-reason", "istirahat")
+    # A pause with its reason, as *13 does. Another desk changes while op1 types: the desk's
+    # state is drawn again (every operators' event does that), and op1 types on, into the
+    # same field, without clicking it again: what was typed stays, and so does the focus.
+    await page.click("#pause-reason")
+    await page.keyboard.type("istirahat")
     for state in (OperatorState.PAUSED, OperatorState.LOGGED_OUT):  # a change, whatever op2 was
         daemon.desk.choose("op2", state, "test", persist=False)
         await asyncio.sleep(0.3)  # the event's way: 50 ms coalescing, then server-sent events
-    await expect(page.locator("#pause-reason")).to_have_value("istirahat")
+    await page.keyboard.type(" siang")
+    await expect(page.locator("#pause-reason")).to_have_value("istirahat siang")
     await page.get_by_role("button", name="Jeda", exact=True).click()
-    await expect(page.locator("#desk-state")).to_contain_text("Jeda (istirahat)")
+    await expect(page.locator("#desk-state")).to_contain_text("Jeda (istirahat siang)")
     op = next(o for o in daemon.desk.snapshot() if o.operator == "op1")
-    assert (op.state, op.reason) == ("paused", "istirahat")
+    assert (op.state, op.reason) == ("paused", "istirahat siang")
 
 
 async def test_wall_queue_grows_and_shrinks_and_a_kpi_moves(daemon_factory, phones,

@@ -14,11 +14,14 @@ export class OperatorView {
     this.card = null;
     this.refreshing = null;
     this.again = false;
-    this.stateEl = h("section", { id: "desk-state", class: "panel" });
-    // One input for the whole session: the state is drawn again at every operators' event
-    // (any desk's change), and a new input would drop what the operator is typing.
+    // The desk's state is drawn again at every operators' event (any desk's change); its
+    // buttons and the pause reason are made once and never leave the page, so what the
+    // operator types there keeps its text and its focus (a detached input loses both).
     this.reasonEl = h("input", { id: "pause-reason", placeholder: t("pause_reason"),
                                  maxlength: 200 });
+    this.infoEl = h("div", { class: "desk-info" });
+    this.stateEl = h("section", { id: "desk-state", class: "panel" }, this.infoEl,
+                     this.buttons());
     this.cardEl = h("section", { id: "card", class: "panel" }, t("no_call"));
     this.el = h("div", { class: "operator" }, this.stateEl, this.cardEl);
     this.renderState();
@@ -40,31 +43,34 @@ export class OperatorView {
 
   // -- the desk's state ------------------------------------------------------------------
 
-  renderState() {
-    const op = this.myDesk();
+  buttons() {
     const act = this.ctx.me.may_act;
-    const reason = this.reasonEl;
     const set = (state) => async () => {
       const body = { state };
-      if (state === "paused" && reason.value.trim()) body.reason = reason.value.trim();
+      const reason = this.reasonEl.value.trim();
+      if (state === "paused" && reason) body.reason = reason;
       try {
         await this.ctx.api.post(`/operators/${encodeURIComponent(this.desk)}/state`, body);
       } catch (exc) { this.ctx.fail(exc); }
     };
-    this.stateEl.replaceChildren(
+    return h("div", { class: "buttons" },
+      h("button", { type: "button", disabled: !act, onclick: set("available") },
+        t("set_available")),
+      this.reasonEl,
+      h("button", { type: "button", disabled: !act, onclick: set("paused") }, t("set_paused")),
+      h("button", { type: "button", disabled: !act, onclick: set("logged_out") },
+        t("set_logged_out")));
+  }
+
+  renderState() {
+    const op = this.myDesk();
+    this.infoEl.replaceChildren(
       h("h2", {}, `${t("desk")} ${this.desk}`),
       h("p", {}, `${t("state")}: `,
         h("strong", { id: "desk-state-value", class: `state-${op?.state ?? "unknown"}` },
           op ? t(op.state) : "—"),
         op?.reason ? ` (${op.reason})` : "",
         op && op.reachable === false ? " ⚠" : ""),
-      h("div", { class: "buttons" },
-        h("button", { type: "button", disabled: !act, onclick: set("available") },
-          t("set_available")),
-        reason,
-        h("button", { type: "button", disabled: !act, onclick: set("paused") }, t("set_paused")),
-        h("button", { type: "button", disabled: !act, onclick: set("logged_out") },
-          t("set_logged_out"))),
     );
   }
 
