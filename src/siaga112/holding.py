@@ -20,19 +20,28 @@ class HoldingBridge:
     def __init__(self, ari: Ari, announce_interval: float) -> None:
         self._ari = ari
         self.interval = announce_interval
-        self._ready = False
+        self._ready: set[str] = set()  # bridges made (or found) since the last connect
 
     async def ensure(self) -> None:
-        await asyncio.gather(*(self._ari.create_bridge(b, "holding", "siaga112 queue")
-                               for b in legs.holding_bridges()))
-        self._ready = True
+        """Make every holding bridge. One that cannot be made is left for the next caller who
+        waits in it to try again; the others serve their callers meanwhile."""
+        results = await asyncio.gather(*(self._make(b) for b in legs.holding_bridges()),
+                                       return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            raise failed[0]
+
+    async def _make(self, bridge: str) -> None:
+        await self._ari.create_bridge(bridge, "holding", "siaga112 queue")
+        self._ready.add(bridge)
 
     async def add(self, channel_id: str) -> None:
         """Into their holding bridge. Each caller there hears music on hold by himself (a holding
         bridge's participants do, while no announcer is in it): no bridge-wide music channel
         to start (tests/integration/test_holding_music.py)."""
-        if not self._ready:
-            await self.ensure()
+        bridge = legs.holding_bridge(channel_id)
+        if bridge not in self._ready:
+            await self._make(bridge)
         try:
             await patiently("holding add", lambda: self._add(channel_id),
                             done=lambda: self._holds(channel_id))
@@ -40,7 +49,8 @@ class HoldingBridge:
             if "ridge" not in exc.message:
                 raise
             # Someone destroyed our bridge: make it again and retry once.
-            await self.ensure()
+            self._ready.discard(bridge)
+            await self._make(bridge)
             await self._add(channel_id)
 
     async def _add(self, channel_id: str) -> None:
@@ -52,7 +62,7 @@ class HoldingBridge:
         return channel_id in (await self._ari.get_bridge(bridge)).channels
 
     def invalidate(self) -> None:
-        self._ready = False
+        self._ready.clear()
 
     async def announce(self) -> None:
         """The periodic "please wait" to everyone waiting, in each holding bridge that has

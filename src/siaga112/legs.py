@@ -15,7 +15,8 @@ from enum import StrEnum
 # Callers wait in one of HOLDING_BRIDGES holding bridges, chosen by their channel id. Asterisk
 # resets every member's BRIDGEPEER variables whenever anyone joins or leaves a bridge, so one
 # bridge for the whole queue cost each arrival and each departure work for every caller
-# waiting: at 140 calls/s that was 0.9 ms of Asterisk's CPU per call (perf, docs/load-testing.md).
+# waiting: at 140 calls/s Asterisk's CPU per call went from 17.5 to 7.7 ms with 16 (perf,
+# docs/load-testing.md, "Fourth round").
 HOLDING_BRIDGES = 16
 HOLDING_PREFIX = "siaga112-holding"  # also the one holding bridge of daemons before 2026-12
 # Dialplan contexts a call is sent to when it leaves the daemon (dialplan/extensions.conf).
