@@ -575,6 +575,35 @@ async def test_arrival_to_an_operator_takes_four_ari_requests() -> None:
                              f"{CALL},{CALL}-op-op1-1")
 
 
+async def test_only_a_call_that_reached_its_bridge_destroys_it_at_the_end() -> None:
+    """Most callers at load leave while waiting or while an operator's phone rings: no call
+    bridge was made for them, and none is destroyed (a request each). One an operator
+    answered has its bridge destroyed at the end."""
+    from siaga112.ari.models import StasisEnd
+
+    ari, clock = FakeAri(), FakeClock()
+    stasis, _, _, sink = build(ari, clock)
+    stasis.on_event(citizen())
+    await settle()
+    assert stasis.sessions[CALL].state is CallState.RINGING_OPERATOR
+    stasis.on_event(StasisEnd(type="StasisEnd", channel=Channel(id=CALL)))
+    await settle()
+    assert sink.types()[-1] == "ended"
+    assert ("hangup", f"{CALL}-op-op1-1") in ari.calls, "the ringing phone is hung up"
+    assert not ari.called("destroy_bridge")
+
+    ari, clock = FakeAri(), FakeClock()
+    stasis, _, _, sink = build(ari, clock)
+    stasis.on_event(citizen())
+    await settle()
+    stasis.on_event(answered_by_op1())
+    await settle()
+    stasis.on_event(StasisEnd(type="StasisEnd", channel=Channel(id=CALL)))
+    await settle()
+    assert sink.types()[-1] == "ended"
+    assert ari.called("destroy_bridge") == [("destroy_bridge", f"siaga112-call-{CALL}")]
+
+
 # -- nobody left alone ---------------------------------------------------------------------------
 
 

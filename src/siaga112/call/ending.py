@@ -54,10 +54,11 @@ class Ending:
         if not node_gone:  # (a dead node has nothing left to close, and would not answer)
             for channel_id in legs_to_close:
                 await self.hangup_quietly(channel_id)
-            try:
-                await call.deps.ari.destroy_bridge(legs.call_bridge(call.call_id))
-            except AriError:
-                pass
+            if call.bridge_made:
+                try:
+                    await call.deps.ari.destroy_bridge(legs.call_bridge(call.call_id))
+                except AriError:
+                    pass
         call.emit(CallEventType.ENDED, disposition=disposition.value, hangup_by=by,
                   cause=call.hangup_cause)
         if call.deps.metrics is not None:

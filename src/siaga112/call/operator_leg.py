@@ -124,6 +124,7 @@ class OperatorLeg:
         self.answered = channel_id
         await call.waiting.stop_prompt()
         bridge_id = legs.call_bridge(call.call_id)
+        call.bridge_made = True  # (before the request: a timed-out create may still be made)
         # A PBX slow to answer (a burst) is asked again: the operator has answered and the
         # caller is waiting for exactly this; a hand-back now would lose both.
         await patiently("call bridge", lambda: ari.create_bridge(

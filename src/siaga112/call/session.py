@@ -91,6 +91,10 @@ class CallSession:
         self.operator_channel: str | None = None
         self.disposition: Disposition | None = None
         self.hangup_cause = ""
+        # The call's bridge may exist: made when an operator answers (operator_leg.py), or
+        # unknown for a call taken back after a restart. A call that never got so far has no
+        # bridge to destroy at its end (most calls at load: one request each saved).
+        self.bridge_made = resume is not None
         self.taken_back = asyncio.Event()  # set once arrival or take-back has run
         # The parts, one job each, in the order a call meets them.
         self.arrival = Arrival(self)
