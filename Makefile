@@ -3,7 +3,11 @@
 #   make test   every test, against a real Asterisk, PostgreSQL and Mosquitto
 # Both install what is missing and are idempotent. See README.md.
 
-PYTHON ?= python3
+# Debian's own interpreter, not the first python3 on PATH: apt keeps it patched, and it is built
+# with PGO and LTO. On the bench machine a pyenv build (no PGO, shared libpython) came first on
+# PATH and cost the daemon 15-56% more CPU per call at 40 calls/s (median 22%, five A/B
+# pairs; docs/load-testing.md).
+PYTHON ?= /usr/bin/python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STATE  := $(CURDIR)/var

@@ -7,8 +7,9 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 need=()
-command -v python3 >/dev/null || need+=(python3)
-python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+# Debian's python3 (the Makefile's PYTHON), whatever else PATH has first.
+[ -x /usr/bin/python3 ] || need+=(python3)
+/usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 command -v sipp >/dev/null || need+=(sip-tester)
 command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v espeak-ng >/dev/null || need+=(espeak-ng)
