@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from structlog.testing import capture_logs
 
 from siaga112.metrics import Metrics
@@ -169,14 +171,27 @@ async def test_an_event_after_stop_is_counted_as_dropped() -> None:
 
 class WindowClient:
     """Stands in for aiomqtt.Client in the publish loop: each publish notes how many entries
-    were buffered then (all of one window are sent before any is removed)."""
+    were buffered then (all of one window are sent before any is removed). All of a window
+    but its last message go to the paho client (`_client`) without waiting."""
 
     def __init__(self, notifier: MqttNotifier) -> None:
         self.notifier = notifier
         self.seen: list[tuple[str, int]] = []
+        self._client = PahoClient(self)
 
     async def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         self.seen.append((topic, self.notifier.pending))
+
+
+class PahoClient:
+    def __init__(self, owner: WindowClient, rc: int = 0) -> None:
+        self.owner = owner
+        self.rc = rc
+
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> SimpleNamespace:
+        if self.rc == 0:
+            self.owner.seen.append((topic, self.owner.notifier.pending))
+        return SimpleNamespace(rc=self.rc)
 
 
 async def _three_events_5_ms_apart(linger: float) -> list[tuple[str, int]]:
@@ -208,3 +223,25 @@ async def test_a_window_lingers_for_the_events_right_behind_it() -> None:
 async def test_without_linger_each_event_goes_at_once() -> None:
     seen = await _three_events_5_ms_apart(linger=0.0)
     assert seen == [("p/calls/c1/events", 1), ("p/calls/c2/events", 1), ("p/calls/c3/events", 1)]
+
+
+async def test_a_window_paho_refuses_stays_buffered_to_be_sent_again() -> None:
+    """The connection is gone as a window goes out (paho says MQTT_ERR_NO_CONN for one of its
+    messages): the session ends with an MqttError (run() reconnects) and every entry of the
+    window is still buffered."""
+    import asyncio
+
+    import aiomqtt
+    import pytest
+
+    n = MqttNotifier(MqttSettings(topic_prefix="p"), linger=0.0)
+    client = WindowClient(n)
+    client._client = PahoClient(client, rc=4)  # MQTT_ERR_NO_CONN
+    for seq in (1, 2, 3):
+        n.call_event(CallEvent(call_id=f"c{seq}", seq=seq, type=CallEventType.QUEUED))
+    reader: asyncio.Task[None] = asyncio.create_task(asyncio.sleep(3600))
+    with pytest.raises(aiomqtt.MqttError):
+        await n._publish_loop(client, reader)  # type: ignore[arg-type]
+    reader.cancel()
+    assert n.pending == 3
+    assert client.seen == []
