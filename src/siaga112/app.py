@@ -42,7 +42,7 @@ from siaga112.queue import CallQueue
 from siaga112.recordings import RetentionSweeper
 from siaga112.records.agencies import keep_synced
 from siaga112.records.callbacks import get_callback, list_callbacks
-from siaga112.records.engine import connect_args
+from siaga112.records.engine import connect_args, ping_when_idle
 from siaga112.records.listen import BlocklistListener
 from siaga112.records.policy import BlockPolicy
 from siaga112.records.repository import Repository
@@ -79,10 +79,10 @@ class Daemon:
         }) if settings.ari.nodes else None
         self.ari: AriClient | ClusterAri = (
             self.cluster or AriClient(settings.ari, observe=self.metrics.ari_request))
-        self.engine = create_async_engine(
-            settings.database.url, pool_size=5, max_overflow=5, pool_pre_ping=True,
+        self.engine = ping_when_idle(create_async_engine(
+            settings.database.url, pool_size=5, max_overflow=5,
             pool_timeout=5, connect_args=connect_args(settings.database.statement_timeout),
-        )
+        ))
         self.screening = Screening(load=self._load_blocks)
         # A block or unblock by any process (CLI, API, policy) reaches screening at its commit.
         self.blocklist_listener = BlocklistListener(settings.database.url, self.screening.changed)
@@ -107,7 +107,8 @@ class Daemon:
         self.locator = NetworkLocator(self.ari, emit=lambda ev: self.sink.call_event(ev))
         self.sink = FanOut([self.sink, self.recent_calls, self.locator])
         self.directory = Directory(settings.agencies)
-        self.choices = ChoiceStore(self.engine, settings.database.retry_interval)
+        self.choices = ChoiceStore(self.engine, settings.database.retry_interval,
+                                   gather=settings.database.flush_interval)
         self.desk = OperatorDesk(
             settings.queue.operators, self.ari, self.sink, settings.queue.wrapup,
             settings.queue.operators_start_logged_in,

@@ -47,10 +47,25 @@ class MemoryChoices:
         pass
 
 
+# Built once and run with a list of rows, so SQLAlchemy compiles it once (a .values([...])
+# statement is compiled anew for every write: 1.2 ms of CPU per write, one write per call's end).
+_row = insert(operator_choices)
+_UPSERT = _row.on_conflict_do_update(
+    index_elements=["operator"],
+    set_={"chosen": _row.excluded.chosen, "reason": _row.excluded.reason,
+          "idle_since": _row.excluded.idle_since, "updated_at": _row.excluded.updated_at},
+    # Two daemons' desks (the old leader's last write, late): the newest wins.
+    where=operator_choices.c.updated_at <= _row.excluded.updated_at,
+)
+
+
 class ChoiceStore:
-    def __init__(self, engine: AsyncEngine, retry_interval: float) -> None:
+    def __init__(self, engine: AsyncEngine, retry_interval: float, gather: float = 0.0) -> None:
+        """gather: seconds a change waits for others before the write (every call's end
+        changes its operator's idle-since: under load one write carries many)."""
         self._engine = engine
         self._retry = retry_interval
+        self._gather = gather
         self._pending: dict[str, Choice] = {}
         self._wake = asyncio.Event()
 
@@ -87,6 +102,8 @@ class ChoiceStore:
         """Write what waits; while the database is away, try again every retry_interval."""
         while True:
             await self._wake.wait()
+            if self._gather > 0:
+                await asyncio.sleep(self._gather)
             self._wake.clear()
             while self._pending:
                 batch = dict(self._pending)
@@ -115,18 +132,7 @@ class ChoiceStore:
                       error=repr(exc)[:200])
 
     async def _write(self, choices: list[Choice]) -> None:
-        stmt = insert(operator_choices).values([
-            {"operator": c.operator, "chosen": c.chosen.value, "reason": c.reason,
-             "idle_since": c.idle_since, "updated_at": c.at}
-            for c in choices
-        ])
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["operator"],
-            set_={"chosen": stmt.excluded.chosen, "reason": stmt.excluded.reason,
-                  "idle_since": stmt.excluded.idle_since,
-                  "updated_at": stmt.excluded.updated_at},
-            # Two daemons' desks (the old leader's last write, late): the newest wins.
-            where=operator_choices.c.updated_at <= stmt.excluded.updated_at,
-        )
+        rows = [{"operator": c.operator, "chosen": c.chosen.value, "reason": c.reason,
+                 "idle_since": c.idle_since, "updated_at": c.at} for c in choices]
         async with self._engine.begin() as conn:
-            await conn.execute(stmt)
+            await conn.execute(_UPSERT, rows)

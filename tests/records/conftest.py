@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from siaga112.records.engine import ping_when_idle
 from siaga112.records.migrate import upgrade_async
 from siaga112.records.policy import BlockPolicy
 from siaga112.records.tables import metadata
@@ -66,7 +67,7 @@ async def db_url(pg_server: str, request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="module")
 async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
-    eng = create_async_engine(db_url, pool_pre_ping=True)
+    eng = ping_when_idle(create_async_engine(db_url))  # the daemon's pool checks
     yield eng
     await eng.dispose()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from siaga112.model import OperatorState
@@ -72,3 +73,28 @@ async def test_choices_wait_in_memory_while_postgres_is_down(
     other = desk_on(ChoiceStore(clean, retry_interval=0.1))
     await other.load()
     assert other.get("op1").state is OperatorState.PAUSED  # type: ignore[union-attr]
+
+
+async def test_changes_close_together_are_written_in_one_transaction(clean: AsyncEngine) -> None:
+    # Every call's end changes its operator's idle-since: under load one write carries many.
+    store = ChoiceStore(clean, retry_interval=0.1, gather=0.2)
+    writes: list[object] = []
+
+    def began(conn: object) -> None:
+        writes.append(conn)
+
+    event.listen(clean.sync_engine, "begin", began)
+    writer = asyncio.create_task(store.run())
+    try:
+        desk = desk_on(store)
+        for name in NAMES:
+            desk.choose(name, OperatorState.PAUSED, "break", persist=True)
+        await wait_for(lambda: store.pending == 0, 5, "written")
+    finally:
+        writer.cancel()
+        event.remove(clean.sync_engine, "begin", began)
+    assert len(writes) == 1
+    other = desk_on(ChoiceStore(clean, retry_interval=0.1))
+    await other.load()
+    assert [(o.operator, o.state) for o in other.snapshot()] == [
+        (name, OperatorState.PAUSED) for name in NAMES]
