@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 
 class _Ari(BaseModel):
@@ -202,15 +202,23 @@ KNOWN_TYPES = frozenset(
 _known = TypeAdapter(KnownEvent)
 
 
+def _unknown_type(exc: ValidationError) -> bool:
+    """The message failed only for its type being none of ours (not for what it carries)."""
+    return all(e["type"] == "union_tag_invalid" for e in exc.errors(include_url=False))
+
+
 def parse_event(raw: str | bytes | dict[str, Any]) -> AriEvent:
     """Parse one websocket message. Raises pydantic.ValidationError (or ValueError) when the
-    message is not an ARI event at all; unknown event types come back as plain AriEvent."""
+    message is not an ARI event at all; unknown event types come back as plain AriEvent.
+    A message is read once: the application asks only for events it knows (events.py's
+    filter), so reading the base first and then the event was one read too many."""
+    try:
+        if isinstance(raw, (str, bytes)):
+            return _known.validate_json(raw)
+        return _known.validate_python(raw)
+    except ValidationError as exc:
+        if not _unknown_type(exc):
+            raise
     if isinstance(raw, (str, bytes)):
-        base = AriEvent.model_validate_json(raw)
-        if base.type not in KNOWN_TYPES:
-            return base
-        return _known.validate_json(raw)
-    base = AriEvent.model_validate(raw)
-    if base.type not in KNOWN_TYPES:
-        return base
-    return _known.validate_python(raw)
+        return AriEvent.model_validate_json(raw)
+    return AriEvent.model_validate(raw)
