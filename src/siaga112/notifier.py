@@ -57,11 +57,6 @@ AGENCY_EVENTS = frozenset(
 )
 DROP_LOG_INTERVAL = 5.0  # seconds between two "dropped" log lines
 PUBLISH_WINDOW = 20  # messages in flight at once (paho's default max_inflight_messages)
-# Seconds a window that is not full waits for more before it goes (like Kafka's linger.ms).
-# Measured with aiomqtt and Mosquitto here: 0.139 ms of CPU per QoS 1 message sent one at a
-# time, 0.076 five at a time, 0.062 twenty at a time; at 40 calls/s (about 440 messages a
-# second) the windows held one or two. An event reaches the broker at most this much later.
-PUBLISH_LINGER = 0.02
 LOGGED = 200  # characters of a refused value or payload put in a log line
 
 def _stand_in(call_id: str) -> str:
@@ -127,7 +122,7 @@ class MqttNotifier:
         reconnect_max: float = 5.0,
         client_id: str | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        linger: float = PUBLISH_LINGER,
+        linger: float | None = None,
     ) -> None:
         self._settings = settings
         self._on_team_moving = on_team_moving
@@ -135,7 +130,10 @@ class MqttNotifier:
         self._reconnect_initial = reconnect_initial
         self._reconnect_max = reconnect_max
         self._sleep = sleep  # the reconnect backoff's wait; tests pass one they control
-        self._linger = linger
+        # A window that is not full waits this long for more (mqtt.linger). Measured with
+        # aiomqtt and Mosquitto here, one message every 1/150 s (tools: docs/load-testing.md):
+        # 0.27 ms of CPU per message with 20 ms, 0.09 with 100 ms, 0.06 with 200 ms.
+        self._linger = settings.linger if linger is None else linger
         self.topics = Topics(settings.topic_prefix)
         # A fixed client id with a persistent session: the broker keeps our subscription and
         # queues agencies' QoS 1 messages while we reconnect.

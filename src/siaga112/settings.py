@@ -110,6 +110,9 @@ class MqttSettings(_Section):
     topic_prefix: str = "siaga112"
     # Events kept in memory while the broker is unreachable; older ones are dropped and counted.
     buffer_max: int = Field(default=10_000, ge=1)
+    # Seconds an event waits for others, to go out in one window (like Kafka's linger.ms): a
+    # subscriber sees it up to this much later; every window costs a PUBACK round of CPU.
+    linger: float = Field(default=0.1, ge=0, le=1.0)
 
 
 class QueueSettings(_Section):

@@ -245,3 +245,26 @@ def test_the_records_cli_names_a_database_it_cannot_use(
     err = capsys.readouterr().err
     assert "records database postgresql+asyncpg://siaga112:***@127.0.0.1:1/siaga112" in err
     assert "s3cret" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("value", "said"), [
+    ("-0.1", "greater than or equal to 0"), ("5", "less than or equal to 1"),
+    ("'soon'", "valid number")])
+def test_an_mqtt_linger_out_of_bounds_is_refused_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str, said: str
+) -> None:
+    # Every event would wait that long for a window: seconds out of bounds are a typo.
+    settings_file(tmp_path, monkeypatch, ARI + f"[mqtt]\nlinger = {value}\n")
+    with pytest.raises(SettingsError) as err:
+        load_for_daemon()
+    assert "mqtt.linger" in str(err.value) and said in str(err.value)
+
+
+def test_the_mqtt_linger_reaches_the_notifier(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from siaga112.notifier import MqttNotifier
+
+    settings_file(tmp_path, monkeypatch, ARI + "[mqtt]\nlinger = 0.25\n")
+    assert MqttNotifier(load_for_daemon().mqtt)._linger == 0.25
+    assert MqttNotifier(Settings().mqtt.model_copy(update={"linger": 0.0}))._linger == 0.0
