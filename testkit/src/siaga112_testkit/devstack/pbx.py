@@ -23,6 +23,9 @@ PACKAGES = "asterisk,asterisk-core-sounds-en-gsm,asterisk-moh-opsound-gsm"
 # The ARI user's password line in asterisk-conf/ari.conf (the placeholder the daemon refuses).
 _ARI_PASSWORD_LINE = re.compile(r"^(password\s*=\s*)change-me-ari\b", re.MULTILINE)
 DEFAULT_ROOT = Path(os.environ.get("SIAGA112_PBX_ROOT", "/var/cache/siaga112/pbx-root"))
+# Test calls' recordings older than this are deleted at each `stack up`: no test or bench reads a
+# recording older than its own run (the longest, `make bench`, takes under an hour).
+RECORDINGS_KEPT = 2 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -118,8 +121,33 @@ class Pbx:
     def running(self) -> bool:
         return procs.read_pid(self.pidfile) is not None
 
+    def prune_recordings(self, older_than: float = RECORDINGS_KEPT) -> int:
+        """Delete the test calls' recordings older than `older_than` seconds (and the instant
+        recall's copies): every load test and bench records every call, and nothing else
+        deletes them on the test PBX (49 GB of them had piled up on one machine in a day).
+        Returns how many went."""
+        cutoff = time.time() - older_than
+        gone = 0
+        for directory in (self.recordings, self.recordings / "recall"):
+            try:
+                entries = list(os.scandir(directory))
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                try:
+                    if entry.is_file() and entry.stat().st_mtime < cutoff:
+                        os.unlink(entry.path)
+                        gone += 1
+                except FileNotFoundError:
+                    continue
+        return gone
+
     def up(self, timeout: float = 60) -> None:
         self.ensure_root()
+        gone = self.prune_recordings()
+        if gone:
+            say(f"deleted {gone} test-call recordings older than "
+                f"{RECORDINGS_KEPT / 3600:g} h from the test PBX")
         modules_changed = self.install_config()
         if self.running():
             if not modules_changed:

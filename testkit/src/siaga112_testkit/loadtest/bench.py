@@ -153,7 +153,8 @@ class Bench:
             # start-up in time.
             await wait_at_rest(ctx)
             async with daemon_running(self.settings, DAEMON_OVERRIDES, self.say) as daemon:
-                report = await self._on_daemon(plan, daemon.api, blocked, daemon.logfile)
+                report = await self._on_daemon(plan, daemon.api, blocked, daemon.logfile,
+                                               daemon.pid)
                 if not daemon.started_by_us:
                     report.notes.append("a daemon was already running: its own settings")
         self.say(rp.render(report))
@@ -171,7 +172,7 @@ class Bench:
             return None
 
     async def _on_daemon(self, plan: LoadPlan, api: DaemonApi, blocked: str | None,
-                         daemon_log: Path | None) -> rp.LoadReport:
+                         daemon_log: Path | None, daemon_pid: int | None) -> rp.LoadReport:
         names = list(self.settings.queue.operators)
         before = await set_operators(api, names, plan.desk.operators)
         try:
@@ -179,7 +180,7 @@ class Bench:
                 await api.block(blocked, hours=1, reason="bench: blocked-number flood")
                 await asyncio.sleep(1.0)  # the daemon reloads its blocklist when told
             ctx = RunContext(self.settings, self.options.remote, self.out, self.say, api=api,
-                             daemon_log=daemon_log, pbx_pid=self.pbx_pid)
+                             daemon_log=daemon_log, pbx_pid=self.pbx_pid, daemon_pid=daemon_pid)
             return await run_load(plan, ctx)
         finally:
             if blocked:

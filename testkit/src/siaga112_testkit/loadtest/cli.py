@@ -239,6 +239,7 @@ def _load_test(args: argparse.Namespace) -> int:
                 ctx = RunContext(settings, args.pbx, out, say, api=daemon.api,
                                  progress_every=args.progress, daemon_log=daemon.logfile,
                                  pbx_pid=local_pbx_pid() if local else None,
+                                 daemon_pid=daemon.pid,
                                  extra_notes=[f"daemon settings: {daemon.settings_note}",
                                               capacity_note(args)])
                 report = await run_load(plan, ctx)
