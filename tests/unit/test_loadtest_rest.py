@@ -75,10 +75,28 @@ async def test_a_busy_pbx_with_no_channel_is_not_at_rest(
     ctx.pbx_pid = os.getpid()
 
     async def tearing_down(pid: int | None, seconds: float) -> float | None:
-        return 0.45  # 45% of a core: still tearing the last run's calls down
+        # 45% of a core: still tearing the last run's calls down (no daemon of ours here)
+        return None if pid is None else 0.45
 
     monkeypatch.setattr(runner, "_cpu_share", tearing_down)
     assert await runner.wait_at_rest(ctx) == "0 channels, 45% of a core"
+
+
+async def test_a_daemon_still_starting_is_not_at_rest(
+        ctx: runner.RunContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A daemon the run started, still in its start-up work (the recordings' retention sweep
+    # of a full directory: 2.6 s of CPU), beside a quiet PBX: its CPU is not the calls'.
+    FakeAri.counts = [0]
+    ctx.rest_seconds = 0.0
+    ctx.pbx_pid, ctx.daemon_pid = 1, 2
+
+    async def sweeping(pid: int | None, seconds: float) -> float | None:
+        return {1: 0.01, 2: 0.9}.get(pid or 0)
+
+    monkeypatch.setattr(runner, "_cpu_share", sweeping)
+    assert await runner.wait_at_rest(ctx) == "0 channels, 1% of a core; the daemon 90%"
+    ctx.daemon_pid = None  # a daemon already running: not ours to wait for
+    assert await runner.wait_at_rest(ctx) is None
 
 
 async def test_cpu_share_of_an_unknown_process_is_unknown() -> None:
