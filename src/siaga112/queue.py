@@ -154,9 +154,11 @@ class CallQueue:
             op = self._desk.pick_free()
             if op is None:
                 return
-            w = self._drop(self._line[0][2])
-            if w is None:  # not reached: the line and the waiting change together
-                continue
+            head = self._line[0][2]
+            w = self._drop(head)
+            if w is None:  # _add and _drop keep the two together; never spin on a bad head
+                log.error("queue_line_inconsistent", call_id=head)
+                return
             self._desk.ringing(op.name, w.call_id)
             log.debug("queue_offer", call_id=w.call_id, operator=op.name)
             self._changed()
