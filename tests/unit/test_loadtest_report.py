@@ -303,3 +303,44 @@ def test_cpu_seconds_of_this_process_and_of_none() -> None:
     assert mine is not None and mine > 0
     assert cpu_seconds(None) is None
     assert cpu_seconds(2**22 + 12345) is None  # no such process
+
+
+def _proc_stat(pid: int, ppid: int, utime: int, stime: int, cutime: int = 0,
+               cstime: int = 0) -> str:
+    """A /proc/PID/stat line (a command name with a space and a paren, as PostgreSQL's are)."""
+    return (f"{pid} (postgres: siaga112 x) S {ppid} 1 1 0 -1 4194560 0 0 0 0 "
+            f"{utime} {stime} {cutime} {cstime} 20 0 1 0 100 0 0\n")
+
+
+def test_tree_cpu_counts_the_process_its_live_children_and_those_it_waited_for(
+        tmp_path: Path) -> None:
+    import os
+
+    from siaga112_testkit.loadtest.runner import tree_cpu_seconds
+
+    tick = os.sysconf("SC_CLK_TCK")
+    files = {100: _proc_stat(100, 1, 10, 5, cutime=30, cstime=20),  # the postmaster
+             101: _proc_stat(101, 100, 7, 3),  # a backend
+             102: _proc_stat(102, 100, 1, 1),  # another
+             200: _proc_stat(200, 1, 900, 900),  # not ours
+             201: _proc_stat(201, 200, 50, 50)}  # a child of another process
+    for pid, line in files.items():
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "stat").write_text(line)
+    (tmp_path / "self").mkdir()  # not a pid: skipped
+    (tmp_path / "103").mkdir()  # ended between the listing and the read: skipped
+    assert tree_cpu_seconds(100, proc=tmp_path) == pytest.approx((15 + 50 + 10 + 2) / tick)
+    assert tree_cpu_seconds(999, proc=tmp_path) is None
+    assert tree_cpu_seconds(None, proc=tmp_path) is None
+
+
+def test_per_call_and_render_give_the_database_and_broker_cpu_when_measured() -> None:
+    r = rp.LoadReport(name="x", path="daemon", started_at="", duration_s=1, offer_window_s=1,
+                      offered=200, answered=200, pbx_cpu_seconds=2.0,
+                      service_cpu_seconds={"PostgreSQL": 0.5, "Mosquitto": 0.1})
+    pc = r.per_call()
+    assert (pc["pbx_cpu_ms"], pc["postgres_cpu_ms"], pc["mosquitto_cpu_ms"]) == (10.0, 2.5, 0.5)
+    assert "PostgreSQL CPU ms 2.5, Mosquitto CPU ms 0.5" in rp.render(r)
+    remote = r.model_copy(update={"service_cpu_seconds": {}})
+    assert remote.per_call()["postgres_cpu_ms"] is None
+    assert "PostgreSQL" not in rp.render(remote)

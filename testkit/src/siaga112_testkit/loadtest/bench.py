@@ -34,6 +34,7 @@ from siaga112_testkit.loadtest.runner import (
     LoadPlan,
     RunContext,
     local_pbx_pid,
+    local_service_pids,
     run_load,
     wait_at_rest,
 )
@@ -134,6 +135,7 @@ class Bench:
         local = options.remote == LOCAL_PBX
         self.queue_log = DEFAULT_ROOT / "var/log/asterisk/queue_log" if local else None
         self.pbx_pid = local_pbx_pid() if local else None
+        self.service_pids = local_service_pids() if local else {}
 
     @staticmethod
     def fresh_callers() -> tuple[str, str]:
@@ -144,7 +146,8 @@ class Bench:
         """One plan; blocked: a number the daemon blocks for this run only. Raises
         DaemonError when the daemon for a daemon-path plan does not start."""
         ctx = RunContext(self.settings, self.options.remote, self.out, self.say,
-                         queue_log=self.queue_log, pbx_pid=self.pbx_pid)
+                         queue_log=self.queue_log, pbx_pid=self.pbx_pid,
+                         service_pids=self.service_pids)
         if plan.path is CallPath.DIALPLAN:
             report = await run_load(plan, ctx)
         else:
@@ -180,7 +183,8 @@ class Bench:
                 await api.block(blocked, hours=1, reason="bench: blocked-number flood")
                 await asyncio.sleep(1.0)  # the daemon reloads its blocklist when told
             ctx = RunContext(self.settings, self.options.remote, self.out, self.say, api=api,
-                             daemon_log=daemon_log, pbx_pid=self.pbx_pid, daemon_pid=daemon_pid)
+                             daemon_log=daemon_log, pbx_pid=self.pbx_pid, daemon_pid=daemon_pid,
+                             service_pids=self.service_pids)
             return await run_load(plan, ctx)
         finally:
             if blocked:
@@ -258,7 +262,8 @@ def _costs(r: rp.LoadReport) -> str:
     pc = r.per_call()
     parts = [f"{label} {pc[key]:g}" for key, label in (
         ("daemon_cpu_ms", "daemon CPU ms/call"), ("ari_requests", "ARI req/call"),
-        ("pbx_cpu_ms", "Asterisk CPU ms/call")) if pc[key] is not None]
+        ("pbx_cpu_ms", "Asterisk CPU ms/call"), ("postgres_cpu_ms", "PostgreSQL CPU ms/call"),
+        ("mosquitto_cpu_ms", "Mosquitto CPU ms/call")) if pc[key] is not None]
     if r.path == "daemon" and (r.daemon_error_lines or r.wrong_dispositions):
         parts.append(f"ERRORS {r.daemon_error_lines} log lines, {r.wrong_dispositions}")
     return ("\n            " + ", ".join(parts)) if parts else ""

@@ -229,7 +229,12 @@ def _load_test(args: argparse.Namespace) -> int:
         from siaga112_testkit.loadtest.daemon import daemon_running
         from siaga112_testkit.loadtest.plot import plot_reports
         from siaga112_testkit.loadtest.report import render
-        from siaga112_testkit.loadtest.runner import RunContext, local_pbx_pid, run_load
+        from siaga112_testkit.loadtest.runner import (
+            RunContext,
+            local_pbx_pid,
+            local_service_pids,
+            run_load,
+        )
 
         local = not args.i_know_this_is_not_the_test_pbx  # else refused above
         async with daemon_running(settings, overrides, say) as daemon:
@@ -239,6 +244,7 @@ def _load_test(args: argparse.Namespace) -> int:
                 ctx = RunContext(settings, args.pbx, out, say, api=daemon.api,
                                  progress_every=args.progress, daemon_log=daemon.logfile,
                                  pbx_pid=local_pbx_pid() if local else None,
+                                 service_pids=local_service_pids() if local else {},
                                  daemon_pid=daemon.pid,
                                  extra_notes=[f"daemon settings: {daemon.settings_note}",
                                               capacity_note(args)])

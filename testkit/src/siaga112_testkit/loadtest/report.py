@@ -342,6 +342,8 @@ class LoadReport(BaseModel):
     daemon_errors: list[str] = []  # the first few, for the reader
     wrong_dispositions: dict[str, int] = {}
     pbx_cpu_seconds: float | None = None  # Asterisk's CPU over the run (local test PBX)
+    # PostgreSQL's (with its backends) and Mosquitto's CPU over the run, local stack only.
+    service_cpu_seconds: dict[str, float] = {}
     timeline: list[Point] = Field(default_factory=list)
     notes: list[str] = []
 
@@ -353,7 +355,8 @@ class LoadReport(BaseModel):
                 and self.daemon_error_lines == 0 and not self.wrong_dispositions)
 
     def per_call(self) -> dict[str, float | None]:
-        """Costs per offered call: daemon CPU (ms), ARI requests and events, Asterisk CPU."""
+        """Costs per offered call: daemon CPU (ms), ARI requests and events, Asterisk's,
+        PostgreSQL's and Mosquitto's CPU (ms)."""
         n = self.offered or 0
         m = self.metrics
 
@@ -365,6 +368,8 @@ class LoadReport(BaseModel):
             "ari_requests": each(m.ari_requests) if m else None,
             "ari_events": each(sum(m.ari_events.values())) if m and m.ari_events else None,
             "pbx_cpu_ms": each(self.pbx_cpu_seconds, 1000),
+            "postgres_cpu_ms": each(self.service_cpu_seconds.get("PostgreSQL"), 1000),
+            "mosquitto_cpu_ms": each(self.service_cpu_seconds.get("Mosquitto"), 1000),
         }
 
 
@@ -471,7 +476,9 @@ def render(report: LoadReport) -> str:
         lines.append("  per call  " + ", ".join(
             f"{label} {_num(pc[key])}" for key, label in (
                 ("daemon_cpu_ms", "daemon CPU ms"), ("ari_requests", "ARI requests"),
-                ("ari_events", "ARI events"), ("pbx_cpu_ms", "Asterisk CPU ms"))))
+                ("ari_events", "ARI events"), ("pbx_cpu_ms", "Asterisk CPU ms"),
+                ("postgres_cpu_ms", "PostgreSQL CPU ms"), ("mosquitto_cpu_ms", "Mosquitto CPU ms"))
+            if pc[key] is not None))
     if r.path == "daemon":
         lines.append(f"  daemon log error lines {r.daemon_error_lines}; records with a "
                      f"disposition the plan does not expect {r.wrong_dispositions or 0}")

@@ -74,6 +74,9 @@ class RunContext:
     queue_log: Path | None = None  # app_queue's queue_log (dialplan path, local PBX)
     daemon_log: Path | None = None  # the log of a daemon we started: its error lines count
     pbx_pid: int | None = None  # the local test PBX's pid: its CPU over the run is reported
+    # The local PostgreSQL's and Mosquitto's pids ("PostgreSQL", "Mosquitto"): the daemon's
+    # path also makes them work; their CPU (with the postmaster's backends) is reported too.
+    service_pids: dict[str, int] = field(default_factory=dict)
     # A daemon we started: a run waits for it to be quiet too (its start-up work, such as the
     # recordings' retention sweep, is not the calls' cost).
     daemon_pid: int | None = None
@@ -203,6 +206,19 @@ def local_pbx_pid() -> int | None:
     return procs.read_pid(Pbx(repo=repo_root(), state_dir=repo_root() / "var").pidfile)
 
 
+def local_service_pids() -> dict[str, int]:
+    """The local test stack's PostgreSQL (postmaster) and Mosquitto pids, those that run."""
+    from siaga112_testkit.devstack import procs
+    from siaga112_testkit.devstack.mosquitto import MosquittoServer
+    from siaga112_testkit.devstack.postgres import postgres_status
+    from siaga112_testkit.devstack.stack import repo_root
+
+    state = repo_root() / "var"
+    found = {"PostgreSQL": postgres_status(state).pid,
+             "Mosquitto": procs.read_pid(MosquittoServer(state).pidfile)}
+    return {name: pid for name, pid in found.items() if pid is not None}
+
+
 def _hang_up_all_local() -> None:
     """An overloaded PBX may not answer ARI in time; the local test PBX's CLI still does."""
     from siaga112_testkit.devstack.pbx import Pbx
@@ -250,6 +266,7 @@ async def run_load(plan: LoadPlan, ctx: RunContext) -> rp.LoadReport:
     since = datetime.now(UTC)
     log_from = _size(ctx.daemon_log)
     pbx_cpu_before = cpu_seconds(ctx.pbx_pid)
+    services_before = {name: tree_cpu_seconds(pid) for name, pid in ctx.service_pids.items()}
     queue: list[tuple[float, float]] = []
     async with desk_phones(plan.desk, root, pcaps, ctx.remote) as desk:
         start_mono, start = time.monotonic(), time.time()
@@ -284,6 +301,10 @@ async def run_load(plan: LoadPlan, ctx: RunContext) -> rp.LoadReport:
     pbx_cpu_after = cpu_seconds(ctx.pbx_pid)
     if pbx_cpu_before is not None and pbx_cpu_after is not None:
         report.pbx_cpu_seconds = round(pbx_cpu_after - pbx_cpu_before, 2)
+    for name, pid in ctx.service_pids.items():
+        was, now = services_before.get(name), tree_cpu_seconds(pid)
+        if was is not None and now is not None:
+            report.service_cpu_seconds[name] = round(now - was, 2)
     if ctx.daemon_log is not None:
         report.daemon_error_lines, report.daemon_errors = error_lines(ctx.daemon_log, log_from)
     if before is not None and after is not None:
@@ -403,4 +424,32 @@ def cpu_seconds(pid: int | None) -> float | None:
     fields = stat.rpartition(")")[2].split()
     ticks = sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int | None, proc: Path = Path("/proc")) -> float | None:
+    """cpu_seconds of a process and of its live children (PostgreSQL's backends): a child
+    that ended was waited for, so its CPU is in the parent's cutime/cstime by then. None
+    when the process itself cannot be read."""
+    if pid is None:
+        return None
+    own = _stat_ticks(proc / str(pid) / "stat")
+    if own is None:
+        return None
+    total = own[1]
+    for entry in proc.iterdir():
+        if entry.name.isdigit() and entry.name != str(pid):
+            child = _stat_ticks(entry / "stat")
+            if child is not None and child[0] == pid:
+                total += child[1]
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _stat_ticks(path: Path) -> tuple[int, int] | None:
+    """(parent pid, utime + stime + cutime + cstime) from a /proc/PID/stat; None if unreadable
+    (the process ended meanwhile)."""
+    try:
+        fields = path.read_text().rpartition(")")[2].split()
+        return int(fields[1]), sum(int(v) for v in fields[11:15])
+    except (OSError, ValueError, IndexError):
+        return None
 
