@@ -75,10 +75,15 @@ async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture
 async def clean(engine: AsyncEngine) -> AsyncEngine:
     """Empty tables before the test; returns the engine."""
+    await clean_tables(engine)
+    return engine
+
+
+async def clean_tables(engine: AsyncEngine) -> None:
+    """Empty every table (also within a test that runs several cases)."""
     names = ", ".join(t.name for t in metadata.sorted_tables)
     async with engine.begin() as conn:
         await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY"))
-    return engine
 
 
 class ChangeCounter:

@@ -5,9 +5,11 @@ answered), attempts, the KPI, and events in any order."""
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+import random
+from datetime import datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from siaga112.model import CallEvent, CallEventType, Disposition, utcnow
@@ -18,7 +20,7 @@ from siaga112.records.repository import Repository
 from siaga112.records.writer import RecordWriter
 from siaga112.settings import DatabaseSettings
 from siaga112_testkit.devstack.postgres import start_postgres, stop_postgres
-from tests.records.conftest import PORT
+from tests.records.conftest import PORT, clean_tables
 from tests.records.factory import call_events
 
 NUMBER = "+6281299990000"
@@ -144,3 +146,79 @@ async def test_a_caller_abandoned_while_postgres_is_down_is_on_the_list_when_it_
         await writer.stop(timeout=5)
     entry = await get_callback(clean, "down-1")
     assert entry is not None and entry.reason == "abandoned" and entry.closed_at is None
+
+
+async def _entries(engine: AsyncEngine) -> dict[str, tuple[object, ...]]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(text(
+            "SELECT call_id, caller, reason, attempts, last_attempt_at, closed_at, "
+            "closed_by_call, closed_reason, xmin::text::bigint AS version FROM callbacks"))
+        return {r.call_id: tuple(r)[1:] for r in rows}
+
+
+def _scenario(rng: random.Random, t0: datetime) -> list[list[CallEvent]]:
+    """Calls of three numbers, in time order: most abandoned (ghost and prank numbers call
+    again and again), some reaching an operator, some callbacks of earlier entries."""
+    numbers = ["+6281299990001", "+6281299990002", "+6281299990003"]
+    calls: list[list[CallEvent]] = []
+    abandoned: dict[str, list[str]] = {n: [] for n in numbers}
+    for i in range(60):
+        number, start = rng.choice(numbers), t0 + timedelta(minutes=i)
+        kind = rng.random()
+        if kind < 0.15 and abandoned[number]:
+            calls.append(callback_call(f"cb{i}", rng.choice(abandoned[number]), start,
+                                       answered=rng.random() < 0.5, number=number))
+        elif kind < 0.35:
+            calls.append(call_events(f"g{i}", number, start=start))
+        else:
+            calls.append(call_events(f"a{i}", number, start=start, operator=None,
+                                     disposition=Disposition.ABANDONED))
+            abandoned[number].append(f"a{i}")
+    return calls
+
+
+async def test_batches_in_any_order_give_the_list_one_batch_of_everything_gives(
+        clean: AsyncEngine, policy: BlockPolicy) -> None:
+    """Each batch recomputes only the entries its calls can change: checked against one batch
+    holding every call (which recomputes every entry), for random splits and orders."""
+    t0 = utcnow() - timedelta(hours=3)
+    for seed in range(6):
+        rng = random.Random(seed)
+        calls = _scenario(rng, t0)
+        everything = [ev for call in calls for ev in call]
+        await clean_tables(clean)
+        await store(clean, policy, everything)
+        expected = {k: v[:-1] for k, v in (await _entries(clean)).items()}
+        assert any(v[5] is not None for v in expected.values())  # some closed
+        assert any(v[5] is None for v in expected.values())  # some open
+        assert any(v[2] for v in expected.values())  # some with attempts
+
+        await clean_tables(clean)
+        if seed % 2:  # out of order: a journal replayed late, two daemons' journals
+            rng.shuffle(everything)
+        at = 0
+        while at < len(everything):
+            size = rng.randint(1, 25)
+            await store(clean, policy, everything[at:at + size])
+            at += size
+        got = {k: v[:-1] for k, v in (await _entries(clean)).items()}
+        assert got == expected, f"seed {seed}"
+
+
+async def test_an_entry_a_batch_cannot_change_is_not_written_again(
+        clean: AsyncEngine, policy: BlockPolicy) -> None:
+    t0 = utcnow() - timedelta(hours=1)
+    for i in range(30):  # a ghost number's abandoned calls, closed by one that was answered
+        await store(clean, policy, call_events(f"a{i}", NUMBER, start=t0 + timedelta(minutes=i),
+                                               operator=None, disposition=Disposition.ABANDONED))
+    await store(clean, policy, call_events("g1", NUMBER, start=t0 + timedelta(minutes=31)))
+    before = await _entries(clean)
+    assert all(v[6] == "called_again" for v in before.values())
+    # More of the same number: new entries, and a callback of one old entry.
+    await store(clean, policy, call_events("a40", NUMBER, start=t0 + timedelta(minutes=40),
+                                           operator=None, disposition=Disposition.ABANDONED))
+    await store(clean, policy, callback_call("cb1", "a3", t0 + timedelta(minutes=41), False))
+    after = await _entries(clean)
+    rewritten = {k for k in before if after[k][-1] != before[k][-1]}
+    assert rewritten == {"a3"}  # its attempts changed; nothing else of the 30 was touched
+    assert after["a3"][2] == 1 and after["a40"][4] is None

@@ -52,8 +52,33 @@ _ENTRIES = text(
     """  # noqa: S608
 ).bindparams(bindparam("call_ids", type_=ARRAY(TextType)))
 
+# The state of the entries this batch's calls can change, each written only when it changes.
+# An entry's state is a function of the calls: its attempts of the calls whose callback_of it
+# is, its closing of the first call of its number, arrived after it, that reached an operator.
+# Calls change only where a batch recomputed them (:call_ids), so an entry can change only when
+# it is one of them, one of them is a callback of it or closed it, or one of them of its number
+# reached an operator after it arrived and no later than it closed. A number that calls
+# hundreds of times (the ghost and prank callers most calls come from) kept hundreds of entries,
+# and each batch recomputed and rewrote them all, each through a scan of the number's later
+# calls: measured in docs/load-testing.md.
 _STATE = text(
     """
+    WITH r AS (
+      SELECT c.call_id, c.caller, c.callback_of, c.arrived_at, c.operator_answered_at
+      FROM calls c WHERE c.call_id = ANY(:call_ids)
+    ), reached AS (
+      SELECT r.caller, min(r.operator_answered_at) AS first_reached,
+        max(r.arrived_at) AS last_arrived
+      FROM r WHERE r.operator_answered_at IS NOT NULL GROUP BY r.caller
+    ), todo AS (
+      SELECT o.call_id, o.caller, o.arrived_at FROM callbacks o
+      LEFT JOIN reached n ON n.caller = o.caller
+      WHERE o.caller = ANY(:callers) AND (
+        o.call_id = ANY(:call_ids) OR o.closed_by_call = ANY(:call_ids)
+        OR o.call_id IN (SELECT r.callback_of FROM r WHERE r.callback_of IS NOT NULL)
+        OR (n.caller IS NOT NULL AND o.arrived_at < n.last_arrived
+            AND (o.closed_at IS NULL OR o.closed_at >= n.first_reached)))
+    )
     UPDATE callbacks cb SET
       attempts = s.attempts, last_attempt_at = s.last_attempt_at,
       closed_at = s.closed_at, closed_by_call = s.closed_by_call,
@@ -67,28 +92,31 @@ _STATE = text(
         CASE WHEN x.call_id IS NULL THEN NULL
              WHEN x.callback_of IS NOT NULL THEN 'called_back' ELSE 'called_again' END
           AS closed_reason
-      FROM callbacks o
+      FROM todo o
       LEFT JOIN LATERAL (
         SELECT c.call_id, c.callback_of, c.operator_answered_at FROM calls c
         WHERE c.caller = o.caller AND c.operator_answered_at IS NOT NULL
           AND c.arrived_at > o.arrived_at
-        ORDER BY c.operator_answered_at LIMIT 1
+        ORDER BY c.operator_answered_at, c.call_id LIMIT 1
       ) x ON true
-      WHERE o.caller = ANY(:callers)
     ) s
     WHERE cb.call_id = s.call_id
+      AND (cb.attempts, cb.last_attempt_at, cb.closed_at, cb.closed_by_call, cb.closed_reason)
+          IS DISTINCT FROM
+          (s.attempts, s.last_attempt_at, s.closed_at, s.closed_by_call, s.closed_reason)
     """
-).bindparams(bindparam("callers", type_=ARRAY(TextType)))
+).bindparams(bindparam("callers", type_=ARRAY(TextType)),
+             bindparam("call_ids", type_=ARRAY(TextType)))
 
 
 async def recompute(conn: AsyncConnection, call_ids: Sequence[str],
                     callers: Sequence[str]) -> None:
     """Inside the transaction that stored these calls' events: their entries, then the state
-    (attempts, closed) of every entry of their numbers."""
+    (attempts, closed) of the entries of their numbers that these calls can change."""
     if call_ids:
         await conn.execute(_ENTRIES, {"call_ids": list(call_ids)})
     if callers:
-        await conn.execute(_STATE, {"callers": list(callers)})
+        await conn.execute(_STATE, {"callers": list(callers), "call_ids": list(call_ids)})
 
 
 _LIST = """
