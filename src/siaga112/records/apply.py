@@ -202,8 +202,7 @@ async def apply_batch(
         }
         rows = (await conn.execute(_RECOMPUTE_CALLS, {"call_ids": sorted(call_ids)})).all()
         # The callback list is derived with the calls (records/callbacks.py): never lost.
-        await callbacks.recompute(conn, sorted(call_ids), sorted({r.caller for r in rows
-                                                                  if r.caller}))
+        await callbacks.recompute(conn, sorted(call_ids))
         police = {
             r.caller
             for r in rows

@@ -49,36 +49,53 @@ _ENTRIES = text(
       caller = excluded.caller, caller_raw = excluded.caller_raw,
       line_type = excluded.line_type, trunk = excluded.trunk, reason = excluded.reason,
       arrived_at = excluded.arrived_at, ended_at = excluded.ended_at
+    WHERE (cb.caller, cb.caller_raw, cb.line_type, cb.trunk, cb.reason, cb.arrived_at,
+           cb.ended_at) IS DISTINCT FROM (excluded.caller, excluded.caller_raw,
+           excluded.line_type, excluded.trunk, excluded.reason, excluded.arrived_at,
+           excluded.ended_at)
     """  # noqa: S608
 ).bindparams(bindparam("call_ids", type_=ARRAY(TextType)))
 
-# The state of the entries this batch's calls can change, each written only when it changes.
-# An entry's state is a function of the calls: its attempts of the calls whose callback_of it
-# is, its closing of the first call of its number, arrived after it, that reached an operator.
-# Calls change only where a batch recomputed them (:call_ids), so an entry can change only when
-# it is one of them, one of them is a callback of it or closed it, or one of them of its number
-# reached an operator after it arrived and no later than it closed. A number that calls
-# hundreds of times (the ghost and prank callers most calls come from) kept hundreds of entries,
-# and each batch recomputed and rewrote them all, each through a scan of the number's later
-# calls: measured in docs/load-testing.md.
-_STATE = text(
+# The entries this batch's calls can change. An entry's state (attempts, closed) is a function
+# of the calls: its attempts of the calls whose callback_of it is, its closing of the first call
+# of its number, arrived after it, that reached an operator. Calls change only where a batch
+# recomputed them (:call_ids), so an entry can change only when it is one of them, one of them
+# is a callback of it or closed it, or one of them of its number reached an operator after it
+# arrived and no later than it closed; each kind is found by an index (per number through a
+# lateral join, so that the planner never scans the whole list). A number that calls hundreds
+# of times (the ghost and prank callers most calls come from) kept hundreds of entries, and
+# each batch recomputed and rewrote them all, each through a scan of the number's later calls:
+# measured in docs/load-testing.md.
+_TODO = text(
     """
-    WITH r AS (
-      SELECT c.call_id, c.caller, c.callback_of, c.arrived_at, c.operator_answered_at
-      FROM calls c WHERE c.call_id = ANY(:call_ids)
-    ), reached AS (
+    SELECT o.call_id FROM callbacks o WHERE o.call_id = ANY(:call_ids)
+    UNION ALL
+    SELECT o.call_id FROM calls r JOIN callbacks o ON o.call_id = r.callback_of
+    WHERE r.call_id = ANY(:call_ids)
+    UNION ALL
+    SELECT o.call_id FROM callbacks o WHERE o.closed_by_call = ANY(:call_ids)
+    UNION ALL
+    SELECT e.call_id FROM (
       SELECT r.caller, min(r.operator_answered_at) AS first_reached,
         max(r.arrived_at) AS last_arrived
-      FROM r WHERE r.operator_answered_at IS NOT NULL GROUP BY r.caller
-    ), todo AS (
-      SELECT o.call_id, o.caller, o.arrived_at FROM callbacks o
-      LEFT JOIN reached n ON n.caller = o.caller
-      WHERE o.caller = ANY(:callers) AND (
-        o.call_id = ANY(:call_ids) OR o.closed_by_call = ANY(:call_ids)
-        OR o.call_id IN (SELECT r.callback_of FROM r WHERE r.callback_of IS NOT NULL)
-        OR (n.caller IS NOT NULL AND o.arrived_at < n.last_arrived
-            AND (o.closed_at IS NULL OR o.closed_at >= n.first_reached)))
-    )
+      FROM calls r
+      WHERE r.call_id = ANY(:call_ids) AND r.operator_answered_at IS NOT NULL
+        AND r.caller IS NOT NULL
+      GROUP BY r.caller
+    ) n CROSS JOIN LATERAL (
+      SELECT o.call_id FROM callbacks o
+      WHERE o.caller = n.caller AND o.closed_at IS NULL AND o.arrived_at < n.last_arrived
+      UNION ALL
+      SELECT o.call_id FROM callbacks o
+      WHERE o.caller = n.caller AND o.closed_at >= n.first_reached
+        AND o.arrived_at < n.last_arrived
+    ) e
+    """
+).bindparams(bindparam("call_ids", type_=ARRAY(TextType)))
+
+# Their state, each row written only when it changes.
+_STATE = text(
+    """
     UPDATE callbacks cb SET
       attempts = s.attempts, last_attempt_at = s.last_attempt_at,
       closed_at = s.closed_at, closed_by_call = s.closed_by_call,
@@ -92,31 +109,34 @@ _STATE = text(
         CASE WHEN x.call_id IS NULL THEN NULL
              WHEN x.callback_of IS NOT NULL THEN 'called_back' ELSE 'called_again' END
           AS closed_reason
-      FROM todo o
+      FROM callbacks o
       LEFT JOIN LATERAL (
         SELECT c.call_id, c.callback_of, c.operator_answered_at FROM calls c
         WHERE c.caller = o.caller AND c.operator_answered_at IS NOT NULL
           AND c.arrived_at > o.arrived_at
         ORDER BY c.operator_answered_at, c.call_id LIMIT 1
       ) x ON true
+      WHERE o.call_id = ANY(:entries)
     ) s
     WHERE cb.call_id = s.call_id
       AND (cb.attempts, cb.last_attempt_at, cb.closed_at, cb.closed_by_call, cb.closed_reason)
           IS DISTINCT FROM
           (s.attempts, s.last_attempt_at, s.closed_at, s.closed_by_call, s.closed_reason)
     """
-).bindparams(bindparam("callers", type_=ARRAY(TextType)),
-             bindparam("call_ids", type_=ARRAY(TextType)))
+).bindparams(bindparam("entries", type_=ARRAY(TextType)))
 
 
-async def recompute(conn: AsyncConnection, call_ids: Sequence[str],
-                    callers: Sequence[str]) -> None:
+async def recompute(conn: AsyncConnection, call_ids: Sequence[str]) -> None:
     """Inside the transaction that stored these calls' events: their entries, then the state
-    (attempts, closed) of the entries of their numbers that these calls can change."""
-    if call_ids:
-        await conn.execute(_ENTRIES, {"call_ids": list(call_ids)})
-    if callers:
-        await conn.execute(_STATE, {"callers": list(callers), "call_ids": list(call_ids)})
+    (attempts, closed) of the entries these calls can change."""
+    if not call_ids:
+        return
+    await conn.execute(_ENTRIES, {"call_ids": list(call_ids)})
+    # UNION ALL, deduplicated here: UNION's hash, sized for the planner's guess of the
+    # branches, took 25 ms of a 27 ms statement for 200 calls.
+    entries = set((await conn.execute(_TODO, {"call_ids": list(call_ids)})).scalars())
+    if entries:
+        await conn.execute(_STATE, {"entries": sorted(entries)})
 
 
 _LIST = """

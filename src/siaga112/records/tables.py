@@ -67,6 +67,9 @@ Index("ix_calls_disposition", calls.c.disposition)
 Index("ix_calls_open", calls.c.arrived_at, postgresql_where=calls.c.ended_at.is_(None))
 Index("ix_calls_callback_of", calls.c.callback_of,
       postgresql_where=calls.c.callback_of.isnot(None))
+# An entry's closing call: a number's calls that reached an operator (records/callbacks.py).
+Index("ix_calls_caller_reached", calls.c.caller, calls.c.arrived_at,
+      postgresql_where=calls.c.operator_answered_at.isnot(None))
 
 # Citizens to call back, derived from calls (records/callbacks.py); call_id is the call to return.
 callbacks = Table(
@@ -86,7 +89,10 @@ callbacks = Table(
     Column("closed_by_call", Text),
     Column("closed_reason", Text),  # called_back | called_again
 )
-Index("ix_callbacks_caller", callbacks.c.caller)
+# A records batch finds the entries it can change by these (records/callbacks.py _STATE).
+Index("ix_callbacks_caller_closed_at", callbacks.c.caller, callbacks.c.closed_at)
+Index("ix_callbacks_closed_by_call", callbacks.c.closed_by_call,
+      postgresql_where=callbacks.c.closed_by_call.isnot(None))
 Index("ix_callbacks_open", callbacks.c.ended_at, postgresql_where=callbacks.c.closed_at.is_(None))
 
 call_events = Table(
