@@ -415,15 +415,8 @@ def error_lines(path: Path, offset: int, keep: int = 5) -> tuple[int, list[str]]
 def cpu_seconds(pid: int | None) -> float | None:
     """A process's user + system CPU seconds with its children's that it waited for
     (/proc/PID/stat fields 14-17); None when it cannot be read."""
-    if pid is None:
-        return None
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rpartition(")")[2].split()
-    ticks = sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
-    return ticks / os.sysconf("SC_CLK_TCK")
+    own = None if pid is None else _stat_ticks(Path(f"/proc/{pid}/stat"))
+    return None if own is None else own[1] / os.sysconf("SC_CLK_TCK")
 
 
 def tree_cpu_seconds(pid: int | None, proc: Path = Path("/proc")) -> float | None:
