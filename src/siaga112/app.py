@@ -88,9 +88,9 @@ class Daemon:
         self.blocklist_listener = BlocklistListener(settings.database.url, self.screening.changed)
         self.policy = BlockPolicy(self.engine, settings.policy,
                                   on_blocklist_changed=self.screening.changed)
-        self.repository = Repository(self.engine, self.policy)
         self.writer = RecordWriter(self.engine, settings.state_dir / "journal", settings.database,
                                    self.policy)
+        self.repository = Repository(self.engine, self.policy, pending=self.writer)
         self.metrics.watch_journal_backlog(lambda: float(self.writer.backlog))
         self.metrics.watch_records(self.writer)
         self.notifier: MqttNotifier | NullNotifier = (

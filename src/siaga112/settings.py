@@ -88,7 +88,15 @@ class AriSettings(_Section):
 class DatabaseSettings(_Section):
     url: str = "postgresql+asyncpg://siaga112@127.0.0.1:5432/siaga112"
     batch_size: int = Field(default=200, ge=1)
+    # The most a power cut can take from the records: what the call path journals is in
+    # PostgreSQL or fsynced on the local disk within flush_interval.
     flush_interval: float = Field(default=0.2, gt=0)
+    # How often the writer stores to PostgreSQL when fewer than batch_size records wait (a
+    # full batch goes at once). Each transaction recomputes the rows of the calls in it, so a
+    # call stored in fewer pieces costs less: at 10 calls/s, 0.2 -> 1.0 s took 20% of the
+    # daemon's CPU and half of PostgreSQL's per call (docs/load-testing.md, eighth round).
+    # A reader that needs a record of the last second asks the writer first (flush()).
+    store_interval: float = Field(default=1.0, gt=0, le=60)
     retry_interval: float = Field(default=1.0, gt=0)
     # Bounded local journal: records wait here while PostgreSQL is down.
     journal_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)

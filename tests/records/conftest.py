@@ -3,6 +3,8 @@ module gets a fresh database migrated to head, and each test starts from empty t
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,10 +25,22 @@ from siaga112_testkit.devstack.postgres import (
     database_url,
     ensure_postgres,
     role_password,
+    start_postgres,
+    stop_postgres,
 )
 
 STATE_DIR = Path(__file__).resolve().parents[2] / "var"
 PORT = 5432
+
+
+@contextlib.asynccontextmanager
+async def postgres_stopped(pg_state_dir: Path) -> AsyncIterator[None]:
+    """PostgreSQL down for the block's time, started again whatever the block did."""
+    await asyncio.to_thread(stop_postgres, pg_state_dir)
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(start_postgres, pg_state_dir, PORT)
 
 
 @pytest.fixture(scope="session")

@@ -28,10 +28,9 @@ from siaga112.records.quarantine import QUARANTINE_FILE
 from siaga112.records.repository import Repository
 from siaga112.records.writer import RecordWriter
 from siaga112.settings import DatabaseSettings, PolicySettings
-from siaga112_testkit.devstack.postgres import start_postgres, stop_postgres
 from tests.unit.test_http_api_fakes import FakeDaemon, bearer, make_settings
 
-from .conftest import PORT
+from .conftest import postgres_stopped
 from .factory import call_events
 
 
@@ -162,16 +161,13 @@ async def test_postgres_down_mid_stream_loses_nothing(
         writer.call_event(ev)
     assert await writer.wait_idle(10)
 
-    await asyncio.to_thread(stop_postgres, pg_state_dir)
-    try:
+    async with postgres_stopped(pg_state_dir):
         during = [ev for n in range(5) for ev in call_events(f"during-{n}")]
         for ev in during:
             writer.call_event(ev)
         while writer.failures == 0:  # noqa: ASYNC110 (until the writer meets the outage)
             await asyncio.sleep(0.02)
         assert writer.backlog == len(during)
-    finally:
-        await asyncio.to_thread(start_postgres, pg_state_dir, PORT)
 
     assert await writer.wait_idle(30)
     total = len(before) + len(during)
@@ -473,8 +469,7 @@ async def test_while_the_database_is_away_each_batch_is_fsynced(
 ):
     writer = make_writer()
     writer.start()
-    await asyncio.to_thread(stop_postgres, pg_state_dir)
-    try:
+    async with postgres_stopped(pg_state_dir):
         for n in range(3):
             for ev in call_events(f"away-{n}"):
                 writer.call_event(ev)
@@ -483,8 +478,6 @@ async def test_while_the_database_is_away_each_batch_is_fsynced(
                 await asyncio.sleep(0.01)
             assert not writer._journal.unsynced
         assert writer.failures > 0
-    finally:
-        await asyncio.to_thread(start_postgres, pg_state_dir, PORT)
     assert await writer.wait_idle(30)
     assert await _count(clean, "SELECT count(*) FROM calls") == 3
 
@@ -544,3 +537,103 @@ async def test_a_hung_database_times_out_and_the_writer_goes_on(
         assert await _count(clean, "SELECT count(*) FROM call_events") == len(call_events("x"))
     finally:
         await engine.dispose()
+
+
+# -- cadence: stored every store_interval, fsynced every flush_interval in between ------------
+
+SLOW_STORE = DatabaseSettings(flush_interval=0.02, store_interval=30, retry_interval=0.1,
+                              batch_size=50)
+
+
+async def _started_and_settled(writer: RecordWriter) -> None:
+    """Started, with its first pass (the replay) done: the next store is store_interval away."""
+    writer.start()
+    assert await writer.flush(10)
+
+
+async def test_between_stores_the_journal_is_fsynced_and_flush_stores_it_now(
+    make_writer: WriterFactory, clean: AsyncEngine
+):
+    writer = make_writer(settings=SLOW_STORE)
+    await _started_and_settled(writer)
+    syncs = writer.syncs
+    for ev in call_events("between"):
+        writer.call_event(ev)
+    while writer.syncs == syncs:  # noqa: ASYNC110 (within flush_interval, not store_interval)
+        await asyncio.sleep(0.01)
+    assert not writer._journal.unsynced  # on the disk for a power cut ...
+    assert await _count(clean, "SELECT count(*) FROM calls") == 0  # ... not stored yet
+    assert writer.backlog == len(call_events("between"))
+
+    assert await writer.flush(10)
+    assert await _count(clean, "SELECT count(*) FROM calls WHERE call_id = 'between'") == 1
+    assert writer.backlog == 0
+
+
+async def test_a_full_batch_is_stored_without_waiting_for_store_interval(
+    make_writer: WriterFactory, clean: AsyncEngine
+):
+    writer = make_writer(settings=SLOW_STORE)
+    await _started_and_settled(writer)
+    evs = [ev for n in range(10) for ev in call_events(f"full-{n}")]
+    assert len(evs) >= SLOW_STORE.batch_size
+    for ev in evs:
+        writer.call_event(ev)
+
+    async def stored() -> int:
+        return await _count(clean, "SELECT count(*) FROM call_events")
+
+    for _ in range(500):  # 5 s, against a store_interval of 30 s
+        if await stored() >= SLOW_STORE.batch_size:
+            break
+        await asyncio.sleep(0.01)
+    assert await stored() >= SLOW_STORE.batch_size
+
+
+async def test_flush_says_false_while_the_database_is_away_and_keeps_everything(
+    make_writer: WriterFactory, clean: AsyncEngine, pg_state_dir: Path
+):
+    writer = make_writer(settings=SLOW_STORE)
+    await _started_and_settled(writer)
+    async with postgres_stopped(pg_state_dir):
+        for ev in call_events("away-flush"):
+            writer.call_event(ev)
+        assert not await writer.flush(0.5)
+        assert writer.backlog == len(call_events("away-flush"))
+    assert await writer.flush(30)
+    assert await _count(clean, "SELECT count(*) FROM calls WHERE call_id = 'away-flush'") == 1
+
+
+async def test_the_repository_finds_and_marks_a_call_the_writer_still_holds(
+    make_writer: WriterFactory, clean: AsyncEngine, policy: BlockPolicy
+):
+    """An operator marks the call that ended a moment ago: its record is still in the journal
+    (stored every store_interval); the lookup has it stored first, and the mark's events come
+    after the call's last."""
+    writer = make_writer(settings=SLOW_STORE)
+    await _started_and_settled(writer)
+    repo = Repository(clean, policy, pending=writer)
+    evs = call_events("just-ended", agency="fire")
+    for ev in evs:
+        writer.call_event(ev)
+    assert writer.backlog == len(evs)
+
+    record = await repo.mark_call("just-ended", "op1", disposition=Disposition.PRANK.value)
+    assert record.disposition == Disposition.PRANK.value
+    detail = await repo.get_call("just-ended")
+    assert detail is not None
+    marks = [e for e in detail.events if e.type == CallEventType.DISPOSITION.value]
+    assert marks[-1].seq > max(ev.seq for ev in evs)
+
+    for ev in call_events("later-ended"):
+        writer.call_event(ev)
+    assert (await repo.get_call("later-ended")) is not None
+    assert await repo.get_call("never-was") is None
+    for ev in call_events("dispatched", agency="police"):
+        writer.call_event(ev)
+    found = await repo.agency_dispatch("dispatched-police", "police")
+    assert found is not None and found.call_id == "dispatched"
+    without_writer = Repository(clean, policy)
+    for ev in call_events("not-stored-yet"):
+        writer.call_event(ev)
+    assert await without_writer.get_call("not-stored-yet") is None  # what catch-up is for

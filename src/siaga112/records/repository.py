@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
+from typing import Protocol
 
 import structlog
 from sqlalchemy import ColumnElement, and_, func, select, text, update
@@ -43,11 +44,36 @@ _ACTIVE = and_(
     (blocklist.c.blocked_until.is_(None)) | (blocklist.c.blocked_until > func.now()),
 )
 
+# How long a lookup waits for the writer to store what it holds (records/writer.py flush).
+CATCH_UP_TIMEOUT = 2.0
+
+
+class Pending(Protocol):
+    """The records writer, seen from a reader: what it holds and a way to store it now."""
+
+    @property
+    def backlog(self) -> int: ...
+
+    async def flush(self, timeout: float) -> bool: ...  # noqa: ASYNC109
+
+
 class Repository:
-    def __init__(self, engine: AsyncEngine, policy: BlockPolicy | None = None) -> None:
-        """policy runs on mark_call; by default the stock thresholds with no reload hook."""
+    def __init__(self, engine: AsyncEngine, policy: BlockPolicy | None = None,
+                 pending: Pending | None = None) -> None:
+        """policy runs on mark_call; by default the stock thresholds with no reload hook.
+        pending: the daemon's records writer. It stores every store_interval, so the record
+        of a call that ended in the last second may still be in its journal: a lookup of one
+        call or dispatch that finds nothing, and a mark (whose events must follow the call's
+        last), have it stored first."""
         self._engine = engine
         self._policy = policy or BlockPolicy(engine, PolicySettings.model_validate({}))
+        self._pending = pending
+
+    async def _catch_up(self) -> bool:
+        """Have the writer store what it holds; False when it held nothing (or could not)."""
+        if self._pending is None or not self._pending.backlog:
+            return False
+        return await self._pending.flush(CATCH_UP_TIMEOUT)
 
     async def ping(self, within: float = 1.0) -> bool:
         """True when the database answers ``SELECT 1`` within `within` seconds (for /ready):
@@ -108,6 +134,12 @@ class Repository:
         return [CallRecord.model_validate(dict(r)) for r in rows]
 
     async def get_call(self, call_id: str) -> CallDetail | None:
+        detail = await self._get_call(call_id)
+        if detail is None and await self._catch_up():
+            detail = await self._get_call(call_id)
+        return detail
+
+    async def _get_call(self, call_id: str) -> CallDetail | None:
         async with self._engine.connect() as conn:
             row = (
                 (await conn.execute(select(calls).where(calls.c.call_id == call_id)))
@@ -151,6 +183,7 @@ class Repository:
             disposition = Disposition(disposition).value
         if category is not None and not (category.isdigit() and 1 <= int(category) <= 12):
             raise ValueError(f"category must be a code 01..12, got {category!r}")
+        await self._catch_up()
         async with self._engine.connect() as conn:
             seq = (
                 await conn.execute(
@@ -235,8 +268,11 @@ class Repository:
             dispatches.c.agency == agency,
             dispatches.c.requested_at.is_not(None),
         )
-        async with self._engine.connect() as conn:
-            row = (await conn.execute(q)).mappings().first()
+        for attempt in (1, 2):
+            async with self._engine.connect() as conn:
+                row = (await conn.execute(q)).mappings().first()
+            if row is not None or attempt == 2 or not await self._catch_up():
+                break
         return None if row is None else DispatchRow.model_validate(dict(row))
 
     # -- complaints --------------------------------------------------------------------------

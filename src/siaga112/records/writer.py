@@ -5,6 +5,11 @@ the database, never raise); a background task writes batches to PostgreSQL, one 
 each, and advances the journal after the commit. After a crash the journal is replayed on
 start; the store is idempotent by event_id, so nothing is written twice.
 
+Cadence: a batch is stored every ``store_interval``, at once when ``batch_size`` records wait;
+in between, what was journalled is fsynced every ``flush_interval``, so a power cut takes at
+most that much whether the database has it yet or not. A reader that needs the records of the
+last second (an operator marks the call that just ended) calls ``flush()`` first.
+
 What the database cannot take does not stop the writer. Each failure is classified
 (``classify``): a lost connection, a timeout or a server going down means the database is away,
 and the batch is retried every ``retry_interval`` while the journal grows up to
@@ -86,7 +91,7 @@ class RecordWriter:
         self.quarantined = 0  # lines set aside in the quarantine file
         self.committed = 0  # events stored since start
         self.failures = 0  # batches that failed for want of the database
-        self.syncs = 0  # journal fsyncs while the database was away
+        self.syncs = 0  # journal fsyncs (between stores, and while the database is away)
         self._attempts = 0  # failures in a row of the batch at the head, not for want of the db
         self._database_away = False
         self._problems: dict[str, str] = {}
@@ -95,6 +100,9 @@ class RecordWriter:
         self._closed = False  # stopped: late events are journalled and the file closed again
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
+        self._reads = 0  # journal reads begun
+        self._drained = 0  # the last read after which everything it found was stored
+        self._progress = asyncio.Condition()
 
     @property
     def quarantine_file(self) -> Path:
@@ -198,9 +206,23 @@ class RecordWriter:
     async def run(self) -> None:
         log.info("record_writer_started", backlog=self.backlog, journal=str(self._dir),
                  quarantine=str(self._quarantine_dir))
+        loop = asyncio.get_running_loop()
+        settings = self._settings
+        stored_at = loop.time()
+        urgent = True  # the replay of what an earlier run left goes at once
         while True:
+            if not (urgent or self._stopping or self.backlog >= settings.batch_size
+                    or loop.time() - stored_at >= settings.store_interval):
+                if self.backlog:  # not in PostgreSQL yet: on the disk, for a power cut
+                    await self._sync_journal()
+                urgent = await self._sleep(settings.flush_interval)
+                continue
+            stored_at = loop.time()
+            self._wake.clear()  # this read answers every wake so far (flush, wait_idle)
+            self._reads += 1
+            read = self._reads
             try:
-                batch = self._journal.read(self._settings.batch_size)
+                batch = self._journal.read(settings.batch_size)
                 self._clear(JOURNAL_UNREADABLE)
             except OSError as exc:
                 self._problem(JOURNAL_UNREADABLE, str(exc))
@@ -212,20 +234,40 @@ class RecordWriter:
                     log.exception("record_batch_failed", size=len(batch.lines))
                     written = False
                 if written:
-                    if len(batch.lines) >= self._settings.batch_size:
+                    if len(batch.lines) >= settings.batch_size:
+                        urgent = True  # more may wait behind a full batch
                         continue
                 else:
                     batch = None
             if batch is None:  # not written: keep the journal safe, try again later
                 if self._stopping:
                     return
-                await self._wait_out(self._settings.retry_interval)
+                await self._wait_out(settings.retry_interval)
+                urgent = True
                 continue
+            await self._stored_to_end(read)
             if self.backlog == 0:
                 self._idle.set()
             if self._stopping:
                 return
-            await self._sleep(self._settings.flush_interval)
+            urgent = await self._sleep(settings.flush_interval)
+
+    async def flush(self, timeout: float) -> bool:  # noqa: ASYNC109 (a bound for a reader)
+        """Store what was journalled before this call, now. False when that did not happen
+        within timeout (the database is away or slow: the records are still journalled)."""
+        after = self._reads  # a read already begun may have missed the newest lines
+        self._wake.set()
+        try:
+            async with asyncio.timeout(timeout), self._progress:
+                await self._progress.wait_for(lambda: self._drained > after)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _stored_to_end(self, read: int) -> None:
+        async with self._progress:
+            self._drained = read
+            self._progress.notify_all()
 
     async def stop(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 (the sink API)
         """Write what can be written within timeout, then stop; the rest stays journalled."""
