@@ -133,8 +133,9 @@ class OperatorDesk:
             self._save(op)
         self._changed(op, was)
 
-    def _save(self, op: Operator) -> None:
-        self._store.save(Choice(op.name, op.chosen, op.reason, op.idle_since_wall, utcnow()))
+    def _save(self, op: Operator, urgent: bool = True) -> None:
+        self._store.save(Choice(op.name, op.chosen, op.reason, op.idle_since_wall, utcnow()),
+                         urgent)
 
     def reachability(self, name: str, state: str) -> None:
         """From a device state (UNAVAILABLE, INVALID: not reachable; NOT_INUSE, INUSE, ...:
@@ -233,7 +234,7 @@ class OperatorDesk:
     def _idle(self, op: Operator) -> None:
         op.idle_since = time.monotonic()
         op.idle_since_wall = utcnow()
-        self._save(op)
+        self._save(op, urgent=False)  # a choice that made it (choose) is saved urgently
 
     def _changed(self, op: Operator, was: OperatorState) -> None:
         if op.state is not was:

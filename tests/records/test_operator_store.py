@@ -5,6 +5,8 @@ and written when PostgreSQL is back after an outage."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import event
@@ -75,26 +77,78 @@ async def test_choices_wait_in_memory_while_postgres_is_down(
     assert other.get("op1").state is OperatorState.PAUSED  # type: ignore[union-attr]
 
 
-async def test_changes_close_together_are_written_in_one_transaction(clean: AsyncEngine) -> None:
-    # Every call's end changes its operator's idle-since: under load one write carries many.
-    store = ChoiceStore(clean, retry_interval=0.1, gather=0.2)
+@contextlib.contextmanager
+def transactions(engine: AsyncEngine) -> Iterator[list[object]]:
+    """The transactions begun on engine inside the block."""
     writes: list[object] = []
 
     def began(conn: object) -> None:
         writes.append(conn)
 
-    event.listen(clean.sync_engine, "begin", began)
+    event.listen(engine.sync_engine, "begin", began)
+    try:
+        yield writes
+    finally:
+        event.remove(engine.sync_engine, "begin", began)
+
+
+async def test_changes_close_together_are_written_in_one_transaction(clean: AsyncEngine) -> None:
+    # Under load one write carries many changes.
+    store = ChoiceStore(clean, retry_interval=0.1, gather=0.2)
     writer = asyncio.create_task(store.run())
     try:
-        desk = desk_on(store)
-        for name in NAMES:
-            desk.choose(name, OperatorState.PAUSED, "break", persist=True)
-        await wait_for(lambda: store.pending == 0, 5, "written")
+        with transactions(clean) as writes:
+            desk = desk_on(store)
+            for name in NAMES:
+                desk.choose(name, OperatorState.PAUSED, "break", persist=True)
+            await wait_for(lambda: store.pending == 0, 5, "written")
     finally:
         writer.cancel()
-        event.remove(clean.sync_engine, "begin", began)
     assert len(writes) == 1
     other = desk_on(ChoiceStore(clean, retry_interval=0.1))
     await other.load()
     assert [(o.operator, o.state) for o in other.snapshot()] == [
         (name, OperatorState.PAUSED) for name in NAMES]
+
+
+async def test_an_idle_since_alone_waits_and_rides_with_the_next_choice(
+    clean: AsyncEngine,
+) -> None:
+    """Every call's end gives its operator a new idle-since: it waits (idle_delay) instead of a
+    transaction of its own; a choice (a pause) is written at once and takes it along."""
+    store = ChoiceStore(clean, retry_interval=0.1, idle_delay=30)
+    writer = asyncio.create_task(store.run())
+    try:
+        with transactions(clean) as writes:
+            desk = desk_on(store)
+            desk.ringing("op1", "call-1")
+            desk.connected("op1", "call-1")
+            desk.released("op1", "call-1")  # wrapup 0: idle from now on
+            idle_since = desk.get("op1").idle_since_wall  # type: ignore[union-attr]
+            await asyncio.sleep(0.5)
+            assert store.pending == 1 and writes == []  # waiting, not written
+            desk.choose("op2", OperatorState.PAUSED, "break", persist=True)
+            await wait_for(lambda: store.pending == 0, 5, "written with the pause")
+    finally:
+        writer.cancel()
+    assert len(writes) == 1
+    other = desk_on(ChoiceStore(clean, retry_interval=0.1))
+    await other.load()
+    assert other.get("op1").idle_since_wall == idle_since  # type: ignore[union-attr]
+    assert other.get("op2").state is OperatorState.PAUSED  # type: ignore[union-attr]
+
+
+async def test_an_idle_since_alone_is_written_after_idle_delay(clean: AsyncEngine) -> None:
+    store = ChoiceStore(clean, retry_interval=0.1, idle_delay=0.5)
+    writer = asyncio.create_task(store.run())
+    try:
+        desk = desk_on(store)
+        desk.ringing("op3", "call-3")
+        desk.connected("op3", "call-3")
+        desk.released("op3", "call-3")
+        await wait_for(lambda: store.pending == 0, 5, "written after idle_delay")
+    finally:
+        writer.cancel()
+    other = desk_on(ChoiceStore(clean, retry_interval=0.1))
+    await other.load()
+    assert other.get("op3").idle_since_wall == desk.get("op3").idle_since_wall  # type: ignore[union-attr]
