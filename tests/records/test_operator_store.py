@@ -29,6 +29,20 @@ def desk_on(store: ChoiceStore) -> OperatorDesk:
                         on_change=lambda: None, store=store)
 
 
+async def reread(engine: AsyncEngine) -> OperatorDesk:
+    """Another desk (another daemon, or this one after a restart) loading what was written."""
+    other = desk_on(ChoiceStore(engine, retry_interval=0.1))
+    await other.load()
+    return other
+
+
+def a_call_ends(desk: OperatorDesk, name: str) -> None:
+    """name takes a call and it ends (wrapup 0): idle from now on."""
+    desk.ringing(name, f"call-{name}")
+    desk.connected(name, f"call-{name}")
+    desk.released(name, f"call-{name}")
+
+
 async def test_a_second_desk_reads_what_the_first_chose(clean: AsyncEngine) -> None:
     store = ChoiceStore(clean, retry_interval=0.1)
     writer = asyncio.create_task(store.run())
@@ -41,8 +55,7 @@ async def test_a_second_desk_reads_what_the_first_chose(clean: AsyncEngine) -> N
         await wait_for(lambda: store.pending == 0, 5, "written")
     finally:
         writer.cancel()
-    other = desk_on(ChoiceStore(clean, retry_interval=0.1))
-    await other.load()
+    other = await reread(clean)
     assert [(o.operator, o.state, o.reason) for o in other.snapshot()] == [
         ("op1", OperatorState.PAUSED, "break"),
         ("op2", OperatorState.LOGGED_OUT, "desk phone"),
@@ -72,8 +85,7 @@ async def test_choices_wait_in_memory_while_postgres_is_down(
         await wait_for(lambda: store.pending == 0, 15, "written when PostgreSQL is back")
     finally:
         writer.cancel()
-    other = desk_on(ChoiceStore(clean, retry_interval=0.1))
-    await other.load()
+    other = await reread(clean)
     assert other.get("op1").state is OperatorState.PAUSED  # type: ignore[union-attr]
 
 
@@ -105,8 +117,7 @@ async def test_changes_close_together_are_written_in_one_transaction(clean: Asyn
     finally:
         writer.cancel()
     assert len(writes) == 1
-    other = desk_on(ChoiceStore(clean, retry_interval=0.1))
-    await other.load()
+    other = await reread(clean)
     assert [(o.operator, o.state) for o in other.snapshot()] == [
         (name, OperatorState.PAUSED) for name in NAMES]
 
@@ -121,9 +132,7 @@ async def test_an_idle_since_alone_waits_and_rides_with_the_next_choice(
     try:
         with transactions(clean) as writes:
             desk = desk_on(store)
-            desk.ringing("op1", "call-1")
-            desk.connected("op1", "call-1")
-            desk.released("op1", "call-1")  # wrapup 0: idle from now on
+            a_call_ends(desk, "op1")
             idle_since = desk.get("op1").idle_since_wall  # type: ignore[union-attr]
             await asyncio.sleep(0.5)
             assert store.pending == 1 and writes == []  # waiting, not written
@@ -132,8 +141,7 @@ async def test_an_idle_since_alone_waits_and_rides_with_the_next_choice(
     finally:
         writer.cancel()
     assert len(writes) == 1
-    other = desk_on(ChoiceStore(clean, retry_interval=0.1))
-    await other.load()
+    other = await reread(clean)
     assert other.get("op1").idle_since_wall == idle_since  # type: ignore[union-attr]
     assert other.get("op2").state is OperatorState.PAUSED  # type: ignore[union-attr]
 
@@ -143,12 +151,9 @@ async def test_an_idle_since_alone_is_written_after_idle_delay(clean: AsyncEngin
     writer = asyncio.create_task(store.run())
     try:
         desk = desk_on(store)
-        desk.ringing("op3", "call-3")
-        desk.connected("op3", "call-3")
-        desk.released("op3", "call-3")
+        a_call_ends(desk, "op3")
         await wait_for(lambda: store.pending == 0, 5, "written after idle_delay")
     finally:
         writer.cancel()
-    other = desk_on(ChoiceStore(clean, retry_interval=0.1))
-    await other.load()
+    other = await reread(clean)
     assert other.get("op3").idle_since_wall == desk.get("op3").idle_since_wall  # type: ignore[union-attr]
