@@ -142,6 +142,7 @@ class MqttNotifier:
         # Retained state topic -> (what it says, the message): the latest emitted, re-published
         # on every connect; an emit that says the same again is not sent.
         self._state: dict[str, tuple[bytes, Message]] = {}
+        self._operators_seen: dict[str, OperatorSnapshot] = {}  # the last snapshot taken
         self._wake = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -193,6 +194,9 @@ class MqttNotifier:
 
     def operators_changed(self, operators: list[OperatorSnapshot]) -> None:
         for op in operators:
+            if self._operators_seen.get(op.operator) is op:
+                continue  # the desk gives an operator's snapshot again while it is the same
+            self._operators_seen[op.operator] = op
             if not _segment_ok(op.operator):
                 log.error("mqtt_bad_topic_level", operator=op.operator)
                 continue

@@ -37,6 +37,9 @@ class Operator:
     call_id: str | None = None
     idle_since: float = field(default_factory=time.monotonic)
     idle_since_wall: datetime = field(default_factory=utcnow)
+    # The last snapshot, given again while it still says the same: the desk's every change
+    # snapshots all operators, and the consumers (MQTT's retained states) skip one they have.
+    _snapshot: OperatorSnapshot | None = field(default=None, repr=False, compare=False)
 
     @property
     def state(self) -> OperatorState:
@@ -49,14 +52,16 @@ class Operator:
         return self.state is OperatorState.AVAILABLE and self.reachable
 
     def snapshot(self) -> OperatorSnapshot:
-        return OperatorSnapshot(
-            operator=self.name,
-            state=self.state,
-            reachable=self.reachable,
-            reason=self.reason,
-            call_id=self.call_id,
-            idle_since=self.idle_since_wall if self.state is OperatorState.AVAILABLE else None,
-        )
+        state = self.state
+        idle_since = self.idle_since_wall if state is OperatorState.AVAILABLE else None
+        last = self._snapshot
+        if (last is None or last.state is not state or last.reachable != self.reachable
+                or last.reason != self.reason or last.call_id != self.call_id
+                or last.idle_since != idle_since):
+            last = self._snapshot = OperatorSnapshot(
+                operator=self.name, state=state, reachable=self.reachable, reason=self.reason,
+                call_id=self.call_id, idle_since=idle_since)
+        return last
 
 
 class OperatorDesk:

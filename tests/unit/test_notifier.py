@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import SimpleNamespace
 
 from structlog.testing import capture_logs
+from tests.fakes import FakeAri, ListSink
 
 from siaga112.metrics import Metrics
 from siaga112.model import (
@@ -17,6 +19,7 @@ from siaga112.model import (
 )
 from siaga112.mqtt_buffer import Message, OutBuffer, Topics
 from siaga112.notifier import MqttNotifier, NullNotifier
+from siaga112.operators import OperatorDesk
 from siaga112.settings import MqttSettings
 from siaga112.sinks import EventSink
 
@@ -156,6 +159,48 @@ def test_state_that_says_nothing_new_is_not_sent_again() -> None:
         n.operators_changed([ops[0].model_copy(update={"state": OperatorState.RINGING}), ops[1]])
         n.queue_changed(QueueSnapshot(length=0, entries=[]))
     assert topics_of(n._buffer) == [["p/operators/op1"]]
+
+
+async def test_a_desk_change_publishes_that_operator_only_and_every_field_shows() -> None:
+    """The desk snapshots every operator on each change; an operator whose snapshot says the
+    same is given as the same object, and the notifier does not serialise it again."""
+    desk = OperatorDesk([f"op{i}" for i in range(8)], FakeAri(), ListSink(), wrapup=0,
+                        start_logged_in=True, on_change=lambda: None)
+    n = MqttNotifier(MqttSettings(topic_prefix="p"))
+    first = desk.snapshot()
+    n.operators_changed(first)
+    assert len(topics_of(n._buffer)) == 8
+    n._buffer.remove(n._buffer.head(10))
+
+    def published_after(change: Callable[[], None] | None) -> list[list[str]]:
+        if change is not None:
+            change()
+        ops = desk.snapshot()
+        for op in ops:  # what a snapshot says is the operator now, whatever was reused
+            o = desk.get(op.operator)
+            assert o is not None
+            fresh = OperatorSnapshot(
+                operator=o.name, state=o.state, reachable=o.reachable, reason=o.reason,
+                call_id=o.call_id,
+                idle_since=o.idle_since_wall if o.state is OperatorState.AVAILABLE else None)
+            assert op == fresh, change
+        n.operators_changed(ops)
+        out = topics_of(n._buffer)
+        n._buffer.remove(n._buffer.head(10))
+        return out
+
+    op1, op2, op3 = (["p/operators/op1"],), (["p/operators/op2"],), (["p/operators/op3"],)
+    for change, topics in [
+        (lambda: desk.ringing("op1", "c1"), op1),
+        (lambda: desk.connected("op1", "c1"), op1),
+        (lambda: desk.released("op1", "c1"), op1),  # idle_since
+        (lambda: desk.choose("op2", OperatorState.PAUSED, "break", True), op2),
+        (lambda: desk.choose("op2", OperatorState.PAUSED, "lunch", True), op2),  # reason alone
+        (lambda: desk.reachability("op3", "UNAVAILABLE"), op3),
+    ]:
+        assert published_after(change) == list(topics)
+    assert published_after(None) == []  # nothing changed: nothing serialised or sent
+    assert all(a is b for a, b in zip(first[4:], desk.snapshot()[4:], strict=True))
 
 
 async def test_an_event_after_stop_is_counted_as_dropped() -> None:
