@@ -340,6 +340,31 @@ REFUSED = [  # method, path, headers, body, status, error, a word the detail mus
 ]
 
 
+async def test_the_operator_marks_the_call_the_instant_the_caller_hangs_up(
+    daemon_factory, phones, http
+) -> None:
+    """The caller hangs up; the operator presses "prank" at once. The record's end is still in
+    the writer's journal (it stores every database.store_interval): the mark is taken on the
+    record all the same, after the call's last event, never a 404."""
+    daemon = await daemon_factory(logged_in=["op1"])
+    desk = await phones.operator(1, ring=0.3, talk=None)  # stays until the caller leaves
+    number = mobile_number()
+    citizen = await phones.citizen(number, MOBILE, hold=2.0)
+    call_id = await call_of(daemon, e164(number))
+    await wait_for(lambda: call_id not in daemon.stasis.sessions, 20, "the caller's hang-up")
+    async with http.post(f"/calls/{call_id}/disposition", headers=OPERATOR,
+                         json={"disposition": "prank"}) as resp:
+        body = await resp.json()
+    assert resp.status == 200, body
+    assert body["live"] is False and body["call"]["disposition"] == "prank", body
+    assert (await citizen.wait(10)).ok and (await desk.wait(10)).ok
+    detail = await record(daemon, call_id)
+    [ended] = [e for e in detail.events if e.type == "ended"]
+    marks = [e for e in detail.events if e.type == "disposition"]
+    assert marks and marks[-1].seq > ended.seq, [(e.type, e.seq) for e in detail.events]
+    assert detail.call.operator == "op1" and detail.call.disposition == "prank"
+
+
 async def test_refused_requests_name_the_problem(daemon_factory, http) -> None:
     await daemon_factory(logged_in=[])
     for method, path, headers, body, status, error, names in REFUSED:

@@ -89,7 +89,7 @@ callbacks = Table(
     Column("closed_by_call", Text),
     Column("closed_reason", Text),  # called_back | called_again
 )
-# A records batch finds the entries it can change by these (records/callbacks.py _STATE).
+# A records batch finds the entries it can change by these (records/callbacks.py _TODO).
 Index("ix_callbacks_caller_closed_at", callbacks.c.caller, callbacks.c.closed_at)
 Index("ix_callbacks_closed_by_call", callbacks.c.closed_by_call,
       postgresql_where=callbacks.c.closed_by_call.isnot(None))
