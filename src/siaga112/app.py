@@ -22,6 +22,7 @@ from siaga112.api.live import LiveFeed
 from siaga112.ari.client import AriClient
 from siaga112.ari.cluster import ClusterAri
 from siaga112.ari.events import EventStream, EventStreams
+from siaga112.ari.socket_rest import SocketRest
 from siaga112.call import CallDeps
 from siaga112.callbacks import CallbackDialer
 from siaga112.coalesce import Coalesced
@@ -72,13 +73,16 @@ class Daemon:
         self.settings = settings
         self.metrics = Metrics()
         # One PBX, or a cluster's nodes behind one ARI (ari/cluster.py, docs/cluster.md).
+        # Each node's requests ride its events socket while it is up (ari/socket_rest.py).
+        self.sockets = {node.name: self._socket_rest(settings) for node in settings.ari.nodes
+                        } or {"": self._socket_rest(settings)}
         self.cluster = ClusterAri({
             node.name: AriClient(settings.ari.model_copy(update={"url": node.url}),
-                                 observe=self.metrics.ari_request)
+                                 observe=self.metrics.ari_request, socket=self.sockets[node.name])
             for node in settings.ari.nodes
         }) if settings.ari.nodes else None
-        self.ari: AriClient | ClusterAri = (
-            self.cluster or AriClient(settings.ari, observe=self.metrics.ari_request))
+        self.ari: AriClient | ClusterAri = self.cluster or AriClient(
+            settings.ari, observe=self.metrics.ari_request, socket=self.sockets[""])
         self.engine = ping_when_idle(create_async_engine(
             settings.database.url, pool_size=5, max_overflow=5,
             pool_timeout=5, connect_args=connect_args(settings.database.statement_timeout),
@@ -145,7 +149,7 @@ class Daemon:
             self._node_streams(settings) if self.cluster else EventStream(
                 settings.ari, on_event=self.stasis.on_event, on_connect=self.stasis.resync,
                 on_reconnect_attempt=self.metrics.ari_reconnected,
-                on_received=self.metrics.ari_event,
+                on_received=self.metrics.ari_event, rest=self.sockets[""],
             ))
         self.clock = DispatchClock(self.repository, self.sink, settings.agency)
         # Past calls go to the records only: MQTT carries what happens now.
@@ -194,9 +198,14 @@ class Daemon:
                         on_event=self.stasis.on_event, on_connect=connected(node.name),
                         on_disconnect=disconnected(node.name),
                         on_reconnect_attempt=self.metrics.ari_reconnected,
-                        on_received=self.metrics.ari_event)
+                        on_received=self.metrics.ari_event, rest=self.sockets[node.name])
             for node in settings.ari.nodes])
         return streams
+
+    @staticmethod
+    def _socket_rest(settings: Settings) -> SocketRest | None:
+        return (SocketRest(settings.ari.request_timeout)
+                if settings.ari.requests_over_socket else None)
 
     @property
     def role(self) -> Role:

@@ -111,8 +111,9 @@ class Metrics:
         )
         self._ari_request = Histogram(
             "ari_request_seconds",
-            "Seconds per ARI HTTP request, by HTTP method.",
-            ["method"],
+            "Seconds per ARI request, by HTTP method and by what carried it (via: socket, the "
+            "events websocket; http).",
+            ["method", "via"],
             buckets=ARI_BUCKETS,
             **kw,
         )
@@ -156,11 +157,12 @@ class Metrics:
     def call_waited(self, seconds: float) -> None:
         self._wait.observe(seconds)
 
-    def ari_request(self, method: str, seconds: float) -> None:
-        child = self._ari_request_children.get(method)
-        if child is None:  # the methods are our own code's few (GET, POST, PUT, DELETE)
-            child = self._ari_request_children[method] = self._ari_request.labels(
-                method=method.upper())
+    def ari_request(self, method: str, seconds: float, via: str = "http") -> None:
+        key = method + via
+        child = self._ari_request_children.get(key)
+        if child is None:  # our own code's few methods (GET, POST, PUT, DELETE), two ways
+            child = self._ari_request_children[key] = self._ari_request.labels(
+                method=method.upper(), via=via)
         child.observe(seconds)
 
     def ari_reconnected(self) -> None:

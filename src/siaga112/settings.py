@@ -74,6 +74,10 @@ class AriSettings(_Section):
     # Connections to Asterisk's HTTP server; http.conf sessionlimit must be above this.
     max_connections: int = Field(default=20, ge=1, le=500)
     request_timeout: float = Field(default=5.0, gt=0)
+    # ARI requests over the events socket while it is up (ari/socket_rest.py): half the
+    # daemon's CPU of an HTTP request. HTTP while it is down, with false, and with an Asterisk
+    # that does not answer there (before 22.4, 21.9, 20.14: found out at connect).
+    requests_over_socket: bool = True
     reconnect_initial: float = Field(default=0.2, gt=0)
     reconnect_max: float = Field(default=5.0, gt=0)
 

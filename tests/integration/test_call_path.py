@@ -68,9 +68,18 @@ async def test_landline_call_knows_its_trunk(daemon_factory, phones) -> None:
     assert (detail.call.line_type, detail.call.trunk) == ("landline", "trunk-landline")
 
 
+def ari_requests(daemon, via: str) -> float:
+    """The daemon's ARI requests so far that went `via` the events socket or HTTP."""
+    return sum(sample.value for metric in daemon.metrics.registry.collect()
+               if metric.name == "siaga112_ari_request_seconds"
+               for sample in metric.samples
+               if sample.name.endswith("_count") and sample.labels.get("via") == via)
+
+
 async def test_call_reaches_a_free_operator_in_one_mixing_bridge(daemon_factory, phones) -> None:
     daemon = await daemon_factory(logged_in=["op1"])
     op1 = await phones.operator(1, ring=0.3, talk=None)
+    over_http, over_socket = ari_requests(daemon, "http"), ari_requests(daemon, "socket")
     number = mobile_number()
     citizen = await phones.citizen(number, MOBILE, hold=3.0, audio=phones.pcaps.speech(10))
     call_id = await call_of(daemon, e164(number))
@@ -89,6 +98,9 @@ async def test_call_reaches_a_free_operator_in_one_mixing_bridge(daemon_factory,
     assert detail.call.operator == "op1"
     assert detail.call.disposition == Disposition.GENUINE.value
     assert detail.call.operator_answered_at is not None
+    # Its requests (holding bridge, originate, call bridge, hang-ups) rode the events socket.
+    assert ari_requests(daemon, "socket") - over_socket >= 4
+    assert ari_requests(daemon, "http") == over_http
 
 
 async def test_longest_idle_operator_rings_first(daemon_factory, phones) -> None:

@@ -21,6 +21,8 @@ def test_render_holds_every_metric_with_its_values() -> None:
     m.queue_length(3)
     m.call_waited(4.0)
     m.ari_request("post", 0.003)
+    m.ari_request("post", 0.001, "socket")
+    m.ari_request("post", 0.002, "socket")
     m.ari_reconnected()
     m.watch_journal_backlog(lambda: 42)
     m.watch_mqtt_pending(lambda: 9)
@@ -34,7 +36,8 @@ def test_render_holds_every_metric_with_its_values() -> None:
     assert s[("siaga112_queue_length", ())] == 3
     assert s[("siaga112_wait_seconds_bucket", (("le", "5.0"),))] == 1
     assert s[("siaga112_wait_seconds_bucket", (("le", "2.0"),))] == 0
-    assert s[("siaga112_ari_request_seconds_count", (("method", "POST"),))] == 1
+    assert s[("siaga112_ari_request_seconds_count", (("method", "POST"), ("via", "http")))] == 1
+    assert s[("siaga112_ari_request_seconds_count", (("method", "POST"), ("via", "socket")))] == 2
     assert s[("siaga112_ari_reconnects_total", ())] == 1
     assert s[("siaga112_journal_backlog", ())] == 42
     assert s[("siaga112_mqtt_pending", ())] == 9

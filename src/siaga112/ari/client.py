@@ -15,6 +15,7 @@ import aiohttp
 import structlog
 
 from siaga112.ari.models import Application, Bridge, Channel, Endpoint, Playback
+from siaga112.ari.socket_rest import SocketClosed, SocketRest
 from siaga112.settings import AriSettings
 
 log = structlog.get_logger(__name__)
@@ -55,7 +56,8 @@ def channel_gone(exc: AriError) -> bool:
     )
 
 
-Observer = Callable[[str, float], None]  # (method, seconds) for the round-trip histogram
+# (method, seconds, via: "socket" or "http") for the round-trip histogram
+Observer = Callable[[str, float, str], None]
 
 
 class AriClient:
@@ -64,8 +66,10 @@ class AriClient:
         settings: AriSettings,
         session: aiohttp.ClientSession | None = None,
         observe: Observer | None = None,
+        socket: SocketRest | None = None,
     ) -> None:
         self._settings = settings
+        self._socket = socket  # requests go over the events socket while it is up
         self._base = settings.url.rstrip("/")
         self._own_session = session is None
         self._session = session
@@ -101,17 +105,26 @@ class AriClient:
     ) -> Any:
         clean = {k: _param(v) for k, v in (params or {}).items() if v is not None}
         started = time.perf_counter()
+        body: bytes | str
+        via = "socket"
         try:
-            async with self.session.request(
-                method, self._base + path, params=clean, json=json
-            ) as resp:
-                body = await resp.read()
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            answer = None
+            if self._socket is not None:
+                answer = await self._socket.request(method, path, clean, json)
+            if answer is not None:
+                status, body = answer
+            else:  # no events socket up to carry it
+                via = "http"
+                async with self.session.request(
+                    method, self._base + path, params=clean, json=json
+                ) as resp:
+                    body = await resp.read()
+                    status = resp.status
+        except (aiohttp.ClientError, TimeoutError, SocketClosed) as exc:
             raise Unreachable(method, path, 0, repr(exc)) from exc
         finally:
             if self._observe is not None:
-                self._observe(method, time.perf_counter() - started)
+                self._observe(method, time.perf_counter() - started, via)
         if status >= 400:
             message = _error_message(body)
             cls = NotFound if status == 404 else Conflict if status in (409, 412, 422) else AriError
@@ -291,11 +304,11 @@ def _param(v: Any) -> Any:
     return v
 
 
-def _error_message(body: bytes) -> str:
+def _error_message(body: bytes | str) -> str:
     try:
         data = jsonlib.loads(body)
         if isinstance(data, dict) and "message" in data:
             return str(data["message"])
     except ValueError:
         pass
-    return body[:200].decode("utf-8", "replace")
+    return body[:200] if isinstance(body, str) else body[:200].decode("utf-8", "replace")

@@ -1,0 +1,143 @@
+"""ARI REST requests over the events websocket (Asterisk 22.4 and later), HTTP's stand-in.
+
+Asterisk answers a `RESTRequest` message on an application's events socket with a
+`RESTResponse` on the same socket (docs.asterisk.org, "ARI REST over WebSocket"). A request
+over it costs the daemon about half of one over HTTP keep-alive (aiohttp's request machinery:
+its request and response objects, headers, timers, the connection pool), and an ARI request
+was a quarter of a call's CPU (docs/load-testing.md, ninth round).
+
+`SocketRest` carries requests while the events socket is up: `EventStream` attaches the socket
+when it connects, hands it every `RESTResponse`, and detaches it when the socket goes down.
+While none is attached, `request` returns None and the client uses HTTP, so nothing depends on
+this path: a call's hand-back to the dialplan works with the events socket down, as before. A
+request in flight when the socket goes down, or not answered within the request timeout, fails
+as an unreachable HTTP request does (`Unreachable`: it may or may not have been carried out,
+and the callers that must know look, as they do after an HTTP timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+import structlog
+
+log = structlog.get_logger(__name__)
+
+MAX_PENDING = 10_000  # requests in flight on one socket; past this, HTTP carries the rest
+# An Asterisk without REST over the socket (before 22.4, 21.9, 20.14) does not answer the
+# probe: after this many probes without an answer the daemon stays on HTTP and says so.
+PROBES = 3
+
+
+class SocketClosed(Exception):
+    """The events socket went down with the request in flight (or timed out): like an HTTP
+    request that got no answer."""
+
+
+class SocketRest:
+    def __init__(self, timeout: float) -> None:
+        self._timeout = timeout
+        self._ws: aiohttp.ClientWebSocketResponse | None = None  # once it answered the probe
+        self._pending: dict[str, asyncio.Future[tuple[int, str]]] = {}
+        self._next = 0
+        self._unanswered = 0  # probes in a row that got no answer
+        self.unsupported = False  # requests stay on HTTP for good
+
+    @property
+    def attached(self) -> bool:
+        return self._ws is not None
+
+    async def attach(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """The events socket is up (run beside its reader): it carries requests once it has
+        answered one."""
+        if self.unsupported:
+            return
+        try:
+            answer = await self._exchange(ws, "GET", "/asterisk/ping", {}, None)
+        except SocketClosed as exc:
+            answer, why = None, str(exc)
+        else:
+            why = ("the socket would not take it" if answer is None
+                   else f"status {answer[0]}" if answer[0] >= 400 else "")
+        if not why:
+            self._unanswered = 0
+            if not ws.closed:
+                self._ws = ws
+                log.info("ari_requests_over_socket")
+            return
+        self._unanswered += 1
+        log.warning("ari_socket_request_unanswered", reason=why, probes=self._unanswered)
+        if self._unanswered >= PROBES:
+            self.unsupported = True
+            log.warning("ari_requests_over_http", reason="the events socket does not answer "
+                        "requests (Asterisk before 22.4, 21.9 or 20.14?)")
+
+    def detach(self) -> None:
+        """The socket is down: every request in flight fails as unanswered."""
+        self._ws = None
+        pending, self._pending = self._pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(SocketClosed("the events socket closed"))
+
+    async def request(self, method: str, path: str, params: dict[str, Any],
+                      body: dict[str, Any] | None) -> tuple[int, str] | None:
+        """(status, body) from Asterisk; None: no socket to carry it (use HTTP). Raises
+        SocketClosed when it was sent and no answer came."""
+        ws = self._ws
+        if ws is None or ws.closed or len(self._pending) >= MAX_PENDING:
+            return None
+        return await self._exchange(ws, method, path, params, body)
+
+    async def _exchange(self, ws: aiohttp.ClientWebSocketResponse, method: str, path: str,
+                        params: dict[str, Any], body: dict[str, Any] | None
+                        ) -> tuple[int, str] | None:
+        self._next += 1
+        request_id = str(self._next)
+        message: dict[str, Any] = {
+            "type": "RESTRequest", "request_id": request_id, "method": method,
+            "uri": path.lstrip("/"),
+        }
+        if params:
+            message["query_strings"] = [{"name": k, "value": str(v)} for k, v in params.items()]
+        if body is not None:
+            message["content_type"] = "application/json"
+            message["message_body"] = json.dumps(body)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[tuple[int, str]] = loop.create_future()
+        self._pending[request_id] = fut
+        try:
+            await ws.send_str(json.dumps(message))
+        except (aiohttp.ClientError, ConnectionError, RuntimeError):
+            # Not sent (the socket is closing): nothing was asked of Asterisk; HTTP carries it.
+            self._pending.pop(request_id, None)
+            return None
+        timer = loop.call_later(self._timeout, self._expire, request_id)
+        try:
+            return await fut
+        finally:
+            timer.cancel()
+            self._pending.pop(request_id, None)
+    def _expire(self, request_id: str) -> None:
+        fut = self._pending.pop(request_id, None)
+        if fut is not None and not fut.done():
+            fut.set_exception(SocketClosed(f"no answer within {self._timeout:g} s"))
+
+    def answered(self, data: dict[str, Any]) -> None:
+        """A RESTResponse from the socket. One for no request of ours (it came after its
+        timeout) or with fields out of shape is logged and dropped."""
+        fut = self._pending.pop(str(data.get("request_id")), None)
+        if fut is None or fut.done():
+            log.debug("ari_socket_response_unclaimed", request_id=str(data.get("request_id"))[:64])
+            return
+        status, body = data.get("status_code"), data.get("message_body", "")
+        if (not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599
+                or not isinstance(body, str)):
+            log.error("ari_socket_response_malformed", status=repr(status)[:40],
+                      body=repr(body)[:200])
+            fut.set_exception(SocketClosed("a malformed RESTResponse"))
+            return
+        fut.set_result((status, body))

@@ -1,0 +1,272 @@
+"""ARI requests over the events websocket (ari/socket_rest.py), against a small stand-in for
+Asterisk: an aiohttp server with the events websocket (answering RESTRequest messages as
+Asterisk 22 does, and sending events) and the same resources over HTTP. The real Asterisk
+carries every integration test's requests this way (tests/integration/test_call_path.py checks
+that it does)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import WSMsgType, web
+
+from siaga112.ari.client import AriClient, NotFound, Unreachable
+from siaga112.ari.events import EventStream
+from siaga112.ari.models import AriEvent
+from siaga112.ari.socket_rest import PROBES, SocketRest
+from siaga112.settings import AriSettings
+
+
+@dataclass
+class FakePbx:
+    """What the stand-in saw and how it behaves."""
+
+    url: str = ""
+    requests: list[dict[str, Any]] = field(default_factory=list)  # over the socket
+    http: list[str] = field(default_factory=list)  # "METHOD path?query" over HTTP
+    mode: str = "answer"  # answer | silent (an Asterisk before 22.4) | close | garbage
+    sockets: list[web.WebSocketResponse] = field(default_factory=list)
+    variables: dict[str, str] = field(default_factory=dict)
+
+    def resource(self, method: str, uri: str, query: dict[str, str]) -> tuple[int, str]:
+        if uri == "asterisk/ping" and method == "GET":
+            return 200, json.dumps({"ping": "pong"})
+        if uri == "asterisk/variable" and method == "GET":
+            return 200, json.dumps({"value": self.variables.get(query["variable"], "")})
+        if uri == "asterisk/variable" and method == "POST":
+            self.variables[query["variable"]] = query["value"]
+            return 204, ""
+        if uri.endswith("/eventFilter") and method == "PUT":
+            return 200, json.dumps({"name": uri.split("/")[1]})
+        return 404, json.dumps({"message": "Channel not found"})
+
+
+@pytest.fixture
+async def pbx() -> AsyncIterator[FakePbx]:
+    fake = FakePbx()
+
+    async def events(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        fake.sockets.append(ws)
+        async for msg in ws:
+            if msg.type != WSMsgType.TEXT:
+                break
+            req = json.loads(msg.data)
+            fake.requests.append(req)
+            if fake.mode == "silent":
+                continue
+            if fake.mode == "close":
+                await ws.close()
+                break
+            query = {q["name"]: q["value"] for q in req.get("query_strings", [])}
+            status, body = fake.resource(req["method"], req["uri"], query)
+            answer: dict[str, Any] = {"type": "RESTResponse", "request_id": req["request_id"],
+                                      "status_code": status, "uri": req["uri"]}
+            if fake.mode == "garbage":
+                answer["status_code"] = "two hundred"
+            if body:
+                answer |= {"content_type": "application/json", "message_body": body}
+            await ws.send_str(json.dumps(answer))
+        return ws
+
+    async def rest(request: web.Request) -> web.Response:
+        fake.http.append(f"{request.method} {request.path_qs}")
+        status, body = fake.resource(request.method, request.match_info["uri"],
+                                     dict(request.query))
+        return web.Response(status=status, text=body or None,
+                            content_type="application/json" if body else None)
+
+    app = web.Application()
+    app.router.add_get("/ari/events", events)
+    app.router.add_route("*", "/ari/{uri:.+}", rest)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    fake.url = f"http://127.0.0.1:{port}/ari"
+    try:
+        yield fake
+    finally:
+        await runner.cleanup()
+
+
+async def wait_until(check: Callable[[], bool], seconds: float = 5) -> None:
+    for _ in range(int(seconds * 100)):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("not within 5 s")
+
+
+@dataclass
+class Connected:
+    ari: AriClient
+    rest: SocketRest
+    events: list[AriEvent]
+    observed: list[tuple[str, str]]  # (method, via)
+    stream: EventStream
+    task: asyncio.Task[None]
+
+
+@pytest.fixture
+async def connected(pbx: FakePbx) -> AsyncIterator[Connected]:
+    settings = AriSettings(url=pbx.url, request_timeout=0.5, reconnect_initial=0.05,
+                           reconnect_max=0.05)
+    rest = SocketRest(settings.request_timeout)
+    events: list[AriEvent] = []
+    observed: list[tuple[str, str]] = []
+
+    async def on_connect() -> None:
+        return None
+
+    stream = EventStream(settings, on_event=events.append, on_connect=on_connect, rest=rest)
+    ari = AriClient(settings, observe=lambda m, _s, via: observed.append((m, via)),
+                    socket=rest)
+    task = asyncio.create_task(stream.run())
+    await asyncio.wait_for(stream.connected.wait(), 5)
+    await wait_until(lambda: rest.attached)
+    assert pbx.requests == [{"type": "RESTRequest", "request_id": "1", "method": "GET",
+                             "uri": "asterisk/ping"}]  # the socket's first request
+    pbx.requests.clear()
+    try:
+        yield Connected(ari, rest, events, observed, stream, task)
+    finally:
+        stream.stop()
+        for ws in pbx.sockets:
+            await ws.close()
+        await asyncio.wait_for(task, 5)
+        await ari.close()
+
+
+async def test_requests_go_over_the_socket_with_their_query_and_body(
+        pbx: FakePbx, connected: Connected) -> None:
+    await connected.ari.set_global("SIAGA112_X", "a b&c=d")
+    assert await connected.ari.get_global("SIAGA112_X") == "a b&c=d"
+    await connected.ari.filter_events("siaga112", ["ChannelVarset"])
+
+    assert pbx.http == []
+    sent = pbx.requests[0]
+    assert (sent["type"], sent["method"], sent["uri"]) == ("RESTRequest", "POST",
+                                                            "asterisk/variable")
+    assert sent["query_strings"] == [{"name": "variable", "value": "SIAGA112_X"},
+                                     {"name": "value", "value": "a b&c=d"}]
+    put = pbx.requests[2]
+    assert put["content_type"] == "application/json"
+    assert json.loads(put["message_body"]) == {"disallowed": [{"type": "ChannelVarset"}]}
+    assert len({r["request_id"] for r in pbx.requests}) == 3
+    assert connected.observed == [("POST", "socket"), ("GET", "socket"), ("PUT", "socket")]
+
+
+async def test_an_error_over_the_socket_is_the_same_typed_error(connected: Connected) -> None:
+    with pytest.raises(NotFound, match="Channel not found"):
+        await connected.ari.hangup("gone-1")
+
+
+async def test_requests_in_flight_answered_out_of_order(pbx: FakePbx,
+                                                        connected: Connected) -> None:
+    pbx.variables = {f"V{i}": str(i) for i in range(20)}
+    got = await asyncio.gather(*(connected.ari.get_global(f"V{i}") for i in range(20)))
+    assert got == [str(i) for i in range(20)]
+
+
+async def test_without_a_socket_requests_go_over_http(pbx: FakePbx) -> None:
+    settings = AriSettings(url=pbx.url)
+    rest = SocketRest(settings.request_timeout)  # never attached: the socket is not up
+    observed: list[str] = []
+    async with AriClient(settings, observe=lambda _m, _s, via: observed.append(via),
+                         socket=rest) as ari:
+        await ari.set_global("SIAGA112_X", "1")
+        assert await ari.get_global("SIAGA112_X") == "1"
+    assert pbx.http == ["POST /ari/asterisk/variable?variable=SIAGA112_X&value=1",
+                        "GET /ari/asterisk/variable?variable=SIAGA112_X"]
+    assert pbx.requests == []
+    assert observed == ["http", "http"]
+
+
+async def test_the_socket_closing_fails_the_request_in_flight_then_http_carries_them(
+        pbx: FakePbx, connected: Connected) -> None:
+    pbx.mode = "close"  # Asterisk restarts with our request in flight
+    with pytest.raises(Unreachable, match="events socket closed"):
+        await connected.ari.set_global("SIAGA112_X", "1")
+    assert connected.observed[-1] == ("POST", "socket")
+    # Until the socket is back, HTTP carries the requests; then the socket does again.
+    assert not connected.rest.attached
+    await connected.ari.set_global("SIAGA112_X", "2")
+    assert pbx.http == ["POST /ari/asterisk/variable?variable=SIAGA112_X&value=2"]
+    pbx.mode = "answer"
+    await wait_until(lambda: connected.rest.attached)  # connected again, and it answered
+    await connected.ari.set_global("SIAGA112_X", "2")
+    assert pbx.variables["SIAGA112_X"] == "2"
+    assert pbx.requests[-1]["query_strings"][1] == {"name": "value", "value": "2"}
+
+
+@pytest.mark.parametrize(("mode", "error"), [("silent", "no answer within 0.5 s"),
+                                           ("garbage", "malformed")])
+async def test_a_request_unanswered_or_answered_out_of_shape_is_unreachable(
+        pbx: FakePbx, connected: Connected, mode: str, error: str) -> None:
+    pbx.mode = mode
+    with pytest.raises(Unreachable, match=error):
+        await connected.ari.get_global("SIAGA112_X")
+    pbx.mode = "answer"  # that request only: the next is answered over the same socket
+    pbx.variables["SIAGA112_X"] = "ok"
+    assert await connected.ari.get_global("SIAGA112_X") == "ok"
+    assert len(pbx.sockets) == 1
+
+
+async def test_events_still_arrive_and_a_callers_name_cannot_pose_as_an_answer(
+        pbx: FakePbx, connected: Connected) -> None:
+    ws = pbx.sockets[-1]
+    # A caller ID name "RESTResponse" puts that word in quotes in the event's JSON.
+    event = {"type": "StasisStart", "application": "siaga112", "args": [],
+             "channel": {"id": "c-1", "name": "PJSIP/trunk-1", "state": "Up",
+                         "caller": {"name": "RESTResponse", "number": "08123"}}}
+    await ws.send_str(json.dumps(event))
+    # An answer to no request of ours (it came after its timeout) is dropped quietly.
+    await ws.send_str(json.dumps({"type": "RESTResponse", "request_id": "999",
+                                  "status_code": 200}))
+    await wait_until(lambda: bool(connected.events))
+    assert [e.type for e in connected.events] == ["StasisStart"]
+    pbx.variables["SIAGA112_X"] = "still"
+    assert await connected.ari.get_global("SIAGA112_X") == "still"
+
+
+async def test_an_asterisk_that_does_not_answer_over_the_socket_gets_http(pbx: FakePbx) -> None:
+    """Before 22.4 (21.9, 20.14) Asterisk does not answer requests on the events socket."""
+    pbx.mode = "silent"
+    settings = AriSettings(url=pbx.url, request_timeout=0.2, reconnect_initial=0.05,
+                           reconnect_max=0.05)
+    rest = SocketRest(settings.request_timeout)
+
+    async def on_connect() -> None:
+        return None
+
+    stream = EventStream(settings, on_event=lambda _e: None, on_connect=on_connect, rest=rest)
+    task = asyncio.create_task(stream.run())
+    try:
+        for probe in range(1, PROBES + 1):  # one probe a connection, each unanswered
+            await wait_until(lambda n=probe: len(pbx.requests) == n)
+            await asyncio.sleep(0.3)
+            assert not rest.attached
+            if probe < PROBES:
+                await pbx.sockets[-1].close()
+        assert rest.unsupported
+        async with AriClient(settings, socket=rest) as ari:
+            await ari.set_global("SIAGA112_X", "1")
+        assert pbx.http == ["POST /ari/asterisk/variable?variable=SIAGA112_X&value=1"]
+        await pbx.sockets[-1].close()  # a new connection asks nothing more
+        await wait_until(lambda: len(pbx.sockets) == PROBES + 1)
+        await asyncio.sleep(0.3)
+        assert len(pbx.requests) == PROBES
+        assert {r["uri"] for r in pbx.requests} == {"asterisk/ping"}
+    finally:
+        stream.stop()
+        for ws in pbx.sockets:
+            await ws.close()
+        await asyncio.wait_for(task, 5)
