@@ -10,6 +10,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import pytest
@@ -251,7 +252,7 @@ async def test_an_asterisk_that_does_not_answer_over_the_socket_gets_http(pbx: F
     task = asyncio.create_task(stream.run())
     try:
         for probe in range(1, PROBES + 1):  # one probe a connection, each unanswered
-            await wait_until(lambda n=probe: len(pbx.requests) == n)
+            await wait_until(partial(lambda n: len(pbx.requests) == n, probe))
             await asyncio.sleep(0.3)
             assert not rest.attached
             if probe < PROBES:
