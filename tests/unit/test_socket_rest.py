@@ -42,6 +42,10 @@ class FakePbx:
         if uri == "asterisk/variable" and method == "POST":
             self.variables[query["variable"]] = query["value"]
             return 204, ""
+        if method == "GET" and uri in ("channels", "bridges", "endpoints/PJSIP"):
+            return 200, "[]"
+        if method == "GET" and uri.startswith("applications/"):
+            return 200, json.dumps({"name": uri.split("/")[1]})
         if uri.endswith("/eventFilter") and method == "PUT":
             return 200, json.dumps({"name": uri.split("/")[1]})
         return 404, json.dumps({"message": "Channel not found"})
@@ -163,6 +167,21 @@ async def test_requests_go_over_the_socket_with_their_query_and_body(
     assert json.loads(put["message_body"]) == {"disallowed": [{"type": "ChannelVarset"}]}
     assert len({r["request_id"] for r in pbx.requests}) == 3
     assert connected.observed == [("POST", "socket"), ("GET", "socket"), ("PUT", "socket")]
+
+
+async def test_listings_go_over_http_with_the_socket_up(pbx: FakePbx,
+                                                        connected: Connected) -> None:
+    """Asterisk 22.10 crashes sending a megabyte's answer on the socket (a listing of every
+    channel in a burst did): an answer as large as the PBX is busy always comes over HTTP."""
+    assert await connected.ari.channels() == []
+    assert await connected.ari.bridges() == []
+    assert await connected.ari.endpoints() == []
+    assert (await connected.ari.application("siaga112")).name == "siaga112"
+    assert pbx.requests == []
+    assert pbx.http == ["GET /ari/channels", "GET /ari/bridges", "GET /ari/endpoints/PJSIP",
+                        "GET /ari/applications/siaga112"]
+    assert await connected.ari.get_global("SIAGA112_X") == ""  # one resource: the socket
+    assert [r["uri"] for r in pbx.requests] == ["asterisk/variable"]
 
 
 async def test_an_error_over_the_socket_is_the_same_typed_error(connected: Connected) -> None:

@@ -102,14 +102,18 @@ class AriClient:
         path: str,
         params: dict[str, Any] | None = None,
         json: dict[str, Any] | None = None,
+        bulky: bool = False,
     ) -> Any:
+        """bulky: the answer can be as large as the PBX is busy (a listing of every channel):
+        over HTTP always. Asterisk 22.10 crashes sending a RESTResponse of about a megabyte
+        on the events socket (socket_rest.py)."""
         clean = {k: _param(v) for k, v in (params or {}).items() if v is not None}
         started = time.perf_counter()
         body: bytes | str
         via = "socket"
         try:
             answer = None
-            if self._socket is not None:
+            if self._socket is not None and not bulky:
                 answer = await self._socket.request(method, path, clean, json)
             if answer is not None:
                 status, body = answer
@@ -154,7 +158,8 @@ class AriClient:
         return Channel.model_validate(await self.request("GET", f"/channels/{channel_id}"))
 
     async def channels(self) -> list[Channel]:
-        return [Channel.model_validate(c) for c in await self.request("GET", "/channels")]
+        return [Channel.model_validate(c)
+                for c in await self.request("GET", "/channels", bulky=True)]
 
     async def set_var(self, channel_id: str, name: str, value: str) -> None:
         await self.request(
@@ -239,7 +244,8 @@ class AriClient:
         return Bridge.model_validate(await self.request("GET", f"/bridges/{bridge_id}"))
 
     async def bridges(self) -> list[Bridge]:
-        return [Bridge.model_validate(b) for b in await self.request("GET", "/bridges")]
+        return [Bridge.model_validate(b)
+                for b in await self.request("GET", "/bridges", bulky=True)]
 
     async def destroy_bridge(self, bridge_id: str) -> None:
         await self.request("DELETE", f"/bridges/{bridge_id}")
@@ -264,7 +270,8 @@ class AriClient:
     # -- application, endpoints, globals -------------------------------------------------
 
     async def application(self, app: str) -> Application:
-        return Application.model_validate(await self.request("GET", f"/applications/{app}"))
+        return Application.model_validate(
+            await self.request("GET", f"/applications/{app}", bulky=True))
 
     async def subscribe(self, app: str, event_source: str) -> None:
         await self.request(
@@ -279,7 +286,7 @@ class AriClient:
         )
 
     async def endpoints(self, technology: str = "PJSIP") -> list[Endpoint]:
-        found = await self.request("GET", f"/endpoints/{technology}")
+        found = await self.request("GET", f"/endpoints/{technology}", bulky=True)
         return [Endpoint.model_validate(e) for e in found]
 
     async def get_global(self, variable: str) -> str:

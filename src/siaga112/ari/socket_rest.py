@@ -13,6 +13,13 @@ this path: a call's hand-back to the dialplan works with the events socket down,
 request in flight when the socket goes down, or not answered within the request timeout, fails
 as an unreachable HTTP request does (`Unreachable`: it may or may not have been carried out,
 and the callers that must know look, as they do after an HTTP timeout).
+
+Listings (every channel, every bridge, the endpoints, the application: `bulky` in client.py)
+always go over HTTP: Asterisk 22.10 crashes (a segfault in res_http_websocket, a stack
+overflow) sending a RESTResponse of about a megabyte on the socket. `make bench`'s burst found
+it: the sweep's `GET /channels` with ~950 callers up killed the PBX. Reproduced with a listing
+of 5,000 bridges (1.1 MB over HTTP); 1,500 bridges (392 KB) came back. An answer about one
+channel, bridge, playback or variable is a few kilobytes.
 """
 
 from __future__ import annotations
