@@ -3,6 +3,8 @@ the daemon over ARI, records in PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from siaga112 import legs
@@ -217,3 +219,44 @@ async def test_operator_on_a_call_is_not_rung_again(daemon_factory, phones) -> N
 
 async def _is(value, wanted: str) -> bool:
     return (await value) == wanted
+
+
+async def cut_ari_connections() -> None:
+    """Every TCP connection to ARI is reset at once (the events socket and HTTP's pool), as a
+    network fault or a PBX restarting its HTTP server does; Asterisk itself stays up."""
+    proc = await asyncio.create_subprocess_exec(
+        "ss", "-K", "dst", "127.0.0.1", "dport", "=", ":8088",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    _, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+
+
+@pytest.mark.parametrize("cut_at", [CallState.QUEUED, CallState.RINGING_OPERATOR])
+async def test_the_events_socket_cut_with_requests_in_flight_the_caller_still_reaches_the_operator(
+        daemon_factory, phones, cut_at: CallState) -> None:
+    """The call's requests ride the events socket: cut it (and HTTP's connections) the moment
+    the caller is seen queued with nobody free, or the desk phone being rung (that step's
+    requests may still be in flight; the unit tests hold one in flight for certain). A caller
+    waiting in silence still reaches the operator, is never handed back, and the record says
+    so."""
+    queued_first = cut_at is CallState.QUEUED
+    daemon = await daemon_factory(logged_in=[] if queued_first else ["op1"])
+    op1 = await phones.operator(1, ring=0.3, talk=None)
+    number = mobile_number()
+    citizen = await phones.citizen(number, MOBILE, hold=12.0)
+    call_id = await call_of(daemon, e164(number))
+    session = daemon.stasis.sessions[call_id]
+    await wait_for(lambda: session.state is cut_at, 10, str(cut_at))
+    await cut_ari_connections()
+    if queued_first:  # the operator logs in while the daemon reconnects
+        daemon.desk.choose("op1", OperatorState.AVAILABLE, reason="test", persist=False)
+    await wait_for(lambda: session.state is CallState.CONNECTED, 20, "connected after the cut")
+    # The daemon's requests are back on the socket once it has connected again.
+    await wait_for(lambda: daemon.sockets[""].attached, 10, "requests over the socket again")
+    assert (await citizen.wait(30)).ok
+    await op1.wait(15)
+    detail = await record(daemon, call_id)
+    assert detail.call.operator == "op1"
+    assert detail.call.disposition == Disposition.GENUINE.value
+    types = [e.type for e in detail.events]
+    assert "handed_back" not in types and "connected" in types

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import pytest
 from aiohttp import WSMsgType, web
+from tests.conftest import wait_for
 
 from siaga112.ari.client import AriClient, NotFound, Unreachable
 from siaga112.ari.events import EventStream
@@ -102,14 +103,6 @@ async def pbx() -> AsyncIterator[FakePbx]:
         await runner.cleanup()
 
 
-async def wait_until(check: Callable[[], bool], seconds: float = 5) -> None:
-    for _ in range(int(seconds * 100)):
-        if check():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("not within 5 s")
-
-
 @dataclass
 class Connected:
     ari: AriClient
@@ -136,7 +129,7 @@ async def connected(pbx: FakePbx) -> AsyncIterator[Connected]:
                     socket=rest)
     task = asyncio.create_task(stream.run())
     await asyncio.wait_for(stream.connected.wait(), 5)
-    await wait_until(lambda: rest.attached)
+    await wait_for(lambda: rest.attached, 5)
     assert pbx.requests == [{"type": "RESTRequest", "request_id": "1", "method": "GET",
                              "uri": "asterisk/ping"}]  # the socket's first request
     pbx.requests.clear()
@@ -221,7 +214,7 @@ async def test_the_socket_closing_fails_the_request_in_flight_then_http_carries_
     await connected.ari.set_global("SIAGA112_X", "2")
     assert pbx.http == ["POST /ari/asterisk/variable?variable=SIAGA112_X&value=2"]
     pbx.mode = "answer"
-    await wait_until(lambda: connected.rest.attached)  # connected again, and it answered
+    await wait_for(lambda: connected.rest.attached, 5)  # connected again, and it answered
     await connected.ari.set_global("SIAGA112_X", "2")
     assert pbx.variables["SIAGA112_X"] == "2"
     assert pbx.requests[-1]["query_strings"][1] == {"name": "value", "value": "2"}
@@ -251,7 +244,7 @@ async def test_events_still_arrive_and_a_callers_name_cannot_pose_as_an_answer(
     # An answer to no request of ours (it came after its timeout) is dropped quietly.
     await ws.send_str(json.dumps({"type": "RESTResponse", "request_id": "999",
                                   "status_code": 200}))
-    await wait_until(lambda: bool(connected.events))
+    await wait_for(lambda: bool(connected.events), 5)
     assert [e.type for e in connected.events] == ["StasisStart"]
     pbx.variables["SIAGA112_X"] = "still"
     assert await connected.ari.get_global("SIAGA112_X") == "still"
@@ -271,7 +264,7 @@ async def test_an_asterisk_that_does_not_answer_over_the_socket_gets_http(pbx: F
     task = asyncio.create_task(stream.run())
     try:
         for probe in range(1, PROBES + 1):  # one probe a connection, each unanswered
-            await wait_until(partial(lambda n: len(pbx.requests) == n, probe))
+            await wait_for(partial(lambda n: len(pbx.requests) == n, probe), 5, "a probe")
             await asyncio.sleep(0.3)
             assert not rest.attached
             if probe < PROBES:
@@ -281,7 +274,7 @@ async def test_an_asterisk_that_does_not_answer_over_the_socket_gets_http(pbx: F
             await ari.set_global("SIAGA112_X", "1")
         assert pbx.http == ["POST /ari/asterisk/variable?variable=SIAGA112_X&value=1"]
         await pbx.sockets[-1].close()  # a new connection asks nothing more
-        await wait_until(lambda: len(pbx.sockets) == PROBES + 1)
+        await wait_for(lambda: len(pbx.sockets) == PROBES + 1, 5)
         await asyncio.sleep(0.3)
         assert len(pbx.requests) == PROBES
         assert {r["uri"] for r in pbx.requests} == {"asterisk/ping"}
