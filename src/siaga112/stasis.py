@@ -31,6 +31,7 @@ from siaga112.ari.models import (
 )
 from siaga112.ari.protocol import Ari
 from siaga112.call import CallDeps, CallSession, Command, Resume
+from siaga112.call.cpu_wait import Routed
 from siaga112.call.errors import CallNotLive, CallNotResponding
 from siaga112.call.items import (
     CommandKind,
@@ -128,12 +129,11 @@ class Stasis:
         if not self.accepting:
             self._spawn(self._deps.ari.continue_in_dialplan(ev.channel.id, legs.FALLBACK_CONTEXT))
             return
-        self._open(ev.channel, resume=None, stasis_at=time.monotonic())
+        self._open(ev.channel, resume=None, routed=Routed.now(self._deps.cpu, ev.timestamp))
 
     def _open(self, channel: Channel, resume: Resume | None,
-              stasis_at: float | None) -> CallSession:
-        session = CallSession(channel, self._deps, self._closed, resume=resume,
-                              stasis_at=stasis_at)
+              routed: Routed | None) -> CallSession:
+        session = CallSession(channel, self._deps, self._closed, resume=resume, routed=routed)
         self.sessions[session.call_id] = session
         session.task = asyncio.get_running_loop().create_task(
             session.run(), name=f"call-{session.call_id}"
@@ -398,7 +398,7 @@ class Stasis:
             log.info("resync_arrival", channel=channel.id, state=channel.state)
         elif resume.state is CallState.CONNECTED and resume.operator:
             self._deps.desk.connected(resume.operator, channel.id)  # busy before any offer
-        return self._open(channel, resume=resume, stasis_at=None)
+        return self._open(channel, resume=resume, routed=None)
 
     # -- a cluster's nodes -----------------------------------------------------------------------
 

@@ -56,6 +56,11 @@ async def test_mobile_call_reaches_the_daemon_and_is_answered(daemon_factory, ph
     types = [e.type for e in detail.events]
     assert types[:4] == ["arrived", "answered", "screened", "queued"]
     assert types[-1] == "ended"
+    # The take-in's figures (call/cpu_wait.py): the part spent waiting for a core is within
+    # the take-in, and the StasisStart was read soon after Asterisk stamped it.
+    answered = detail.events[1].data
+    assert 0 <= answered["cpu_wait_ms"] <= answered["latency_ms"] < 1000, answered
+    assert 0 <= answered["event_age_ms"] < 2000, answered
 
 
 async def test_landline_call_knows_its_trunk(daemon_factory, phones) -> None:

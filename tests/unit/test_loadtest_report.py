@@ -13,7 +13,7 @@ from siaga112.model import Disposition
 from siaga112_testkit.loadtest import report as rp
 from siaga112_testkit.loadtest.bench import clean
 from siaga112_testkit.loadtest.phones import CallerGroup, DeskPlan, national_number
-from siaga112_testkit.loadtest.records import QueueLog
+from siaga112_testkit.loadtest.records import CallRow, QueueLog, RunRecords
 
 # --- maths -----------------------------------------------------------------------------------
 
@@ -195,6 +195,32 @@ def test_render_gives_the_figures_a_person_asks_for() -> None:
     assert "taken in (StasisStart->session, records) p50 2.00 ms" in text
     assert "occupancy 50%" in text
     assert "/metrics  calls {'genuine': 50}" in text
+
+
+def test_render_splits_the_take_in_and_counts_sipp_apart() -> None:
+    text = rp.render(_report(take_in_cpu_share=0.93, event_age_ms=rp.Spread.of([4.0, 90.0]),
+                             sipp_cpu_seconds=2.5))
+    assert "of the slowest 1%, waiting for a CPU (the daemon ready, no core free) 93%" in text
+    assert "StasisStart's age when routed (Asterisk's timestamp) p50 47.0 ms" in text
+    assert "SIPp phones CPU ms 50" in text  # 2.5 s over 50 calls
+    plain = rp.render(_report())
+    assert "waiting for a CPU" not in plain and "StasisStart's age" not in plain
+
+
+def _row(latency: float | None, cpu_wait: float | None, age: float | None = None) -> CallRow:
+    return CallRow("c", None, "genuine", None, None, False, True, latency, cpu_wait, age)
+
+
+def test_the_slowest_take_ins_tell_how_much_was_a_wait_for_a_core() -> None:
+    # 200 calls: 198 quick ones, and the slowest 1% (2 calls) of 100 and 300 ms, of which
+    # 90 and 270 ms waiting for a CPU: 90%. A call without the figure is left out.
+    rows = [_row(1.0, 0.5) for _ in range(198)] + [_row(100.0, 90.0), _row(300.0, 270.0),
+                                                   _row(500.0, None, 12.0)]
+    recs = RunRecords(rows)
+    assert recs.slowest_cpu_share() == pytest.approx(0.9)
+    assert recs.event_ages_ms == [12.0]
+    assert RunRecords([_row(2.0, None)]).slowest_cpu_share() is None
+    assert RunRecords([_row(0.0, 0.0)]).slowest_cpu_share() is None
 
 
 def test_report_survives_json() -> None:

@@ -48,10 +48,19 @@ class Arrival:
                  problem=call.caller.problem.value, line=call.line_type.value, trunk=call.trunk)
         if call.citizen.state != "Up":  # the dialplan answers before Stasis(); not this one
             await ari.answer(call.call_id)
-        latency = time.monotonic() - call.stasis_at
+        routed = call.routed
+        latency = time.monotonic() - routed.at
         if call.deps.metrics is not None:
             call.deps.metrics.call_answered(latency)
-        call.emit(CallEventType.ANSWERED, latency_ms=round(latency * 1000, 2))
+        # The take-in, and of it the time the daemon was ready and no core was free
+        # (call/cpu_wait.py); the StasisStart's age when routed, by Asterisk's clock.
+        figures: dict[str, float] = {"latency_ms": round(latency * 1000, 2)}
+        waited = call.deps.cpu.waited()
+        if waited is not None and routed.cpu_waited is not None:
+            figures["cpu_wait_ms"] = round((waited - routed.cpu_waited) / 1e6, 2)
+        if routed.event_age_ms is not None:
+            figures["event_age_ms"] = routed.event_age_ms
+        call.emit(CallEventType.ANSWERED, **figures)
         log.debug("call_answered", latency_ms=round(latency * 1000, 2))
         verdict = call.deps.screening.check(call.caller.e164)
         call.transition(CallState.SCREENED, blocked=verdict.blocked, reason=verdict.reason)

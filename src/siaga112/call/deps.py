@@ -9,6 +9,7 @@ from typing import Protocol
 from siaga112.agencies import Directory
 from siaga112.ari.protocol import Ari
 from siaga112.call.clock import Clock, LoopClock
+from siaga112.call.cpu_wait import CpuWait
 from siaga112.call.notes import AfterEnd
 from siaga112.holding import HoldingBridge
 from siaga112.model import Disposition
@@ -37,6 +38,7 @@ class CallDeps:
     holding: HoldingBridge
     metrics: CallMetrics | None = None
     clock: Clock = field(default_factory=LoopClock)
+    cpu: CpuWait = field(default_factory=CpuWait)  # the loop thread's wait for a core
     # In a cluster: is the node this call (id) lives on taken as dead? (ari/cluster.py)
     node_lost: Callable[[str], bool] = field(default=lambda _call_id: False)
     after_end: AfterEnd = field(init=False)  # on the same clock as the calls' timers

@@ -36,6 +36,7 @@ from siaga112.ari.models import (
 )
 from siaga112.call.agency_leg import AgencyLegs
 from siaga112.call.arrival import Arrival
+from siaga112.call.cpu_wait import Routed
 from siaga112.call.deps import CallDeps
 from siaga112.call.ending import Ending
 from siaga112.call.items import (
@@ -65,7 +66,7 @@ class CallSession:
         deps: CallDeps,
         on_done: Callable[[str], None],
         resume: Resume | None = None,
-        stasis_at: float | None = None,
+        routed: Routed | None = None,
     ) -> None:
         self.call_id = citizen.id
         self.citizen = citizen
@@ -75,7 +76,8 @@ class CallSession:
         self.inbox: asyncio.Queue[Item] = asyncio.Queue()
         self._on_done = on_done
         self.resume = resume
-        self.stasis_at = stasis_at or time.monotonic()
+        # The StasisStart as routed (None: taken back after a restart; now, for the figures)
+        self.routed = routed or Routed(time.monotonic(), deps.cpu.waited(), None)
         self._seq = 0
         self._timers: dict[str, Any] = {}
         tags = ids.channel_tags(citizen.channelvars)  # checked: a bad tag is left out

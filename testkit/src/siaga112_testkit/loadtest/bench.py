@@ -255,14 +255,25 @@ def _row(label: str, r: rp.LoadReport | None) -> str:
     return (f"{label:<9} offered {r.offered:>5} answered {r.answered:>5} failed {r.failed:>4}  "
             f"INVITE->200 p50 {_ms(r.sip_answer_ms.p50)} p99 {_ms(r.sip_answer_ms.p99)}  "
             f"wait p50 {_s(r.wait_to_operator_s.p50)} p95 {_s(r.wait_to_operator_s.p95)}"
-            + _costs(r))
+            + _take_in(r) + _costs(r))
+
+
+def _take_in(r: rp.LoadReport) -> str:
+    """The daemon's take-in p99, how much of its slowest 1% was a wait for a core, and how
+    old Asterisk's StasisStart was when it was routed (p99)."""
+    if r.path != "daemon" or r.answer_latency_ms.p99 is None:
+        return ""
+    cpu = "" if r.take_in_cpu_share is None else f" ({r.take_in_cpu_share:.0%} waiting for a CPU)"
+    age = "" if r.event_age_ms.p99 is None else f", StasisStart age p99 {r.event_age_ms.p99:.0f} ms"
+    return f"\n            taken in p99 {r.answer_latency_ms.p99:.2f} ms{cpu}{age}"
 
 
 def _costs(r: rp.LoadReport) -> str:
     pc = r.per_call()
     parts = [f"{label} {pc[key]:g}" for key, label in (
         ("daemon_cpu_ms", "daemon CPU ms/call"), ("ari_requests", "ARI req/call"),
-        ("pbx_cpu_ms", "Asterisk CPU ms/call"), ("postgres_cpu_ms", "PostgreSQL CPU ms/call"),
+        ("pbx_cpu_ms", "Asterisk CPU ms/call"), ("sipp_cpu_ms", "SIPp CPU ms/call"),
+        ("postgres_cpu_ms", "PostgreSQL CPU ms/call"),
         ("mosquitto_cpu_ms", "Mosquitto CPU ms/call")) if pc[key] is not None]
     if r.path == "daemon" and (r.daemon_error_lines or r.wrong_dispositions):
         parts.append(f"ERRORS {r.daemon_error_lines} log lines, {r.wrong_dispositions}")

@@ -18,9 +18,14 @@ from siaga112.records.engine import QUERY_TIMEOUT, connect_args
 _CALLS = text("""
 SELECT c.call_id, c.operator, c.disposition, c.wait_seconds, c.talk_seconds,
        c.operator_answered_at IS NOT NULL AS connected, c.ended_at IS NOT NULL AS ended,
-       (SELECT (e.data->>'latency_ms')::float FROM call_events e
-         WHERE e.call_id = c.call_id AND e.type = 'answered' LIMIT 1) AS latency_ms
+       a.latency_ms, a.cpu_wait_ms, a.event_age_ms
   FROM calls c
+  LEFT JOIN LATERAL (
+       SELECT (e.data->>'latency_ms')::float AS latency_ms,
+              (e.data->>'cpu_wait_ms')::float AS cpu_wait_ms,
+              (e.data->>'event_age_ms')::float AS event_age_ms
+         FROM call_events e
+        WHERE e.call_id = c.call_id AND e.type = 'answered' LIMIT 1) a ON true
  WHERE c.caller = ANY(:callers) AND c.arrived_at >= :since
 """)
 
@@ -34,7 +39,9 @@ class CallRow:
     talk_seconds: float | None
     connected: bool
     ended: bool
-    latency_ms: float | None
+    latency_ms: float | None  # StasisStart routed -> taken in by its session
+    cpu_wait_ms: float | None = None  # of latency_ms, the daemon ready and no core free
+    event_age_ms: float | None = None  # the StasisStart's age when routed (Asterisk's clock)
 
 
 @dataclass
@@ -44,6 +51,22 @@ class RunRecords:
     @property
     def answer_latencies_ms(self) -> list[float]:
         return [c.latency_ms for c in self.calls if c.latency_ms is not None]
+
+    @property
+    def event_ages_ms(self) -> list[float]:
+        return [c.event_age_ms for c in self.calls if c.event_age_ms is not None]
+
+    def slowest_cpu_share(self, share: float = 0.01) -> float | None:
+        """Of the take-in of the slowest `share` of calls, the part the daemon spent ready
+        to run with no core free (None without the figures)."""
+        timed = sorted((c for c in self.calls
+                        if c.latency_ms is not None and c.cpu_wait_ms is not None),
+                       key=lambda c: c.latency_ms or 0.0)
+        if not timed:
+            return None
+        slow = timed[len(timed) - max(1, round(len(timed) * share)):]
+        total = sum(c.latency_ms or 0.0 for c in slow)
+        return None if total <= 0 else sum(c.cpu_wait_ms or 0.0 for c in slow) / total
 
     @property
     def waits_s(self) -> list[float]:

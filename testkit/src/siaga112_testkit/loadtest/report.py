@@ -328,6 +328,9 @@ class LoadReport(BaseModel):
     answered_cps: float = 0.0
     sip_answer_ms: Spread = Spread()  # INVITE -> 200 OK as the callers saw it (SIPp)
     answer_latency_ms: Spread = Spread()  # StasisStart -> answered, the daemon's records
+    # Of the slowest 1% take-ins, the share the daemon was ready to run with no core free.
+    take_in_cpu_share: float | None = None
+    event_age_ms: Spread = Spread()  # StasisStart's age when routed, by Asterisk's timestamp
     wait_to_operator_s: Spread = Spread()  # arrival -> operator connected, the records
     records: int = 0
     dispositions: dict[str, int] = {}
@@ -342,6 +345,7 @@ class LoadReport(BaseModel):
     daemon_errors: list[str] = []  # the first few, for the reader
     wrong_dispositions: dict[str, int] = {}
     pbx_cpu_seconds: float | None = None  # Asterisk's CPU over the run (local test PBX)
+    sipp_cpu_seconds: float | None = None  # the SIPp phones' own (callers and desk)
     # PostgreSQL's (with its backends) and Mosquitto's CPU over the run, local stack only.
     service_cpu_seconds: dict[str, float] = {}
     timeline: list[Point] = Field(default_factory=list)
@@ -368,6 +372,7 @@ class LoadReport(BaseModel):
             "ari_requests": each(m.ari_requests) if m else None,
             "ari_events": each(sum(m.ari_events.values())) if m and m.ari_events else None,
             "pbx_cpu_ms": each(self.pbx_cpu_seconds, 1000),
+            "sipp_cpu_ms": each(self.sipp_cpu_seconds, 1000),
             "postgres_cpu_ms": each(self.service_cpu_seconds.get("PostgreSQL"), 1000),
             "mosquitto_cpu_ms": each(self.service_cpu_seconds.get("Mosquitto"), 1000),
         }
@@ -448,6 +453,12 @@ def render(report: LoadReport) -> str:
     if r.path == "daemon":
         lines.append(f"  taken in (StasisStart->session, records) "
                      f"{r.answer_latency_ms.text('ms', digits=2)}")
+        if r.take_in_cpu_share is not None:
+            lines.append(f"    of the slowest 1%, waiting for a CPU (the daemon ready, no core "
+                         f"free) {r.take_in_cpu_share:.0%}")
+        if r.event_age_ms.n:
+            lines.append(f"  StasisStart's age when routed (Asterisk's timestamp) "
+                         f"{r.event_age_ms.text('ms', digits=1)}")
     lines.append(f"  wait to operator                {r.wait_to_operator_s.text('s', digits=2)}")
     if r.dispositions:
         lines.append(f"  records   {r.records}: {r.dispositions}; reached an operator "
@@ -477,6 +488,7 @@ def render(report: LoadReport) -> str:
             f"{label} {_num(pc[key])}" for key, label in (
                 ("daemon_cpu_ms", "daemon CPU ms"), ("ari_requests", "ARI requests"),
                 ("ari_events", "ARI events"), ("pbx_cpu_ms", "Asterisk CPU ms"),
+                ("sipp_cpu_ms", "SIPp phones CPU ms"),
                 ("postgres_cpu_ms", "PostgreSQL CPU ms"), ("mosquitto_cpu_ms", "Mosquitto CPU ms"))
             if pc[key] is not None))
     if r.path == "daemon":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -267,6 +268,7 @@ async def run_load(plan: LoadPlan, ctx: RunContext) -> rp.LoadReport:
     log_from = _size(ctx.daemon_log)
     pbx_cpu_before = cpu_seconds(ctx.pbx_pid)
     services_before = {name: tree_cpu_seconds(pid) for name, pid in ctx.service_pids.items()}
+    sipp_before = children_cpu_seconds()
     queue: list[tuple[float, float]] = []
     async with desk_phones(plan.desk, root, pcaps, ctx.remote) as desk:
         start_mono, start = time.monotonic(), time.time()
@@ -298,6 +300,8 @@ async def run_load(plan: LoadPlan, ctx: RunContext) -> rp.LoadReport:
     after = rp.Scrape.parse(await ctx.api.metrics()) if ctx.api else None
     report = _build(plan, callers, start, end, queue)
     report.notes = notes
+    # Every SIPp of the run was ours and has been waited for by now (desk_phones closed).
+    report.sipp_cpu_seconds = round(children_cpu_seconds() - sipp_before, 2)
     pbx_cpu_after = cpu_seconds(ctx.pbx_pid)
     if pbx_cpu_before is not None and pbx_cpu_after is not None:
         report.pbx_cpu_seconds = round(pbx_cpu_after - pbx_cpu_before, 2)
@@ -317,6 +321,8 @@ async def run_load(plan: LoadPlan, ctx: RunContext) -> rp.LoadReport:
                                 expect=report.answered)
         report.records = len(recs.calls)
         report.answer_latency_ms = rp.Spread.of(recs.answer_latencies_ms)
+        report.take_in_cpu_share = recs.slowest_cpu_share()
+        report.event_age_ms = rp.Spread.of(recs.event_ages_ms)
         report.wait_to_operator_s = rp.Spread.of(recs.waits_s)
         report.dispositions = recs.dispositions()
         report.wrong_dispositions = {k: v for k, v in report.dispositions.items()
@@ -417,6 +423,13 @@ def cpu_seconds(pid: int | None) -> float | None:
     (/proc/PID/stat fields 14-17); None when it cannot be read."""
     own = None if pid is None else _stat_ticks(Path(f"/proc/{pid}/stat"))
     return None if own is None else own[1] / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    """User + system CPU of this process's children that have ended and been waited for (the
+    SIPp phones of a run)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def tree_cpu_seconds(pid: int | None, proc: Path = Path("/proc")) -> float | None:
