@@ -570,6 +570,39 @@ async def test_between_stores_the_journal_is_fsynced_and_flush_stores_it_now(
     assert writer.backlog == 0
 
 
+async def test_an_idle_writer_sleeps_until_something_is_journalled(
+    make_writer: WriterFactory, clean: AsyncEngine
+):
+    # flush_interval 0.02 s: before, it read the empty journal 50 times a second.
+    writer = make_writer(settings=DatabaseSettings(flush_interval=0.02, store_interval=0.2,
+                                                   retry_interval=0.1, batch_size=50))
+    await _started_and_settled(writer)
+    reads = writer._reads
+    await asyncio.sleep(0.5)
+    assert writer._reads == reads  # nothing journalled: no read
+    # A call's events, journalled as a call makes them, are stored without anyone asking,
+    # within the cadence (the first at once after the sleep, the rest with the next store).
+    events = call_events("after-idle")
+    for ev in events:
+        writer.call_event(ev)
+        await asyncio.sleep(0.01)
+
+    async def stored() -> int:
+        return await _count(clean, "SELECT count(*) FROM call_events WHERE call_id = "
+                                   "'after-idle'")
+
+    for _ in range(300):
+        if await stored() == len(events):
+            break
+        await asyncio.sleep(0.01)
+    assert await stored() == len(events)
+    assert writer.backlog == 0
+    assert writer._reads - reads <= 4  # batched by the cadence, not one store an event
+    reads = writer._reads
+    await asyncio.sleep(0.3)
+    assert writer._reads == reads  # asleep again
+
+
 async def test_a_full_batch_is_stored_without_waiting_for_store_interval(
     make_writer: WriterFactory, clean: AsyncEngine
 ):

@@ -28,6 +28,7 @@ unwritable, fsync failed, journal unreadable); /ready says "degraded" and /metri
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -99,6 +100,8 @@ class RecordWriter:
         self._stopping = False
         self._closed = False  # stopped: late events are journalled and the file closed again
         self._wake = asyncio.Event()
+        self._asked = False  # a reader wants the journal stored now (flush, stop, wait_idle)
+        self._dozing = False  # everything stored: asleep until something is journalled
         self._idle = asyncio.Event()
         self._reads = 0  # journal reads begun
         self._drained = 0  # the last read after which everything it found was stored
@@ -178,6 +181,9 @@ class RecordWriter:
         self._clear(JOURNAL_FULL)
         self._clear(JOURNAL_UNWRITABLE)
         self._idle.clear()
+        if self._dozing:  # not a reader's ask: the usual cadence decides when it is stored
+            self._dozing = False
+            self._wake.set()
 
     def _close_if_stopped(self) -> None:
         if self._closed:
@@ -219,6 +225,7 @@ class RecordWriter:
                 continue
             stored_at = loop.time()
             self._wake.clear()  # this read answers every wake so far (flush, wait_idle)
+            self._asked = False
             self._reads += 1
             read = self._reads
             try:
@@ -250,13 +257,20 @@ class RecordWriter:
                 self._idle.set()
             if self._stopping:
                 return
-            urgent = await self._sleep(settings.flush_interval)
+            if self.backlog == 0:
+                # Everything is stored: no tick until something is journalled (an idle
+                # daemon woke five times a second for an empty read).
+                self._dozing = True
+                urgent = await self._sleep(None)
+                self._dozing = False
+            else:
+                urgent = await self._sleep(settings.flush_interval)
 
     async def flush(self, timeout: float) -> bool:  # noqa: ASYNC109 (a bound for a reader)
         """Store what was journalled before this call, now. False when that did not happen
         within timeout (the database is away or slow: the records are still journalled)."""
         after = self._reads  # a read already begun may have missed the newest lines
-        self._wake.set()
+        self._ask()
         try:
             async with asyncio.timeout(timeout), self._progress:
                 await self._progress.wait_for(lambda: self._drained > after)
@@ -272,7 +286,7 @@ class RecordWriter:
     async def stop(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 (the sink API)
         """Write what can be written within timeout, then stop; the rest stays journalled."""
         self._stopping = True
-        self._wake.set()
+        self._ask()
         task, self._task = self._task, None
         if task is not None:
             try:
@@ -287,22 +301,25 @@ class RecordWriter:
 
     async def wait_idle(self, timeout: float) -> bool:  # noqa: ASYNC109 (for tests)
         """Wait until every journalled event is committed. False on timeout."""
-        self._wake.set()
+        self._ask()
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
         except TimeoutError:
             return False
         return True
 
-    async def _sleep(self, seconds: float) -> bool:
-        """Sleep up to seconds; True when woken early (stop, wait_idle)."""
-        try:
+    def _ask(self) -> None:
+        self._asked = True
+        self._wake.set()
+
+    async def _sleep(self, seconds: float | None) -> bool:
+        """Sleep up to seconds (None: until woken); True when a reader asked for the journal
+        to be stored (flush, stop, wait_idle), False after the time or a line journalled."""
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
-            woken = True
-        except TimeoutError:
-            woken = False
+        asked, self._asked = self._asked, False
         self._wake.clear()
-        return woken
+        return asked
 
     async def _wait_out(self, seconds: float) -> None:
         """The database is away (or the batch could not be finished): wait before the next
