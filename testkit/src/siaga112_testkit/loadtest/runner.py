@@ -355,7 +355,8 @@ def _build(plan: LoadPlan, callers: Sequence[Caller], start: float, end: float,
         groups.append(rp.GroupReport(
             name=c.group.name,
             offered=stats.created if stats else 0,
-            answered=len(result.events("answered")),
+            # One per call however many times its log says so.
+            answered=len({e.fields.get("call_id") for e in result.events("answered")}),
             successful=stats.successful if stats else 0,
             failed=stats.failed if stats else 0,
             failed_by_reason=rp.failed_by_reason(stats.raw) if stats else {},
