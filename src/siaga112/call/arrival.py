@@ -49,13 +49,15 @@ class Arrival:
         if call.citizen.state != "Up":  # the dialplan answers before Stasis(); not this one
             await ari.answer(call.call_id)
         routed = call.routed
+        # The CPU wait is read before the clock (and after it at routing), so that it always
+        # lies within the take-in it is a part of.
+        waited = call.deps.cpu.waited()
         latency = time.monotonic() - routed.at
         if call.deps.metrics is not None:
             call.deps.metrics.call_answered(latency)
         # The take-in, and of it the time the daemon was ready and no core was free
         # (call/cpu_wait.py); the StasisStart's age when routed, by Asterisk's clock.
         figures: dict[str, float] = {"latency_ms": round(latency * 1000, 2)}
-        waited = call.deps.cpu.waited()
         if waited is not None and routed.cpu_waited is not None:
             figures["cpu_wait_ms"] = round((waited - routed.cpu_waited) / 1e6, 2)
         if routed.event_age_ms is not None:

@@ -64,4 +64,5 @@ class Routed:
             ms = (datetime.now(UTC) - event_time).total_seconds() * 1000
             if -MAX_EVENT_AGE_MS < ms < MAX_EVENT_AGE_MS:
                 age = round(ms, 1)
-        return cls(time.monotonic(), cpu.waited(), age)
+        at = time.monotonic()  # before the CPU wait is read: see Arrival.arrive
+        return cls(at, cpu.waited(), age)

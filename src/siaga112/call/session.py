@@ -76,8 +76,8 @@ class CallSession:
         self.inbox: asyncio.Queue[Item] = asyncio.Queue()
         self._on_done = on_done
         self.resume = resume
-        # The StasisStart as routed (None: taken back after a restart; now, for the figures)
-        self.routed = routed or Routed(time.monotonic(), deps.cpu.waited(), None)
+        # The StasisStart as routed (None: taken back after a restart, no take-in to measure)
+        self.routed = routed or Routed(time.monotonic(), None, None)
         self._seq = 0
         self._timers: dict[str, Any] = {}
         tags = ids.channel_tags(citizen.channelvars)  # checked: a bad tag is left out
