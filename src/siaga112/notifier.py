@@ -3,8 +3,8 @@ mqtt_inbound.py): every step of every call, the queue and the operators, for das
 and agency systems; and the one thing agencies tell us back (their team is moving).
 
 The emit methods are synchronous and never block nor raise into the call path: they put the
-event on a bounded in-memory buffer. ``run()`` publishes it with aiomqtt, reconnecting with
-backoff while the broker is down. The buffer rule (docs/mqtt.md):
+event on a bounded in-memory buffer. ``run()`` publishes it over our own MQTT connection
+(mqtt_wire.py), reconnecting with backoff while the broker is down. The buffer rule (docs/mqtt.md):
 
 - events (history) are kept up to ``buffer_max``; past that the OLDEST is dropped and counted;
 - retained state topics (queue, operators) keep only their latest value: coalesced, never lost;
@@ -25,8 +25,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aiomqtt
-import paho.mqtt.client as mqtt
 import structlog
 
 from siaga112.metrics import Metrics
@@ -40,11 +38,11 @@ from siaga112.model import (
 )
 from siaga112.mqtt_buffer import Message, OutBuffer, Topics, _segment_ok
 from siaga112.mqtt_inbound import Refused, read_team_moving
+from siaga112.mqtt_wire import Connection, MqttError, connect
 from siaga112.settings import MqttSettings
 
 log = structlog.get_logger(__name__)
 
-QOS = 1
 # CallEvents that concern an agency: also published on {prefix}/agencies/{code}/dispatches.
 AGENCY_EVENTS = frozenset(
     {
@@ -56,24 +54,13 @@ AGENCY_EVENTS = frozenset(
     }
 )
 DROP_LOG_INTERVAL = 5.0  # seconds between two "dropped" log lines
-PUBLISH_WINDOW = 20  # messages in flight at once (paho's default max_inflight_messages)
+PUBLISH_WINDOW = 20  # events in flight at once
 LOGGED = 200  # characters of a refused value or payload put in a log line
 
 def _stand_in(call_id: str) -> str:
     """A topic level for a call id that cannot be one: stable for the same id."""
     digest = hashlib.sha256(call_id.encode("utf-8", "backslashreplace")).hexdigest()[:16]
     return f"invalid-{digest}"
-
-
-def _publish_now(client: aiomqtt.Client, m: Message) -> None:
-    """Hand one message of a window to paho without waiting for its PUBACK. aiomqtt's own
-    publish waits for each message with an Event and a task of its own: measured here
-    (Debian's Python 3.11, local Mosquitto, windows of 10) 0.084 ms of CPU per QoS 1 message
-    against 0.036 through paho alone. `_client` is the paho client aiomqtt 2.x drives (pinned
-    <3 in pyproject; tests/mqtt run this against the real broker)."""
-    info = client._client.publish(m.topic, m.payload, qos=QOS, retain=m.retain)  # noqa: SLF001
-    if info.rc != mqtt.MQTT_ERR_SUCCESS:
-        raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
 
 
 TeamMovingCallback = Callable[[str, dict[str, Any]], Awaitable[None]]
@@ -284,7 +271,7 @@ class MqttNotifier:
             try:
                 await self._session()
                 return  # stopping, and the buffer is flushed
-            except aiomqtt.MqttError as exc:
+            except MqttError as exc:
                 if self.connected:
                     delay = self._reconnect_initial
                     log.warning("mqtt_disconnected", error=str(exc), pending=len(self._buffer))
@@ -306,41 +293,42 @@ class MqttNotifier:
 
     async def _session(self) -> None:
         s = self._settings
-        client = aiomqtt.Client(
+        conn = await connect(
             s.host,
             s.port,
+            client_id=self._client_id,
             username=s.username,
             password=s.password.get_secret_value() if s.password else None,
-            will=aiomqtt.Will(self.topics.status, b"offline", qos=QOS, retain=True),
-            identifier=self._client_id,
+            will=Message(self.topics.status, b"offline", retain=True),
             clean_session=False,
             keepalive=10,
             timeout=10,
         )
-        client.pending_calls_threshold = 3 * PUBLISH_WINDOW  # a window in flight is normal
-        async with client:
+        try:
             self.connected = True
             log.info("mqtt_connected", host=s.host, port=s.port, pending=len(self._buffer))
             self._log_drops()
-            await client.subscribe(self.topics.team_moving, qos=QOS)
-            await client.publish(self.topics.status, b"online", qos=QOS, retain=True)
+            await conn.subscribe(self.topics.team_moving)
+            await conn.publish([Message(self.topics.status, b"online", retain=True)])
             for _, message in self._state.values():  # the broker may have lost them
                 self._buffer.set_state(message)
-            reader = asyncio.create_task(self._read(client), name="mqtt-inbound")
+            reader = asyncio.create_task(self._read(conn), name="mqtt-inbound")
             try:
-                await self._publish_loop(client, reader)
+                await self._publish_loop(conn, reader)
             finally:
                 reader.cancel()
                 await asyncio.gather(reader, return_exceptions=True)
             if reader.done() and not reader.cancelled() and reader.exception() is not None:
                 raise reader.exception()  # type: ignore[misc]
-            await client.publish(self.topics.status, b"offline", qos=QOS, retain=True)
+            await conn.publish([Message(self.topics.status, b"offline", retain=True)])
+        finally:
+            await conn.close()
 
-    async def _publish_loop(self, client: aiomqtt.Client, reader: asyncio.Task[None]) -> None:
+    async def _publish_loop(self, conn: Connection, reader: asyncio.Task[None]) -> None:
         """Publish the buffer's head in windows; return when stopping and empty.
 
         The reader task ends with MqttError when the connection drops: that wakes us even in
-        the middle of a publish waiting for its PUBACK.
+        the middle of a window waiting for its PUBACK.
         """
         while True:
             batch = self._buffer.head(PUBLISH_WINDOW)
@@ -361,30 +349,29 @@ class MqttNotifier:
                 batch = self._buffer.head(PUBLISH_WINDOW)
                 if not batch:
                     continue
-            messages = [m for entry in batch for m in entry.messages]
-            *ahead, last = messages
-            for m in ahead:
-                _publish_now(client, m)
-            # The broker acknowledges QoS 1 messages in the order it got them (MQTT 3.1.1,
-            # 4.6): the last one's PUBACK says the whole window is there.
-            send = asyncio.ensure_future(
-                client.publish(last.topic, last.payload, qos=QOS, retain=last.retain))
+            # One write; done when the broker has the window's last message (it acknowledges
+            # QoS 1 messages in the order it got them: MQTT 3.1.1, 4.6).
+            send = conn.publish(m for entry in batch for m in entry.messages)
             either: set[asyncio.Future[Any]] = {send, reader}
             await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
             if not send.done():
                 send.cancel()
-                await asyncio.gather(send, return_exceptions=True)
                 return  # the reader's error says why
             if send.exception() is not None:
                 raise send.exception()  # type: ignore[misc]  # the batch stays, is sent again
             self._buffer.remove(batch)
 
-    async def _read(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
+    async def _read(self, conn: Connection) -> None:
+        while True:
+            message = await conn.receive()
+            if message.too_large:
+                log.error("mqtt_inbound_too_large", topic=message.topic[:LOGGED],
+                          size=message.too_large)
+                continue
             try:
-                await self._inbound(message.topic.value, message.payload)
+                await self._inbound(message.topic, message.payload)
             except Exception:  # one message, whatever it holds, never ends the listener
-                log.exception("mqtt_inbound_failed", topic=str(message.topic.value)[:LOGGED])
+                log.exception("mqtt_inbound_failed", topic=message.topic[:LOGGED])
 
     async def _inbound(self, topic: str, payload: Any) -> None:
         """One agency message: checked (read_team_moving), then handed on; a message that

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from types import SimpleNamespace
+import asyncio
+from collections.abc import Callable, Iterable
 
+import pytest
 from structlog.testing import capture_logs
 from tests.fakes import FakeAri, ListSink
 
@@ -18,6 +19,7 @@ from siaga112.model import (
     QueueSnapshot,
 )
 from siaga112.mqtt_buffer import Message, OutBuffer, Topics
+from siaga112.mqtt_wire import MqttError
 from siaga112.notifier import MqttNotifier, NullNotifier
 from siaga112.operators import OperatorDesk
 from siaga112.settings import MqttSettings
@@ -215,33 +217,26 @@ async def test_an_event_after_stop_is_counted_as_dropped() -> None:
 
 
 class WindowClient:
-    """Stands in for aiomqtt.Client in the publish loop: each publish notes how many entries
-    were buffered then (all of one window are sent before any is removed). All of a window
-    but its last message go to the paho client (`_client`) without waiting."""
+    """Stands in for mqtt_wire.Connection in the publish loop: each window's messages go out
+    together, and each notes how many entries were buffered then (all of one window are sent
+    before any is removed). `lost` fails every window as the connection would."""
 
-    def __init__(self, notifier: MqttNotifier) -> None:
+    def __init__(self, notifier: MqttNotifier, lost: bool = False) -> None:
         self.notifier = notifier
         self.seen: list[tuple[str, int]] = []
-        self._client = PahoClient(self)
+        self.lost = lost
 
-    async def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
-        self.seen.append((topic, self.notifier.pending))
-
-
-class PahoClient:
-    def __init__(self, owner: WindowClient, rc: int = 0) -> None:
-        self.owner = owner
-        self.rc = rc
-
-    def publish(self, topic: str, payload: bytes, qos: int, retain: bool) -> SimpleNamespace:
-        if self.rc == 0:
-            self.owner.seen.append((topic, self.owner.notifier.pending))
-        return SimpleNamespace(rc=self.rc)
+    def publish(self, messages: Iterable[Message]) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.lost:
+            future.set_exception(MqttError("not connected"))
+            return future
+        self.seen.extend((m.topic, self.notifier.pending) for m in messages)
+        future.set_result(None)
+        return future
 
 
 async def _three_events_5_ms_apart(linger: float) -> list[tuple[str, int]]:
-    import asyncio
-
     n = MqttNotifier(MqttSettings(topic_prefix="p"), linger=linger)
     client = WindowClient(n)
     reader: asyncio.Task[None] = asyncio.create_task(asyncio.sleep(3600))
@@ -270,22 +265,15 @@ async def test_without_linger_each_event_goes_at_once() -> None:
     assert seen == [("p/calls/c1/events", 1), ("p/calls/c2/events", 1), ("p/calls/c3/events", 1)]
 
 
-async def test_a_window_paho_refuses_stays_buffered_to_be_sent_again() -> None:
-    """The connection is gone as a window goes out (paho says MQTT_ERR_NO_CONN for one of its
-    messages): the session ends with an MqttError (run() reconnects) and every entry of the
-    window is still buffered."""
-    import asyncio
-
-    import aiomqtt
-    import pytest
-
+async def test_a_window_sent_as_the_connection_goes_stays_buffered_to_be_sent_again() -> None:
+    """The connection is gone as a window goes out: the session ends with an MqttError (run()
+    reconnects) and every entry of the window is still buffered."""
     n = MqttNotifier(MqttSettings(topic_prefix="p"), linger=0.0)
-    client = WindowClient(n)
-    client._client = PahoClient(client, rc=4)  # MQTT_ERR_NO_CONN
+    client = WindowClient(n, lost=True)
     for seq in (1, 2, 3):
         n.call_event(CallEvent(call_id=f"c{seq}", seq=seq, type=CallEventType.QUEUED))
     reader: asyncio.Task[None] = asyncio.create_task(asyncio.sleep(3600))
-    with pytest.raises(aiomqtt.MqttError):
+    with pytest.raises(MqttError):
         await n._publish_loop(client, reader)  # type: ignore[arg-type]
     reader.cancel()
     assert n.pending == 3
