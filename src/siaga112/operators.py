@@ -25,6 +25,9 @@ from siaga112.operator_store import Choice, ChoiceStore, MemoryChoices
 from siaga112.sinks import EventSink
 
 log = structlog.get_logger(__name__)
+# An operator's changes that a call's step makes (its call_state line says so already).
+CALL_STEPS = frozenset({(OperatorState.AVAILABLE, OperatorState.RINGING),
+                        (OperatorState.RINGING, OperatorState.ON_CALL)})
 
 
 @dataclass
@@ -243,8 +246,12 @@ class OperatorDesk:
 
     def _changed(self, op: Operator, was: OperatorState) -> None:
         if op.state is not was:
-            log.info("operator_state", operator=op.name, state=op.state.value, was=was.value,
-                     reason=op.reason, call_id=op.call_id)
+            # An offer and its answer come with the call's own line (call_state
+            # ringing_operator, connected) naming the operator: a second line each was two of a
+            # call's nine. Other ways there (a resync after a restart) keep theirs.
+            say = log.debug if (was, op.state) in CALL_STEPS else log.info
+            say("operator_state", operator=op.name, state=op.state.value, was=was.value,
+                reason=op.reason, call_id=op.call_id)
             self._sink.operator_event(
                 OperatorEvent(operator=op.name, state=op.state, reason=op.reason)
             )
