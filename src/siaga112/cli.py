@@ -8,6 +8,7 @@ import asyncio
 import gc
 import os
 import sys
+from collections.abc import Callable
 
 # Files the daemon and the stack write (journal, logs, recordings' notes) hold callers'
 # numbers: 0640 at most, directories 0750. Token files are written 0600 on their own.
@@ -69,9 +70,18 @@ def _run(args: argparse.Namespace) -> int:
         return daemon.exit_code  # 3: another daemon took the lead (HA; run again as standby)
 
     try:
-        return asyncio.run(main())
+        with asyncio.Runner(loop_factory=_loop_factory(settings.event_loop)) as runner:
+            return runner.run(main())
     finally:
         procs.remove_own_pidfile(pidfile)  # not a newer daemon's
+
+
+def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    if name == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return asyncio.new_event_loop
 
 
 def _start(args: argparse.Namespace) -> int:

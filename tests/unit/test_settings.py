@@ -268,3 +268,24 @@ def test_the_mqtt_linger_reaches_the_notifier(
     settings_file(tmp_path, monkeypatch, ARI + "[mqtt]\nlinger = 0.25\n")
     assert MqttNotifier(load_for_daemon().mqtt)._linger == 0.25
     assert MqttNotifier(Settings().mqtt.model_copy(update={"linger": 0.0}))._linger == 0.0
+
+
+def test_the_event_loop_is_uvloop_unless_told_and_a_wrong_name_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    import uvloop
+
+    settings_file(tmp_path, monkeypatch, ARI + token(GOOD_TOKEN))
+    chosen = load_for_daemon().event_loop
+    loop = cli._loop_factory(chosen)()
+    assert (chosen, isinstance(loop, uvloop.Loop)) == ("uvloop", True)
+    loop.close()
+    settings_file(tmp_path, monkeypatch, 'event_loop = "asyncio"\n' + ARI + token(GOOD_TOKEN))
+    loop = cli._loop_factory(load_for_daemon().event_loop)()
+    assert isinstance(loop, asyncio.BaseEventLoop) and not isinstance(loop, uvloop.Loop)
+    loop.close()
+    settings_file(tmp_path, monkeypatch, 'event_loop = "tokio"\n' + ARI + token(GOOD_TOKEN))
+    with pytest.raises(SettingsError, match=r"event_loop"):
+        load_for_daemon()
