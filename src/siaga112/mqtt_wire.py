@@ -15,8 +15,9 @@ The rules it keeps (MQTT 3.1.1):
 - a client sends something within every keep-alive period (3.1.2.10); a PINGREQ whose
   PINGRESP (or any packet) does not come within `timeout` means the connection is dead;
 - everything read is bounded: an inbound message over MAX_INBOUND bytes is read past,
-  acknowledged and reported (never buffered whole), and a malformed packet ends the
-  connection with a ProtocolError that names it. The caller reconnects.
+  acknowledged and reported (never buffered whole); past MAX_QUEUED messages not yet taken
+  the socket is not read until they are (the broker keeps the rest); a malformed packet ends
+  the connection with a ProtocolError that names it. The caller reconnects.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Any, Protocol, TypeVar, cast
 _T = TypeVar("_T")
 
 MAX_INBOUND = 256 * 1024  # bytes of one inbound message kept; the rest is read past
+MAX_QUEUED = 1000  # inbound messages not yet taken: past it the socket is not read until taken
 MAX_REMAINING = 268_435_455  # the largest remaining length MQTT can say (4.1: 4 bytes of 7 bits)
 
 CONNECT, CONNACK, PUBLISH, PUBACK = 1, 2, 3, 4
@@ -196,6 +198,7 @@ class Connection(asyncio.Protocol):
         self._ping_due: float | None = None  # a PINGREQ went out: an answer must come by then
         self._timer: asyncio.TimerHandle | None = None
         self._closing = False
+        self._paused = False  # reading paused: MAX_QUEUED inbound messages wait to be taken
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -252,6 +255,10 @@ class Connection(asyncio.Protocol):
 
     async def receive(self) -> Inbound:
         """The next inbound message; MqttError once the connection is lost."""
+        if self._paused and self.inbound.qsize() <= MAX_QUEUED // 2 and not self.lost.done():
+            self._paused = False
+            if self._transport is not None:
+                self._transport.resume_reading()
         if not self.inbound.empty():
             return self.inbound.get_nowait()
         getter = asyncio.ensure_future(self.inbound.get())
@@ -357,6 +364,9 @@ class Connection(asyncio.Protocol):
         self.inbound.put_nowait(Inbound(topic, b"" if too_large else body[head:], too_large))
         if qos:
             self._send(_packet(PUBACK, 0, struct.pack("!H", packet_id)))
+        if self.inbound.qsize() >= MAX_QUEUED and self._transport is not None:
+            self._transport.pause_reading()  # a flood waits in the broker, not in our memory
+            self._paused = True
 
     def _arm(self) -> None:
         self._timer = self._loop.call_later(min(self._keepalive / 2, self._timeout), self._tick)

@@ -13,6 +13,7 @@ import pytest
 from siaga112.mqtt_buffer import Message
 from siaga112.mqtt_wire import (
     MAX_INBOUND,
+    MAX_QUEUED,
     Connection,
     Framer,
     MqttError,
@@ -310,3 +311,26 @@ async def test_a_malformed_packet_ends_the_connection_naming_it(broker, garbage,
     conn = await open_to(await broker(bad))
     with pytest.raises(ProtocolError, match=says):
         await asyncio.wait_for(asyncio.shield(conn.lost), WAIT)
+
+
+async def test_a_flood_of_inbound_messages_waits_in_the_socket_not_in_memory(broker) -> None:
+    """Past MAX_QUEUED messages not yet taken the connection stops reading (at most one read's
+    packets more are queued); taking them reads on, and nothing is lost or reordered."""
+    flood = 3 * MAX_QUEUED
+
+    async def flooder(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accept(reader, writer)
+        for n in range(flood):
+            writer.write(packet(0x30, b"\x00\x01f" + str(n).encode().ljust(1000)))
+        await writer.drain()
+        await reader.read()
+
+    conn = await open_to(await broker(flooder))
+    async with asyncio.timeout(WAIT):
+        while not conn._paused:  # noqa: ASYNC110 (the connection's own flag)
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)  # were it still reading, the rest would come in now
+    assert MAX_QUEUED <= conn.inbound.qsize() < flood
+    got = [(await asyncio.wait_for(conn.receive(), WAIT)).payload for _ in range(flood)]
+    assert got == [str(n).encode().ljust(1000) for n in range(flood)]
+    await conn.close()
