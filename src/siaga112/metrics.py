@@ -143,8 +143,12 @@ class Metrics:
             buckets=ANSWER_BUCKETS,
             **kw,
         )
-        for state in OperatorState:
-            self._operators.labels(state=state.value).set(0)
+        # One child per state, looked up once (labels() locks and builds a key each time; the
+        # desk's counts are set on every change of an operator).
+        self._operator_children = {state: self._operators.labels(state=state.value)
+                                   for state in OperatorState}
+        for child in self._operator_children.values():
+            child.set(0)
         self._records = _RecordsCollector()
         self.registry.register(self._records)
 
@@ -198,8 +202,8 @@ class Metrics:
 
     def operators(self, counts: Mapping[OperatorState, int]) -> None:
         """Set the number of operators per state; states absent from counts are 0."""
-        for state in OperatorState:
-            self._operators.labels(state=state.value).set(counts.get(state, 0))
+        for state, child in self._operator_children.items():
+            child.set(counts.get(state, 0))
 
     def call_answered(self, latency_seconds: float) -> None:
         self._answer_latency.observe(latency_seconds)

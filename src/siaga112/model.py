@@ -125,6 +125,22 @@ class CallEvent(BaseModel):
     data: dict[str, Any] = {}
 
 
+_last_json: tuple[BaseModel, bytes] | None = None
+
+
+def event_json(event: CallEvent | OperatorEvent) -> bytes:
+    """An event's JSON, made once for the sinks that hand it on one after the other (the
+    journal, then MQTT: sinks.FanOut): the last event asked for is remembered, by identity
+    (events are frozen; the reference held keeps its id from being reused)."""
+    global _last_json
+    last = _last_json
+    if last is not None and last[0] is event:
+        return last[1]
+    raw = event.__pydantic_serializer__.to_json(event)
+    _last_json = (event, raw)
+    return raw
+
+
 class OperatorEvent(BaseModel):
     model_config = ConfigDict(frozen=True)
 

@@ -34,6 +34,7 @@ from siaga112.model import (
     OperatorEvent,
     OperatorSnapshot,
     QueueSnapshot,
+    event_json,
     utcnow,
 )
 from siaga112.mqtt_buffer import Message, OutBuffer, Topics, _segment_ok
@@ -150,7 +151,7 @@ class MqttNotifier:
         """On the call's own topic only: `{p}/calls/+/events` is every call's (docs/mqtt.md).
         A second copy of each event on one all-calls topic was half of what the daemon spent on
         MQTT; a subscriber's wildcard gives the same stream."""
-        payload = event.model_dump_json().encode()
+        payload = event_json(event)
         if _segment_ok(event.call_id):
             topic = self.topics.call(event.call_id)
         else:  # still on the all-calls wildcard, under a stand-in that is one topic level
@@ -173,7 +174,7 @@ class MqttNotifier:
         self._add_event(tuple(messages))
 
     def operator_event(self, event: OperatorEvent) -> None:
-        self._add_event((Message(self.topics.operator_events, event.model_dump_json().encode()),))
+        self._add_event((Message(self.topics.operator_events, event_json(event)),))
 
     def queue_changed(self, snapshot: QueueSnapshot) -> None:
         said = snapshot.model_dump_json(exclude={"at"}).encode()  # `at` alone is no change

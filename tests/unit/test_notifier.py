@@ -278,3 +278,18 @@ async def test_a_window_sent_as_the_connection_goes_stays_buffered_to_be_sent_ag
     reader.cancel()
     assert n.pending == 3
     assert client.seen == []
+
+
+def test_an_events_json_is_made_once_for_journal_and_mqtt_and_never_stale() -> None:
+    from siaga112.model import Disposition, event_json
+
+    first = CallEvent(call_id="c1", seq=1, type=CallEventType.ENDED,
+                      data={"disposition": Disposition.GENUINE})
+    made = event_json(first)
+    assert made == first.model_dump_json().encode()
+    assert event_json(first) is made  # the second sink's ask: not serialised again
+    copy = first.model_copy(update={"seq": 2})  # another event, however alike
+    assert event_json(copy) == copy.model_dump_json().encode() != made
+    op = OperatorEvent(operator="op1", state=OperatorState.AVAILABLE)
+    assert event_json(op) == op.model_dump_json().encode()
+    assert event_json(first) == made

@@ -37,7 +37,7 @@ import structlog
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from siaga112.model import CallEvent, OperatorEvent
+from siaga112.model import CallEvent, OperatorEvent, event_json
 from siaga112.records import quarantine
 from siaga112.records.apply import store
 from siaga112.records.faults import Fault, classify, short
@@ -152,7 +152,7 @@ class RecordWriter:
 
     @staticmethod
     def _line(kind: bytes, event: CallEvent | OperatorEvent) -> bytes:
-        return _head(kind) + event.model_dump_json().encode() + b"}"
+        return _head(kind) + event_json(event) + b"}"
 
     def _append(self, kind: bytes, event: CallEvent | OperatorEvent) -> None:
         try:
