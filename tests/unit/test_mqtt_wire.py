@@ -9,7 +9,9 @@ import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+from tests.conftest import wait_for
 
+from siaga112.model import CallEvent, CallEventType
 from siaga112.mqtt_buffer import Message
 from siaga112.mqtt_wire import (
     MAX_INBOUND,
@@ -244,9 +246,7 @@ async def test_an_answered_ping_keeps_the_connection(broker) -> None:
                 writer.write(packet(0xD0, b""))
 
     conn = await open_to(await broker(answers), keepalive=1, timeout=0.3)
-    async with asyncio.timeout(WAIT):
-        while pings < 3:  # noqa: ASYNC110 (counts the stand-in's pings)
-            await asyncio.sleep(0.05)
+    await wait_for(lambda: pings >= 3, WAIT, "three pings answered")
     assert not conn.lost.done()
     await conn.close()
 
@@ -271,9 +271,7 @@ async def test_inbound_messages_are_acknowledged_and_one_too_large_is_read_past(
     got = [await asyncio.wait_for(conn.receive(), WAIT) for _ in range(3)]
     assert [(m.topic, m.payload, m.too_large) for m in got] == [
         ("a/b/c/d", b"{}", 0), ("a/b/c/d", b"", MAX_INBOUND + 111), ("q", b"qos0", 0)]
-    async with asyncio.timeout(WAIT):
-        while len(acks) < 2:  # noqa: ASYNC110 (counts the stand-in's acks)
-            await asyncio.sleep(0.01)
+    await wait_for(lambda: len(acks) >= 2, WAIT, "both inbound messages acknowledged")
     assert acks == [b"\x00\x04", b"\x00\x05"]
     await conn.close()
 
@@ -326,11 +324,85 @@ async def test_a_flood_of_inbound_messages_waits_in_the_socket_not_in_memory(bro
         await reader.read()
 
     conn = await open_to(await broker(flooder))
-    async with asyncio.timeout(WAIT):
-        while not conn._paused:  # noqa: ASYNC110 (the connection's own flag)
-            await asyncio.sleep(0.01)
+    await wait_for(lambda: conn._paused, WAIT, "reading paused")
     await asyncio.sleep(0.1)  # were it still reading, the rest would come in now
     assert MAX_QUEUED <= conn.inbound.qsize() < flood
     got = [(await asyncio.wait_for(conn.receive(), WAIT)).payload for _ in range(flood)]
     assert got == [str(n).encode().ljust(1000) for n in range(flood)]
     await conn.close()
+
+
+# -- the notifier over it, the broker failing at each step of a session ----------------------
+
+DROP_AT = ["connect", "subscribe", "online", "mid-window"]
+
+
+@pytest.mark.parametrize("drop_at", DROP_AT)
+async def test_the_notifier_loses_nothing_whichever_step_the_broker_drops_at(drop_at) -> None:
+    """The first session's broker goes at one step (before CONNACK, before SUBACK, before the
+    online status's PUBACK, or with a window received and not acknowledged); the notifier
+    reconnects, and every event emitted arrives in order (at least once: a window the broker
+    may have had is sent again), with the status online."""
+    from siaga112.notifier import MqttNotifier
+    from siaga112.settings import MqttSettings
+
+    sessions = 0
+    taken: list[bytes] = []  # PUBLISH bodies the broker acknowledged, across sessions
+    statuses: list[bytes] = []
+
+    async def broker_session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal sessions
+        sessions += 1
+        first_one = sessions == 1
+        await read_packet(reader)  # CONNECT
+        if first_one and drop_at == "connect":
+            return
+        writer.write(packet(0x20, b"\x00\x00"))
+        _, body = await read_packet(reader)  # SUBSCRIBE
+        if first_one and drop_at == "subscribe":
+            return
+        writer.write(packet(0x90, body[:2] + b"\x01"))
+        while True:
+            first, body = await read_packet(reader)
+            (topic_len,) = struct.unpack_from("!H", body)
+            topic = body[2 : 2 + topic_len].decode()
+            packet_id = body[2 + topic_len : 4 + topic_len]
+            payload = body[4 + topic_len :]
+            if topic.endswith("/status"):
+                if first_one and drop_at == "online":
+                    return
+                statuses.append(payload)
+            elif first_one and drop_at == "mid-window":
+                return  # had the window's first message, acknowledged none
+            else:
+                taken.append(payload)
+            writer.write(packet(0x40, packet_id))
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await broker_session(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = int(server.sockets[0].getsockname()[1])
+    notifier = MqttNotifier(MqttSettings(host="127.0.0.1", port=port, topic_prefix="p"),
+                            reconnect_initial=0.02, reconnect_max=0.05, linger=0.0)
+    sent = [CallEvent(call_id="c1", seq=n, type=CallEventType.QUEUED) for n in range(1, 6)]
+    for event in sent:
+        notifier.call_event(event)
+    notifier.start()
+    try:
+        await wait_for(lambda: notifier.connected and notifier.pending == 0 and sessions >= 2,
+                       WAIT, "everything published after the reconnect")
+        got = [CallEvent.model_validate_json(p) for p in taken]
+        firsts: dict[object, CallEvent] = {}
+        for event in got:  # each event where it first arrived
+            firsts.setdefault(event.event_id, event)
+        assert list(firsts.values()) == sent
+        assert statuses[-1] == b"online"
+    finally:
+        await notifier.stop(timeout=2.0)
+        server.close()
