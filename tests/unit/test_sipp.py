@@ -91,6 +91,46 @@ async def test_citizen_hangs_up_with_a_withheld_number(tmp_path: Path) -> None:
     assert [e.event for e in got.logs] == ["answered", "bye_sent"]
 
 
+CROSSING = Path(__file__).parent / "sipp_crossing"
+
+
+async def test_citizen_whose_bye_crosses_the_far_sides_ends_the_call_cleanly(
+    tmp_path: Path,
+) -> None:
+    # The caller hangs up as the far side does; the far BYE reaches the caller first and the
+    # answer to the caller's own BYE after it (a starved SIPp at load sees this order). SIPp
+    # had aborted such a call as an "unexpected message" and never answered the far BYE.
+    far = SippConfig(scenario=CROSSING / "crossing_uas.xml", local_ip=UAS_IP, remote=UAC)
+    caller = citizen(UAC_IP, "081234567890", hold=0.3, remote=UAS)
+    async with SippRun(far, tmp_path / "far") as far_run:
+        got = await run_sipp(caller, tmp_path / "citizen", TIMEOUT)
+        far_result = await far_run.wait(TIMEOUT)
+
+    assert got.ok, got.explain()
+    assert far_result.ok, far_result.explain()  # it had the 200 to its own BYE
+    assert got.stats is not None
+    assert (got.stats.successful, got.stats.failed) == (1, 0)
+    assert "unexpected" not in got.errors.lower()
+    assert [e.event for e in got.logs] == ["answered", "bye_sent", "bye_received"]
+
+
+async def test_operator_phone_whose_bye_crosses_the_pbxs_ends_the_call_cleanly(
+    tmp_path: Path,
+) -> None:
+    phone = operator_phone(UAS_IP, ring=0, talk=0.3, remote=UAC)
+    pbx = SippConfig(scenario=CROSSING / "crossing_uac.xml", local_ip=UAC_IP, remote=UAS)
+    async with SippRun(phone, tmp_path / "op") as op:
+        got = await run_sipp(pbx, tmp_path / "pbx", TIMEOUT)
+        op_result = await op.wait(TIMEOUT)
+
+    assert op_result.ok, op_result.explain()
+    assert got.ok, got.explain()  # it had the 200 to its own BYE
+    assert op_result.stats is not None
+    assert (op_result.stats.successful, op_result.stats.failed) == (1, 0)
+    assert "unexpected" not in op_result.errors.lower()
+    assert [e.event for e in op_result.logs] == ["invite", "answered", "bye_sent", "bye_received"]
+
+
 async def test_several_calls_at_a_rate(tmp_path: Path) -> None:
     phone = operator_phone(UAS_IP, ring=0, talk=None, calls=3, remote=UAC)
     caller = citizen(UAC_IP, "+6281234567890", hold=0.2, calls=3, rate=10, remote=UAS)
