@@ -354,6 +354,10 @@ class Daemon:
         self.supervision.stop()
         await self.api.stop()
         await self.supervisor.stop(grace)
+        if not self._stepped_down:  # (the socket is closed now: nobody new comes in)
+            strays = await self.stasis.hand_back_strays()
+            if strays:
+                log.info("shutdown_strays_handed_back", calls=strays)
         await self.stasis.close()
         await self.callbacks.stop()
         await self.locator.stop()

@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 
 from siaga112 import ids, legs
-from siaga112.ari.client import AriError
+from siaga112.ari.client import AriError, Conflict, NotFound
 from siaga112.ari.cluster import ClusterAri
 from siaga112.ari.models import (
     AriEvent,
@@ -449,6 +449,35 @@ class Stasis:
         if tasks:
             await asyncio.wait(tasks, timeout=grace)
         return len(leaving)
+
+    async def hand_back_strays(self, grace: float = 2.0) -> int:
+        """The last look of a graceful stop, once the events socket is closed (from then on
+        Stasis() fails open in the dialplan): a citizen whose StasisStart came as we stopped,
+        or never left the socket, is in our application with no session handling them. They
+        go to the fallback queue like the others, never left in silence for a next start that
+        may not come. Connected calls stay, as hand_back_waiting leaves them."""
+        pending = [t for t in self._tasks if not t.done()]  # hand-offs begun as we stopped
+        if pending:
+            await asyncio.wait(pending, timeout=grace)
+        ari, app = self._deps.ari, self._deps.settings.ari.app
+        try:
+            channels = await ari.channels()
+        except AriError as exc:  # the PBX away: the next start's resync takes them in
+            log.error("stop_sweep_failed", error=str(exc))
+            return 0
+        strays = sorted(c.id for c in channels if _in_our_stasis(c, app) and not (
+            c.id in self.sessions and self.sessions[c.id].state is CallState.CONNECTED))
+        for channel_id in strays:
+            try:
+                await ari.continue_in_dialplan(channel_id, legs.FALLBACK_CONTEXT)
+            except (NotFound, Conflict):
+                continue  # gone, or out of Stasis: hung up, or its own hand-back came first
+            except AriError as exc:
+                log.error("call_not_handed_back", call_id=channel_id, error=str(exc))
+                continue
+            log.warning("call_left_to_dialplan", context=legs.FALLBACK_CONTEXT,
+                        cause="daemon stopping", call_id=channel_id, outcome="stop sweep")
+        return len(strays)
 
     def overflow(self, call_id: str, reason: str) -> None:
         session = self.sessions.get(call_id)

@@ -636,6 +636,27 @@ class InStasis(FakeAri):
                 for _ in self.alive]
 
 
+async def test_a_stop_hands_a_caller_whose_stasisstart_it_never_read_to_the_fallback() -> None:
+    """A caller put in our application as the daemon stopped (the StasisStart still in the
+    socket when it closed) has no session: the stop's last look hands them to the fallback
+    queue; a connected call stays for the next start."""
+    ari, clock = InStasis(alive={CALL}), FakeClock()
+    stasis, _, _, _ = build(ari, clock)
+    assert await stasis.hand_back_waiting(grace=1) == 0
+    assert await stasis.hand_back_strays() == 1
+    assert ari.called("continue_in_dialplan") == [("continue_in_dialplan", CALL, "fallback")]
+
+
+async def test_the_stops_last_look_leaves_a_connected_call_in_place() -> None:
+    ari, clock = InStasis(alive={CALL}), FakeClock()
+    stasis, _, _, _ = build(ari, clock)
+    stasis.on_event(citizen())
+    await settle()
+    stasis.sessions[CALL].state = CallState.CONNECTED
+    assert await stasis.hand_back_strays() == 0
+    assert not ari.called("continue_in_dialplan")
+
+
 async def test_a_caller_seen_once_is_not_taken_for_stranded() -> None:
     ari, clock = InStasis(alive={CALL}), FakeClock()
     stasis, _, _, _ = build(ari, clock)
