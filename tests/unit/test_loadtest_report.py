@@ -199,12 +199,14 @@ def test_render_gives_the_figures_a_person_asks_for() -> None:
 
 def test_render_splits_the_take_in_and_counts_sipp_apart() -> None:
     text = rp.render(_report(take_in_cpu_share=0.93, event_age_ms=rp.Spread.of([4.0, 90.0]),
-                             sipp_cpu_seconds=2.5))
+                             take_in_own_ms=rp.Spread.of([0.2, 0.4]), sipp_cpu_seconds=2.5))
     assert "of the slowest 1%, waiting for a CPU (the daemon ready, no core free) 93%" in text
+    assert "less each one's wait for a CPU (the daemon's own queue and work) p50 0.30 ms" in text
     assert "StasisStart's age when routed (Asterisk's timestamp) p50 47.0 ms" in text
     assert "SIPp phones CPU ms 50" in text  # 2.5 s over 50 calls
     plain = rp.render(_report())
     assert "waiting for a CPU" not in plain and "StasisStart's age" not in plain
+    assert "less each one's wait" not in plain
 
 
 def _row(latency: float | None, cpu_wait: float | None, age: float | None = None) -> CallRow:
@@ -218,6 +220,10 @@ def test_the_slowest_take_ins_tell_how_much_was_a_wait_for_a_core() -> None:
                                                    _row(500.0, None, 12.0)]
     recs = RunRecords(rows)
     assert recs.slowest_cpu_share() == pytest.approx(0.9)
+    # Less each one's wait: the daemon's own part (a wait larger than the take-in, as clocks
+    # read apart can give, counts as none).
+    own = RunRecords([_row(100.0, 90.0), _row(300.0, 270.0), _row(2.0, 2.5), _row(4.0, None)])
+    assert own.own_latencies_ms == pytest.approx([10.0, 30.0, 0.0])
     assert recs.event_ages_ms == [12.0]
     assert RunRecords([_row(2.0, None)]).slowest_cpu_share() is None
     assert RunRecords([_row(0.0, 0.0)]).slowest_cpu_share() is None
@@ -272,6 +278,15 @@ def test_bench_finds_the_highest_clean_and_prompt_rates() -> None:
     assert result.highest_clean(CallPath.DAEMON) == 20
     assert result.highest_prompt(CallPath.DAEMON) == 10
     assert result.highest_clean(CallPath.DIALPLAN) is None
+
+
+def test_the_bench_summary_gives_the_take_in_with_and_without_the_waits_for_a_core() -> None:
+    from siaga112_testkit.loadtest.bench import BenchResult, Step, summary
+
+    r = _report(answer_latency_ms=rp.Spread.of([1.0, 980.0]), take_in_cpu_share=0.95,
+                take_in_own_ms=rp.Spread.of([0.3, 0.9]))
+    text = summary(BenchResult(steps=[Step(300, daemon=r)]))
+    assert "taken in p99 970.21 ms (95% waiting for a CPU), less the waits p99 0.89 ms" in text
 
 
 async def test_a_bench_run_whose_daemon_does_not_start_is_told_and_the_bench_goes_on(

@@ -259,11 +259,14 @@ def _row(label: str, r: rp.LoadReport | None) -> str:
 
 
 def _take_in(r: rp.LoadReport) -> str:
-    """The daemon's take-in p99, how much of its slowest 1% was a wait for a core, and how
-    old Asterisk's StasisStart was when it was routed (p99)."""
+    """The daemon's take-in p99, how much of its slowest 1% was a wait for a core, the p99
+    of each take-in less its wait (the daemon's own), and how old Asterisk's StasisStart was
+    when it was routed (p99)."""
     if r.path != "daemon" or r.answer_latency_ms.p99 is None:
         return ""
     cpu = "" if r.take_in_cpu_share is None else f" ({r.take_in_cpu_share:.0%} waiting for a CPU)"
+    if r.take_in_own_ms.p99 is not None:
+        cpu += f", less the waits p99 {r.take_in_own_ms.p99:.2f} ms"
     age = "" if r.event_age_ms.p99 is None else f", StasisStart age p99 {r.event_age_ms.p99:.0f} ms"
     return f"\n            taken in p99 {r.answer_latency_ms.p99:.2f} ms{cpu}{age}"
 

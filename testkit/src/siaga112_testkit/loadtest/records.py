@@ -53,6 +53,13 @@ class RunRecords:
         return [c.latency_ms for c in self.calls if c.latency_ms is not None]
 
     @property
+    def own_latencies_ms(self) -> list[float]:
+        """Each take-in less its wait for a core: the daemon's own queue of work and its work
+        (what is left when the host's other processes are not counted)."""
+        return [max(0.0, c.latency_ms - c.cpu_wait_ms) for c in self.calls
+                if c.latency_ms is not None and c.cpu_wait_ms is not None]
+
+    @property
     def event_ages_ms(self) -> list[float]:
         return [c.event_age_ms for c in self.calls if c.event_age_ms is not None]
 

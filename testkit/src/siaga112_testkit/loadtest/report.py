@@ -330,6 +330,8 @@ class LoadReport(BaseModel):
     answer_latency_ms: Spread = Spread()  # StasisStart -> answered, the daemon's records
     # Of the slowest 1% take-ins, the share the daemon was ready to run with no core free.
     take_in_cpu_share: float | None = None
+    # Each take-in less its wait for a core: the daemon's own queue and work.
+    take_in_own_ms: Spread = Spread()
     event_age_ms: Spread = Spread()  # StasisStart's age when routed, by Asterisk's timestamp
     wait_to_operator_s: Spread = Spread()  # arrival -> operator connected, the records
     records: int = 0
@@ -456,6 +458,9 @@ def render(report: LoadReport) -> str:
         if r.take_in_cpu_share is not None:
             lines.append(f"    of the slowest 1%, waiting for a CPU (the daemon ready, no core "
                          f"free) {r.take_in_cpu_share:.0%}")
+        if r.take_in_own_ms.n:
+            lines.append(f"    less each one's wait for a CPU (the daemon's own queue and work) "
+                         f"{r.take_in_own_ms.text('ms', digits=2)}")
         if r.event_age_ms.n:
             lines.append(f"  StasisStart's age when routed (Asterisk's timestamp) "
                          f"{r.event_age_ms.text('ms', digits=1)}")

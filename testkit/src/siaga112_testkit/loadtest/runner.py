@@ -322,6 +322,7 @@ async def run_load(plan: LoadPlan, ctx: RunContext) -> rp.LoadReport:
         report.records = len(recs.calls)
         report.answer_latency_ms = rp.Spread.of(recs.answer_latencies_ms)
         report.take_in_cpu_share = recs.slowest_cpu_share()
+        report.take_in_own_ms = rp.Spread.of(recs.own_latencies_ms)
         report.event_age_ms = rp.Spread.of(recs.event_ages_ms)
         report.wait_to_operator_s = rp.Spread.of(recs.waits_s)
         report.dispositions = recs.dispositions()
