@@ -30,6 +30,7 @@ from siaga112.ari.models import (
     StasisStart,
 )
 from siaga112.ari.protocol import Ari
+from siaga112.ari.retry import patiently
 from siaga112.call import CallDeps, CallSession, Command, Resume
 from siaga112.call.cpu_wait import Routed
 from siaga112.call.errors import CallNotLive, CallNotResponding
@@ -467,17 +468,23 @@ class Stasis:
             return 0
         strays = sorted(c.id for c in channels if _in_our_stasis(c, app) and not (
             c.id in self.sessions and self.sessions[c.id].state is CallState.CONNECTED))
-        for channel_id in strays:
-            try:
-                await ari.continue_in_dialplan(channel_id, legs.FALLBACK_CONTEXT)
-            except (NotFound, Conflict):
-                continue  # gone, or out of Stasis: hung up, or its own hand-back came first
-            except AriError as exc:
-                log.error("call_not_handed_back", call_id=channel_id, error=str(exc))
-                continue
-            log.warning("call_left_to_dialplan", context=legs.FALLBACK_CONTEXT,
-                        cause="daemon stopping", call_id=channel_id, outcome="stop sweep")
+        # Together, each asked again while a saturated PBX times out (a timed-out continue
+        # carried out after all answers NotFound or Conflict next time): no caller is left in
+        # silence for a slow PBX, and the stop waits at most one request's patience.
+        await asyncio.gather(*(self._stray_to_fallback(ari, c) for c in strays))
         return len(strays)
+
+    async def _stray_to_fallback(self, ari: Ari, channel_id: str) -> None:
+        try:
+            await patiently("stop hand-back", lambda: ari.continue_in_dialplan(
+                channel_id, legs.FALLBACK_CONTEXT))
+        except (NotFound, Conflict):
+            return  # gone, or out of Stasis: hung up, or its own hand-back came first
+        except AriError as exc:
+            log.error("call_not_handed_back", call_id=channel_id, error=str(exc))
+            return
+        log.warning("call_left_to_dialplan", context=legs.FALLBACK_CONTEXT,
+                    cause="daemon stopping", call_id=channel_id, outcome="stop sweep")
 
     def overflow(self, call_id: str, reason: str) -> None:
         session = self.sessions.get(call_id)

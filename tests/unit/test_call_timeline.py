@@ -647,6 +647,25 @@ async def test_a_stop_hands_a_caller_whose_stasisstart_it_never_read_to_the_fall
     assert ari.called("continue_in_dialplan") == [("continue_in_dialplan", CALL, "fallback")]
 
 
+class SlowContinue(InStasis):
+    """A saturated PBX: the first continueInDialplan times out, the next is taken."""
+
+    async def continue_in_dialplan(self, channel_id: str, context: str | None = None,
+                                   extension: str = "s", priority: int = 1) -> None:
+        self._call("continue_in_dialplan", channel_id, context)
+        if len(self.called("continue_in_dialplan")) == 1:
+            raise Unreachable("POST", f"/channels/{channel_id}/continue", 0, "TimeoutError()")
+
+
+async def test_the_stops_last_look_asks_a_slow_pbx_again_rather_than_leave_the_caller() -> None:
+    """A caller arriving at the stop while the PBX is saturated: the hand-back times out once.
+    Asked once only, they would stay in our application with no daemon, in silence."""
+    ari, clock = SlowContinue(alive={CALL}), FakeClock()
+    stasis, _, _, _ = build(ari, clock)
+    assert await stasis.hand_back_strays() == 1
+    assert ari.called("continue_in_dialplan") == [("continue_in_dialplan", CALL, "fallback")] * 2
+
+
 async def test_the_stops_last_look_leaves_a_connected_call_in_place() -> None:
     ari, clock = InStasis(alive={CALL}), FakeClock()
     stasis, _, _, _ = build(ari, clock)
