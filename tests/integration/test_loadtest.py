@@ -59,3 +59,50 @@ async def test_tiny_load_is_counted_from_sipp_records_and_metrics(
     assert LoadReport.model_validate_json(report.model_dump_json()) == report
     png = plot_reports([report], tmp_path / "report.png")
     assert png.stat().st_size > 1000
+
+
+async def test_the_ari_floor_holds_the_daemons_conversation_with_asterisk(
+    stack, tmp_path: Path
+) -> None:
+    """The bench's floor (loadtest/floor.py) through the real PBX: every caller reaches a desk
+    phone, and per call it asks Asterisk exactly what the daemon asks (holding bridge, dial,
+    call bridge, both in it; at the end the other side's hang-up and the bridge's end), every
+    request answered 2xx; its CPU is measured by its own pid."""
+    from siaga112_testkit.loadtest.floor import floor_running
+    from siaga112_testkit.loadtest.report import FLOOR_SERVICE
+    from tests.conftest import daemon_settings
+
+    settings = daemon_settings(stack, tmp_path)
+    plan = LoadPlan(
+        "floor",
+        CallPath.FLOOR,
+        [
+            CallerGroup("mobile", MOBILE_TRUNK, national_number("0811", 8), rate=1, calls=2,
+                        hold=3.0),
+            CallerGroup("landline", LANDLINE_TRUNK, national_number("0254", 6), rate=1,
+                        calls=2, hold=3.0),
+        ],
+        DeskPlan(operators=2, ring=0.3, talk=1.0),
+        max_seconds=60,
+    )
+    lines: list[str] = []
+    async with floor_running(settings, plan.desk.operators, lines.append) as floor:
+        ctx = RunContext(settings, "127.0.0.1:5060", tmp_path, lines.append,
+                         service_pids={FLOOR_SERVICE: floor.pid})
+        report = await run_load(plan, ctx)
+    report.floor_counts = floor.counts
+
+    explain = render(report) + f"\n{floor.counts}"
+    assert (report.offered, report.answered, report.failed) == (4, 4, 0), explain
+    assert floor.counts.get("event StasisStart") == 8, explain  # 4 callers, 4 desk phones
+    assert floor.counts.get("POST channels 200") == 4, explain  # each desk phone dialled once
+    assert floor.counts.get("POST bridges 200") == 4, explain  # each call's bridge made
+    assert floor.counts.get("POST bridges 204") == 8, explain  # holding, then both in the call's
+    assert floor.counts.get("DELETE channels 204") == 4, explain  # the caller, at the phone's end
+    assert floor.counts.get("DELETE bridges 204") == 4, explain
+    assert report.floor_not_2xx() == {} and "faults" not in floor.counts, explain
+    per_call = report.per_call()
+    assert per_call["ari_requests"] == 6, explain
+    assert per_call["floor_cpu_ms"] is not None and per_call["floor_cpu_ms"] > 0, explain
+    assert "the ARI floor" in render(report)
+    assert any("stopped the ARI floor" in line for line in lines)

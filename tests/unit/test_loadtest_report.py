@@ -385,3 +385,37 @@ def test_per_call_and_render_give_the_database_and_broker_cpu_when_measured() ->
     remote = r.model_copy(update={"service_cpu_seconds": {}})
     assert remote.per_call()["postgres_cpu_ms"] is None
     assert "PostgreSQL" not in rp.render(remote)
+
+
+def test_the_floors_counts_give_its_requests_events_and_refusals() -> None:
+    r = _report(path="floor", offered=2, metrics=None, service_cpu_seconds={"ARI floor": 0.01},
+                floor_counts={"event StasisStart": 4, "event StasisEnd": 4,
+                              "POST channels 200": 2, "POST bridges 204": 4,
+                              "POST bridges 200": 2, "DELETE channels 204": 2,
+                              "DELETE bridges 404": 2, "faults": 1})
+    pc = r.per_call()
+    assert (pc["floor_cpu_ms"], pc["ari_requests"], pc["ari_events"]) == (5.0, 6.0, 4.0)
+    assert pc["daemon_cpu_ms"] is None
+    assert r.floor_not_2xx() == {"DELETE bridges 404": 2}
+    text = rp.render(r)
+    assert "(the ARI floor: the daemon's conversation with Asterisk alone)" in text
+    assert "ARI floor CPU ms 5, ARI requests 6, ARI events 4" in text
+    assert "requests not answered 2xx {'DELETE bridges 404': 2}; handlers that raised 1" in text
+
+
+def test_the_bench_summary_splits_the_daemons_cpu_into_the_conversation_and_its_own_work(
+) -> None:
+    from siaga112_testkit.loadtest.bench import BenchResult, Step, summary
+
+    daemon = _report(offered=100, pbx_cpu_seconds=1.0,
+                     metrics=rp.MetricsSummary(cpu_seconds=0.5))  # 5 ms a call, Asterisk 10
+    floor = _report(path="floor", offered=100, pbx_cpu_seconds=1.5, offered_cps=10.0,
+                    service_cpu_seconds={"ARI floor": 0.3})  # 3 ms a call, Asterisk 15 (slower)
+    text = summary(BenchResult(steps=[Step(10, daemon=daemon)], floor=floor))
+    # Each over Asterisk's in its own run: 0.50 and 0.20, so the conversation is 40%.
+    assert ("daemon 5 / 10 = 0.50, floor 3 / 15 = 0.20: the conversation is 40% of the "
+            "daemon's CPU, its own work 60% (at the daemon's hour: 2.00 + 3.00 ms)") in text
+    missing = summary(BenchResult(steps=[Step(10, daemon=daemon)],
+                                  floor_not_run="a daemon answers at http://127.0.0.1:8112"))
+    assert "ARI floor NOT RUN: a daemon answers at http://127.0.0.1:8112" in missing
+    assert "NOT RUN (the daemon did not start)" not in missing

@@ -6,6 +6,9 @@ in one run on the same desk phones, printed side by side with their ratio.
 Three parts: rate steps (the highest rate with no failed call, per path), a burst (1000 callers
 at 100 a second on 8 operators) and a blocked-number flood (a prank dialer on a blocked
 number at the highest rate the PBX took, beside genuine callers: the daemon sheds the flood).
+Beside the daemon's first step, the same load through the ARI floor (floor.py: the daemon's
+conversation with Asterisk and nothing else), so that the summary tells, in the same hour, how
+much of the daemon's CPU a call is that conversation and how much its own work.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from siaga112_testkit.loadtest.daemon import (
     restore_operators,
     set_operators,
 )
+from siaga112_testkit.loadtest.floor import FloorError, floor_running
 from siaga112_testkit.loadtest.phones import CallerGroup, DeskPlan, national_number
 from siaga112_testkit.loadtest.plot import plot_reports
 from siaga112_testkit.loadtest.runner import (
@@ -66,6 +70,9 @@ class BenchOptions:
     skip: frozenset[str] = frozenset()
 
 
+STEP_PATHS = (CallPath.DAEMON, CallPath.DIALPLAN)  # the two compared in the steps
+
+
 @dataclass
 class Step:
     rate: float
@@ -78,6 +85,8 @@ class BenchResult:
     steps: list[Step] = field(default_factory=list)
     burst: dict[str, rp.LoadReport] = field(default_factory=dict)
     flood: dict[str, rp.LoadReport] = field(default_factory=dict)
+    floor: rp.LoadReport | None = None  # the ARI floor at the first step's rate
+    floor_not_run: str = ""  # why the floor did not run (a daemon already held the app...)
     not_run: list[str] = field(default_factory=list)  # runs whose daemon could not start
 
     def highest_clean(self, path: CallPath) -> float | None:
@@ -110,7 +119,7 @@ def groups(path: CallPath, name: str, rate: float, calls: int, hold: float | Non
     ports of trunk-bench (dialplan path)."""
     first = (calls + 1) // 2
     second = calls - first
-    if path is CallPath.DAEMON:
+    if path is not CallPath.DIALPLAN:
         ips, ports, media = (MOBILE_TRUNK, LANDLINE_TRUNK), (5060, 5060), (6000, 6000)
     else:
         ips, ports, media = (BENCH_TRUNK, BENCH_TRUNK), (5060, 5061), (6000, 6100)
@@ -208,9 +217,33 @@ class Bench:
                     step = Step(rate)
                     result.steps.append(step)
                 setattr(step, path.value, report)
+                if path is CallPath.DAEMON and rate == o.rates[0] and "floor" not in o.skip:
+                    await self.floor(result, rate, calls)
                 if not clean(report):
                     self.say(f"  {path.value}: calls failed at {rate:g}/s; stepping stops")
                     break
+
+    async def floor(self, result: BenchResult, rate: float, calls: int) -> None:
+        """The first step's load again, through the ARI floor instead of the daemon."""
+        o = self.options
+        plan = LoadPlan(f"floor-{rate:g}cps", CallPath.FLOOR,
+                        groups(CallPath.FLOOR, "citizens", rate, calls, o.hold,
+                               self.fresh_callers()),
+                        DESK, max_seconds=o.step_seconds + o.hold + 40)
+        ctx = RunContext(self.settings, self.options.remote, self.out, self.say,
+                         pbx_pid=self.pbx_pid, service_pids=self.service_pids)
+        await wait_at_rest(ctx)
+        try:
+            async with floor_running(self.settings, plan.desk.operators, self.say) as floor:
+                ctx.service_pids = {**self.service_pids, rp.FLOOR_SERVICE: floor.pid}
+                report = await run_load(plan, ctx)
+        except FloorError as exc:  # a measure missing, not a failure of the product
+            self.say(f"  {plan.name}: NOT RUN: {exc}")
+            result.floor_not_run = str(exc)
+            return
+        report.floor_counts = floor.counts
+        self.say(rp.render(report))
+        result.floor = report
 
     async def burst(self, result: BenchResult) -> None:
         o = self.options
@@ -274,7 +307,8 @@ def _take_in(r: rp.LoadReport) -> str:
 def _costs(r: rp.LoadReport) -> str:
     pc = r.per_call()
     parts = [f"{label} {pc[key]:g}" for key, label in (
-        ("daemon_cpu_ms", "daemon CPU ms/call"), ("ari_requests", "ARI req/call"),
+        ("daemon_cpu_ms", "daemon CPU ms/call"), ("floor_cpu_ms", "ARI floor CPU ms/call"),
+        ("ari_requests", "ARI req/call"), ("ari_events", "ARI events/call"),
         ("pbx_cpu_ms", "Asterisk CPU ms/call"), ("sipp_cpu_ms", "SIPp CPU ms/call"),
         ("postgres_cpu_ms", "PostgreSQL CPU ms/call"),
         ("mosquitto_cpu_ms", "Mosquitto CPU ms/call")) if pc[key] is not None]
@@ -306,6 +340,7 @@ def summary(result: BenchResult) -> str:
         lines.append(f"... and also answered within {PROMPT_P99_MS:.0f} ms at p99: daemon "
                      f"{d or 'none'}/s, dialplan app_queue {q or 'none'}/s; ratio "
                      f"{_ratio(d, q)}")
+    lines += _floor_lines(result)
     for title, part in (("burst", result.burst), ("flood", result.flood)):
         if not part:
             continue
@@ -325,6 +360,36 @@ def summary(result: BenchResult) -> str:
     for line in result.not_run:
         lines.append(f"NOT RUN (the daemon did not start) {line}")
     return "\n".join(lines)
+
+
+def _floor_lines(result: BenchResult) -> list[str]:
+    """The daemon's CPU a call at the first step beside the floor's, each over Asterisk's own
+    in its run (the VM's hour moves all of them alike)."""
+    f = result.floor
+    d = result.steps[0].daemon if result.steps else None
+    if result.floor_not_run:
+        return [f"ARI floor NOT RUN: {result.floor_not_run}"]
+    if f is None:
+        return []
+    fc = f.per_call()
+    lines = [f"ARI floor (the daemon's conversation with Asterisk alone) at "
+             f"{f.offered_cps:g}/s: {_row('floor', f)}"]
+    floor_ms, floor_pbx = fc["floor_cpu_ms"], fc["pbx_cpu_ms"]
+    dc = d.per_call() if d is not None else {}
+    daemon_ms, daemon_pbx = dc.get("daemon_cpu_ms"), dc.get("pbx_cpu_ms")
+    if floor_ms and floor_pbx and daemon_ms and daemon_pbx:
+        share = (floor_ms / floor_pbx) / (daemon_ms / daemon_pbx)
+        lines.append(
+            f"  CPU a call over Asterisk's own in the same run: daemon {daemon_ms:g} / "
+            f"{daemon_pbx:g} = {daemon_ms / daemon_pbx:.2f}, floor {floor_ms:g} / {floor_pbx:g} "
+            f"= {floor_ms / floor_pbx:.2f}: the conversation is {share:.0%} of the daemon's "
+            f"CPU, its own work {1 - share:.0%} (at the daemon's hour: "
+            f"{daemon_ms * share:.2f} + {daemon_ms * (1 - share):.2f} ms)")
+    bad = f.floor_not_2xx()
+    if bad or f.floor_counts.get("faults"):
+        lines.append(f"  the floor's requests not answered 2xx {bad}; handlers that raised "
+                     f"{f.floor_counts.get('faults', 0)}")
+    return lines
 
 
 async def run_bench(settings: Settings, options: BenchOptions, out: Path, say: Say) -> int:
@@ -347,8 +412,8 @@ def _write(result: BenchResult, text: str, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.txt").write_text(text + "\n")
     doc = {
-        "highest_clean_cps": {p.value: result.highest_clean(p) for p in CallPath},
-        "highest_prompt_cps": {p.value: result.highest_prompt(p) for p in CallPath},
+        "highest_clean_cps": {p.value: result.highest_clean(p) for p in STEP_PATHS},
+        "highest_prompt_cps": {p.value: result.highest_prompt(p) for p in STEP_PATHS},
         "prompt_p99_ms": PROMPT_P99_MS,
         "steps": [{"rate": s.rate,
                    "daemon": s.daemon.model_dump() if s.daemon else None,
@@ -356,6 +421,8 @@ def _write(result: BenchResult, text: str, out: Path) -> None:
                   for s in result.steps],
         "burst": {k: v.model_dump() for k, v in result.burst.items()},
         "flood": {k: v.model_dump() for k, v in result.flood.items()},
+        "floor": result.floor.model_dump() if result.floor else None,
+        "floor_not_run": result.floor_not_run,
         "not_run": result.not_run,
     }
     (out / "bench.json").write_text(json.dumps(doc, indent=2, default=str))

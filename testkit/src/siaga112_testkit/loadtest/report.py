@@ -312,9 +312,12 @@ class GroupReport(BaseModel):
     run_dir: str = ""
 
 
+FLOOR_SERVICE = "ARI floor"  # service_cpu_seconds' key of the floor's CPU (floor path)
+
+
 class LoadReport(BaseModel):
     name: str
-    path: str  # "daemon" or "dialplan"
+    path: str  # "daemon", "dialplan" or "floor" (runner.CallPath)
     started_at: str
     duration_s: float
     offer_window_s: float
@@ -350,8 +353,16 @@ class LoadReport(BaseModel):
     sipp_cpu_seconds: float | None = None  # the SIPp phones' own (callers and desk)
     # PostgreSQL's (with its backends) and Mosquitto's CPU over the run, local stack only.
     service_cpu_seconds: dict[str, float] = {}
+    # The ARI floor's own counts (floor path): "event <type>", "<METHOD> <resource> <status>",
+    # "faults" (a handler that raised).
+    floor_counts: dict[str, int] = {}
     timeline: list[Point] = Field(default_factory=list)
     notes: list[str] = []
+
+    def floor_not_2xx(self) -> dict[str, int]:
+        """The floor's requests that Asterisk did not answer 2xx, by method, resource, status."""
+        return {k: v for k, v in self.floor_counts.items()
+                if k.split(" ")[0].isupper() and not k.rsplit(" ", 1)[-1].startswith("2")}
 
     @property
     def clean(self) -> bool:
@@ -369,10 +380,16 @@ class LoadReport(BaseModel):
         def each(total: float | None, scale: float = 1.0) -> float | None:
             return None if total is None or not n else round(total * scale / n, 2)
 
+        floor = self.floor_counts
+        floor_requests = sum(v for k, v in floor.items() if k.split(" ")[0].isupper())
+        floor_events = sum(v for k, v in floor.items() if k.startswith("event "))
         return {
             "daemon_cpu_ms": each(m.cpu_seconds, 1000) if m else None,
-            "ari_requests": each(m.ari_requests) if m else None,
-            "ari_events": each(sum(m.ari_events.values())) if m and m.ari_events else None,
+            "floor_cpu_ms": each(self.service_cpu_seconds.get(FLOOR_SERVICE), 1000),
+            "ari_requests": (each(m.ari_requests) if m
+                             else each(floor_requests) if floor_requests else None),
+            "ari_events": (each(sum(m.ari_events.values())) if m and m.ari_events
+                           else each(floor_events) if floor_events else None),
             "pbx_cpu_ms": each(self.pbx_cpu_seconds, 1000),
             "sipp_cpu_ms": each(self.sipp_cpu_seconds, 1000),
             "postgres_cpu_ms": each(self.service_cpu_seconds.get("PostgreSQL"), 1000),
@@ -434,11 +451,15 @@ def _pct(v: float) -> str:
     return f"{v * 100:.0f}%"
 
 
+_PATHS = {"daemon": "the daemon", "dialplan": "dialplan app_queue",
+          "floor": "the ARI floor: the daemon's conversation with Asterisk alone"}
+
+
 def render(report: LoadReport) -> str:
     """The report for a person, a few lines per section."""
     r = report
     lines = [
-        f"== {r.name} ({'the daemon' if r.path == 'daemon' else 'dialplan app_queue'}) ==",
+        f"== {r.name} ({_PATHS.get(r.path, r.path)}) ==",
         f"  offered   {r.offered} calls in {r.offer_window_s:.1f} s = {r.offered_cps:.1f} calls/s "
         f"(run {r.duration_s:.1f} s)",
         f"  answered  {r.answered} = {r.answered_cps:.1f} calls/s",
@@ -491,11 +512,15 @@ def render(report: LoadReport) -> str:
     if any(v is not None for v in pc.values()):
         lines.append("  per call  " + ", ".join(
             f"{label} {_num(pc[key])}" for key, label in (
-                ("daemon_cpu_ms", "daemon CPU ms"), ("ari_requests", "ARI requests"),
+                ("daemon_cpu_ms", "daemon CPU ms"), ("floor_cpu_ms", "ARI floor CPU ms"),
+                ("ari_requests", "ARI requests"),
                 ("ari_events", "ARI events"), ("pbx_cpu_ms", "Asterisk CPU ms"),
                 ("sipp_cpu_ms", "SIPp phones CPU ms"),
                 ("postgres_cpu_ms", "PostgreSQL CPU ms"), ("mosquitto_cpu_ms", "Mosquitto CPU ms"))
             if pc[key] is not None))
+    if r.floor_counts:
+        lines.append(f"  ARI floor: requests not answered 2xx "
+                     f"{r.floor_not_2xx()}; handlers that raised {r.floor_counts.get('faults', 0)}")
     if r.path == "daemon":
         lines.append(f"  daemon log error lines {r.daemon_error_lines}; records with a "
                      f"disposition the plan does not expect {r.wrong_dispositions or 0}")

@@ -43,6 +43,9 @@ FALLBACK_QUEUE = "siaga112-fallback"
 class CallPath(StrEnum):
     DAEMON = "daemon"  # trunks -> Stasis -> the daemon
     DIALPLAN = "dialplan"  # trunk-bench -> Queue(siaga112-fallback)
+    # trunks -> Stasis -> the ARI floor (loadtest/floor.py): the daemon's conversation with
+    # Asterisk and nothing else, for the bench's measure of what that conversation costs
+    FLOOR = "floor"
 
 
 @dataclass(frozen=True)
@@ -331,7 +334,7 @@ async def run_load(plan: LoadPlan, ctx: RunContext) -> rp.LoadReport:
         report.connected = sum(1 for c in recs.calls if c.connected)
         report.occupancy = rp.occupancy(recs.talk_by_operator(), operators, end - start)
         report.occupancy_source = "talk time in the records"
-    elif ctx.queue_log is not None:
+    elif plan.path is CallPath.DIALPLAN and ctx.queue_log is not None:
         qlog = QueueLog.read(ctx.queue_log, FALLBACK_QUEUE, start - 1)
         report.wait_to_operator_s = rp.Spread.of(qlog.waits_s)
         report.connected = len(qlog.waits_s)
