@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import structlog
 
 from siaga112 import legs
-from siaga112.ari.client import AriError
+from siaga112.ari.client import AriError, Conflict
 from siaga112.ari.events import EventStream, EventStreams
 from siaga112.ari.models import (
     Application,
@@ -53,6 +53,11 @@ log = structlog.get_logger(__name__)
 BRIDGE_PREFIX = "siaga112-sup-"
 SNOOP_ARG = "snoop"
 RING_SECONDS = 30  # an API request rings the supervisor's phone this long
+# A snoop channel is made at once but enters our application a moment later; until then
+# Asterisk refuses to bridge it (422 "Channel not in Stasis application"). Asked again for
+# this long.
+SNOOP_JOIN_SECONDS = 2.0
+SNOOP_JOIN_EVERY = 0.05
 _CODE = re.compile(r"\*5([0-9])([0-9]{2})")
 
 
@@ -321,7 +326,11 @@ class Supervision:
                           "supervise it through the API")
         sup = Active(channel_id, phone, request.mode, request.operator, call, by)
         if request.mode is Mode.BARGE:
-            await self._ari.add_to_bridge(legs.call_bridge(call.call_id), channel_id)
+            try:
+                await self._ari.add_to_bridge(legs.call_bridge(call.call_id), channel_id)
+            except AriError as exc:  # the call ended as the supervisor answered
+                raise NotOnCall(f"{request.operator}'s call cannot be joined: "
+                                f"{exc.message}") from None
         else:
             spy, whisper = SNOOP[request.mode]
             sup.snoop = f"{channel_id}-snoop"
@@ -332,15 +341,34 @@ class Supervision:
             except AriError as exc:
                 raise NotOnCall(f"{request.operator}'s leg cannot be snooped: "
                                 f"{exc.message}") from None
-            await self._ari.create_bridge(sup.bridge, "mixing", f"supervision {channel_id}")
-            await self._ari.add_to_bridge(sup.bridge, channel_id)
-            await self._ari.add_to_bridge(sup.bridge, sup.snoop)
+            try:
+                await self._ari.create_bridge(sup.bridge, "mixing", f"supervision {channel_id}")
+                await self._ari.add_to_bridge(sup.bridge, channel_id)
+                await self._join_snoop(sup.bridge, sup.snoop)
+            except AriError as exc:
+                # Nothing of it may stay on the operator's call: the snoop goes, and the
+                # supervisor's phone is told (Refused) rather than left in silence.
+                await self._hangup(sup.snoop)
+                await self._quietly(self._ari.destroy_bridge(sup.bridge))
+                raise NotOnCall(f"{request.operator}'s call could not be joined: "
+                                f"{exc.message}") from None
         self.active[channel_id] = sup
         log.info("supervision_started", supervision_id=channel_id, phone=phone,
                  mode=request.mode.value, operator=request.operator, call_id=call.call_id,
                  by=by)
         call.emit(CallEventType.SUPERVISION_STARTED, supervision_id=channel_id,
                   supervisor=phone, mode=request.mode.value, operator=request.operator, by=by)
+
+    async def _join_snoop(self, bridge: str, snoop: str) -> None:
+        deadline = time.monotonic() + SNOOP_JOIN_SECONDS
+        while True:
+            try:
+                await self._ari.add_to_bridge(bridge, snoop)
+                return
+            except Conflict:
+                if time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(SNOOP_JOIN_EVERY)
 
     async def _end(self, sup: Active, reason: str) -> None:
         if self.active.pop(sup.id, None) is None:

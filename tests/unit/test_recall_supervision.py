@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 import wave
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from structlog.testing import capture_logs
 from tests.fakes import FakeAri
 
+from siaga112.ari.client import Conflict, NotFound
 from siaga112.ari.models import (
     Bridge,
     Channel,
@@ -269,3 +271,55 @@ async def test_the_api_rings_the_supervisor_first() -> None:
     assert await sup.end(sid, "night supervisor")
     assert call.emitted[-1][1]["reason"] == "ended by night supervisor"
     assert not await sup.end(sid, "night supervisor")
+
+
+@dataclass
+class LateSnoopAri(SupAri):
+    """The snoop enters our application only after `late` refusals to bridge it (Asterisk's
+    422 "Channel not in Stasis application": a slow hour of the test VM showed it)."""
+
+    late: int = 2
+
+    async def add_to_bridge(self, bridge_id: str, channel_id: str | Sequence[str],
+                            role: str | None = None) -> None:
+        await super().add_to_bridge(bridge_id, channel_id, role)
+        if channel_id == f"{SUP}-snoop" and self.late > 0:
+            self.late -= 1
+            raise Conflict("POST", f"/bridges/{bridge_id}/addChannel", 422,
+                           "Channel not in Stasis application")
+
+
+async def test_a_snoop_not_yet_in_our_application_is_asked_again_until_it_is() -> None:
+    call = Call()
+    ari = LateSnoopAri()
+    sup = Supervision(ari, Settings(), lambda: {call.call_id: call})
+    await sup._on_event(dialled("*5201"))
+    snoop_joins = [c for c in ari.called("add_to_bridge") if c[2] == f"{SUP}-snoop"]
+    assert len(snoop_joins) == 3  # refused twice, then in
+    assert SUP in sup.active and call.emitted[0][0] is CallEventType.SUPERVISION_STARTED
+    assert not ari.called("continue_in_dialplan") and ("hangup", f"{SUP}-snoop") not in ari.calls
+
+
+async def test_a_snoop_that_never_joins_leaves_nothing_on_the_call_and_tells_the_phone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import siaga112.supervision as supervision
+
+    monkeypatch.setattr(supervision, "SNOOP_JOIN_SECONDS", 0.2)
+    call = Call()
+    ari = LateSnoopAri(late=10_000)
+    sup = Supervision(ari, Settings(), lambda: {call.call_id: call})
+    await sup._on_event(dialled("*5101"))
+    assert ("hangup", f"{SUP}-snoop") in ari.calls  # off the operator's leg
+    assert ("destroy_bridge", f"siaga112-sup-{SUP}") in ari.calls
+    assert ari.called("continue_in_dialplan") == [("continue_in_dialplan", SUP, None)]  # told
+    assert not sup.active and not call.emitted
+
+
+async def test_a_barge_on_a_call_that_just_ended_tells_the_phone() -> None:
+    call = Call()
+    sup, ari = service(call)
+    ari.fail["add_to_bridge"] = NotFound("POST", "/bridges/x/addChannel", 404,
+                                         "Bridge not found")
+    await sup._on_event(dialled("*5301"))
+    assert ari.called("continue_in_dialplan") == [("continue_in_dialplan", SUP, None)]
+    assert not sup.active and not call.emitted
