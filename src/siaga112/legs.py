@@ -7,6 +7,7 @@ channel belongs to which call.
 from __future__ import annotations
 
 import re
+import uuid
 import zlib
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -66,12 +67,28 @@ def is_holding(bridge_id: str) -> bool:
     return shard != bridge_id and shard.isdigit()
 
 
+# A call bridged again (requeued after its bridge was made, or taken back after a restart)
+# gets a bridge id of its own: Asterisk keeps a destroyed bridge's id taken for a while (its
+# stasis topic outlives it; asterisk/asterisk#1094), and a create with that id answers 409
+# while the bridge itself is 404. Reusing it, an operator answered every 4 s and the caller
+# was never put through (a fresh clone's chaos test, a slow hour).
+AGAIN = "~"
+
+
 def call_bridge(call_id: str) -> str:
+    """The call's first bridge."""
     return CALL_BRIDGE_PREFIX + call_id
 
 
+def fresh_call_bridge(call_id: str) -> str:
+    """A bridge id for the call that no earlier bridge of it had."""
+    return f"{CALL_BRIDGE_PREFIX}{call_id}{AGAIN}{uuid.uuid4().hex[:8]}"
+
+
 def call_of_bridge(bridge_id: str) -> str | None:
-    return bridge_id[len(CALL_BRIDGE_PREFIX):] if bridge_id.startswith(CALL_BRIDGE_PREFIX) else None
+    if not bridge_id.startswith(CALL_BRIDGE_PREFIX):
+        return None
+    return bridge_id[len(CALL_BRIDGE_PREFIX):].partition(AGAIN)[0]
 
 
 _OPERATOR_LEG = re.compile(r"(?P<call>.+)-op-(?P<op>[^-]+)-(?P<attempt>\d{1,6})")

@@ -256,7 +256,7 @@ class Stasis:
             if leg.kind is not legs.LegKind.CITIZEN:
                 owner = self.sessions.get(leg.call_id)
                 citizen_there = leg.call_id in ours and leg.call_id in channels
-                in_call = bridge_of.get(channel_id) == legs.call_bridge(leg.call_id)
+                in_call = legs.call_of_bridge(bridge_of.get(channel_id, "")) == leg.call_id
                 if (owner is None and not (in_call and citizen_there)):
                     # A desk phone or duty line with no citizen (or ringing for a call we no
                     # longer handle): hang it up, the operator is free.
@@ -333,9 +333,10 @@ class Stasis:
             if op is None and not agencies and not ringing:
                 # The operator hung up while we were away: the citizen is alone in the bridge.
                 return Resume(CallState.QUEUED, since=since, priority=priority, flags=flags,
-                              requeue_reason="operator_gone")
+                              requeue_reason="operator_gone", bridge=bridge_id)
             return Resume(
                 CallState.CONNECTED, since=since, priority=priority, flags=flags,
+                bridge=bridge_id,
                 operator=op.party if op else None,
                 operator_channel=(
                     legs.operator_leg(op.call_id, op.party, op.attempt) if op else None

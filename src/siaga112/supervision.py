@@ -140,6 +140,7 @@ class LiveCall(Protocol):
     state: CallState
     operator: str | None
     operator_channel: str | None
+    bridge_id: str  # the call's bridge
 
     def emit(self, type_: CallEventType, **data: Any) -> None: ...
 
@@ -289,7 +290,7 @@ class Supervision:
         elif isinstance(ev, ChannelLeftBridge):
             sup = self.active.get(channel.id)
             if (sup is not None and sup.mode is Mode.BARGE
-                    and ev.bridge.id == legs.call_bridge(sup.call.call_id)):
+                    and ev.bridge.id == sup.call.bridge_id):
                 await self._end(sup, "call_ended")
 
     async def _phone(self, ev: StasisStart) -> None:
@@ -327,7 +328,7 @@ class Supervision:
         sup = Active(channel_id, phone, request.mode, request.operator, call, by)
         if request.mode is Mode.BARGE:
             try:
-                await self._ari.add_to_bridge(legs.call_bridge(call.call_id), channel_id)
+                await self._ari.add_to_bridge(call.bridge_id, channel_id)
             except AriError as exc:  # the call ended as the supervisor answered
                 raise NotOnCall(f"{request.operator}'s call cannot be joined: "
                                 f"{exc.message}") from None

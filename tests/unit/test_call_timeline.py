@@ -765,3 +765,57 @@ async def test_an_operator_who_answered_and_left_before_the_bridge_is_not_paused
     # The caller keeps their place and is offered again (op2, then op1 again).
     assert session.state in (CallState.QUEUED, CallState.RINGING_OPERATOR)
     assert not ari.called("continue_in_dialplan")
+
+
+class ZombieCallBridge(FakeAri):
+    """After a restart: the citizen alone in their call bridge (the operator hung up while
+    we were away). Asterisk keeps a destroyed bridge's id taken for a while: a create with it
+    answers 409 and the bridge itself 404 (the client's create then raises NotFound)."""
+
+    async def channels(self) -> list[Channel]:
+        self._call("channels")
+        return [citizen().channel.model_copy(update={"state": "Up"})]
+
+    async def create_bridge(self, bridge_id: str, kind: str, name: str = "") -> Any:
+        if bridge_id == f"siaga112-call-{CALL}":
+            self._call("create_bridge", bridge_id, kind)
+            raise NotFound("GET", f"/bridges/{bridge_id}", 404, "Bridge not found")
+        return await super().create_bridge(bridge_id, kind, name)
+
+
+async def test_a_call_taken_back_is_bridged_again_in_a_bridge_of_its_own() -> None:
+    """Killed while connected, the operator hung up while we were away: taken back, first in
+    line, and put through to the next operator who answers, in a new bridge (the old id is
+    still taken in Asterisk; reusing it, op1 answered every 4 s and the caller was never put
+    through). The old bridge is ended, and the new one at the call's end."""
+    from siaga112.ari.models import StasisEnd
+
+    plain = f"siaga112-call-{CALL}"
+    ari, clock = ZombieCallBridge(alive={CALL, f"{CALL}-op-op1-1"}), FakeClock()
+    ari.members[plain] = [CALL]
+    stasis, _, _, sink = build(ari, clock)
+    await stasis.resync()
+    await settle()
+    session = stasis.sessions[CALL]
+    assert "requeued" in sink.types() and session.state is CallState.RINGING_OPERATOR
+    assert ("destroy_bridge", plain) in ari.calls
+    stasis.on_event(answered_by_op1())
+    await settle()
+    assert session.state is CallState.CONNECTED
+    made = [c[1] for c in ari.called("create_bridge") if c[1].startswith(plain)]
+    assert made[-1].startswith(f"{plain}~") and plain not in made
+    assert ari.called("add_to_bridge")[-1] == ("add_to_bridge", made[-1],
+                                               f"{CALL},{CALL}-op-op1-1")
+    assert legs.call_of_bridge(made[-1]) == CALL
+    stasis.on_event(StasisEnd(type="StasisEnd", channel=Channel(id=CALL)))
+    await settle()
+    assert ari.called("destroy_bridge")[-1] == ("destroy_bridge", made[-1])
+    assert not ari.called("continue_in_dialplan")
+
+
+def test_a_calls_bridges_all_name_the_call_and_never_repeat() -> None:
+    ids = {legs.fresh_call_bridge(CALL) for _ in range(100)}
+    assert len(ids) == 100 and legs.call_bridge(CALL) not in ids
+    assert {legs.call_of_bridge(b) for b in ids} == {CALL}
+    assert legs.call_of_bridge(legs.call_bridge(f"n1-{CALL}")) == f"n1-{CALL}"
+    assert legs.call_of_bridge("siaga112-holding-3") is None

@@ -149,6 +149,7 @@ class Call:
     state: CallState = CallState.CONNECTED
     operator: str | None = "op1"
     operator_channel: str | None = "1700000000.7-op-op1-1"
+    bridge_id: str = "siaga112-call-1700000000.7"
     emitted: list[tuple[CallEventType, dict[str, Any]]] = field(default_factory=list)
 
     def emit(self, type_: CallEventType, **data: Any) -> None:

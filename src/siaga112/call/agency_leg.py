@@ -147,7 +147,7 @@ class AgencyLegs:
                 await self._hangup(channel_id)  # a line that answered after we gave it up
             return
         if isinstance(ev, StasisStart):
-            await self._ari.add_to_bridge(legs.call_bridge(self._session.call_id), channel_id)
+            await self._ari.add_to_bridge(self._session.bridge_id, channel_id)
             d.joined = True
             agency = self._directory.get(d.code)
             line = agency.lines[d.line] if agency else ""
@@ -196,7 +196,7 @@ class AgencyLegs:
         cuts the one before: "agency joined" is heard when it happens, not after "connecting"."""
         await self._stop_announcement()
         try:
-            playback = await self._ari.bridge_play(legs.call_bridge(self._session.call_id),
+            playback = await self._ari.bridge_play(self._session.bridge_id,
                                                    f"sound:siaga112/{prompt}")
             self._announcement = playback.id
         except AriError as exc:

@@ -55,10 +55,7 @@ class Ending:
             for channel_id in legs_to_close:
                 await self.hangup_quietly(channel_id)
             if call.bridge_made:
-                try:
-                    await call.deps.ari.destroy_bridge(legs.call_bridge(call.call_id))
-                except AriError:
-                    pass
+                await self.destroy_bridge_quietly(call.bridge_id)
         call.emit(CallEventType.ENDED, disposition=disposition.value, hangup_by=by,
                   cause=call.hangup_cause)
         if call.deps.metrics is not None:
@@ -154,6 +151,13 @@ class Ending:
             delay = min(delay * 2, HAND_BACK_BACKOFF_MAX)
 
     # -- small helpers ------------------------------------------------------------------------
+
+    async def destroy_bridge_quietly(self, bridge_id: str) -> None:
+        """End a bridge of the call's; gone already (or never made) is fine."""
+        try:
+            await self.call.deps.ari.destroy_bridge(bridge_id)
+        except AriError:
+            pass
 
     async def hangup_quietly(self, channel_id: str) -> None:
         """Hang a leg up; gone already is fine. A PBX too busy to answer in time (a burst) is

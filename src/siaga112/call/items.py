@@ -89,6 +89,7 @@ class Resume:
     agency_channels: dict[str, str] = field(default_factory=dict)  # channel id -> dispatch id
     agency_dialling: dict[str, str] = field(default_factory=dict)  # duty lines still ringing
     requeue_reason: str | None = None  # "operator_gone": connected before, nobody with them now
+    bridge: str | None = None  # the call's bridge the citizen is in (a call bridge of theirs)
 
 
 Item = AriEvent | Offer | Timer | Command | StopNow | OverflowNow | OperatorAway | NodeLost

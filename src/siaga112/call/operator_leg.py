@@ -123,7 +123,12 @@ class OperatorLeg:
         ari = call.deps.ari
         self.answered = channel_id
         await call.waiting.stop_prompt()
-        bridge_id = legs.call_bridge(call.call_id)
+        if call.bridge_made:
+            # Bridged before (taken back after a restart, or the operator left as it was
+            # made): a bridge of its own this time, the old one (if still there) ended.
+            old, call.bridge_id = call.bridge_id, legs.fresh_call_bridge(call.call_id)
+            await call.ending.destroy_bridge_quietly(old)
+        bridge_id = call.bridge_id
         call.bridge_made = True  # (before the request: a timed-out create may still be made)
         # A PBX slow to answer (a burst) is asked again: the operator has answered and the
         # caller is waiting for exactly this; a hand-back now would lose both.

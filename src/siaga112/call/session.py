@@ -97,6 +97,10 @@ class CallSession:
         # unknown for a call taken back after a restart. A call that never got so far has no
         # bridge to destroy at its end (most calls at load: one request each saved).
         self.bridge_made = resume is not None
+        # Its id: the first is the call's own; once one may have been made, a later bridging
+        # takes a fresh one (legs.fresh_call_bridge).
+        self.bridge_id = (resume.bridge if resume is not None and resume.bridge
+                          else legs.call_bridge(self.call_id))
         self.taken_back = asyncio.Event()  # set once arrival or take-back has run
         # The parts, one job each, in the order a call meets them.
         self.arrival = Arrival(self)

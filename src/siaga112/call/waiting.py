@@ -70,7 +70,7 @@ class Waiting:
         call.emit(CallEventType.REQUEUED, reason=reason)
         log.info("call_requeued", reason=reason)
         try:
-            await call.deps.ari.destroy_bridge(legs.call_bridge(call.call_id))
+            await call.deps.ari.destroy_bridge(call.bridge_id)
         except AriError as exc:
             if not channel_gone(exc) and exc.status != 404:
                 log.info("call_bridge_not_destroyed", error=str(exc))
