@@ -806,6 +806,9 @@ async def test_a_call_taken_back_is_bridged_again_in_a_bridge_of_its_own() -> No
     assert made[-1].startswith(f"{plain}~") and plain not in made
     assert ari.called("add_to_bridge")[-1] == ("add_to_bridge", made[-1],
                                                f"{CALL},{CALL}-op-op1-1")
+    # The old bridge is ended only after the two are through: the operator never waits on it.
+    joined = ari.calls.index(("add_to_bridge", made[-1], f"{CALL},{CALL}-op-op1-1"))
+    assert ("destroy_bridge", plain) in ari.calls[joined:]
     assert legs.call_of_bridge(made[-1]) == CALL
     stasis.on_event(StasisEnd(type="StasisEnd", channel=Channel(id=CALL)))
     await settle()

@@ -123,11 +123,12 @@ class OperatorLeg:
         ari = call.deps.ari
         self.answered = channel_id
         await call.waiting.stop_prompt()
+        old: str | None = None
         if call.bridge_made:
             # Bridged before (taken back after a restart, or the operator left as it was
-            # made): a bridge of its own this time, the old one (if still there) ended.
+            # made): a bridge of its own this time; the old one is ended once the two are
+            # through (the operator who answered does not wait for it).
             old, call.bridge_id = call.bridge_id, legs.fresh_call_bridge(call.call_id)
-            await call.ending.destroy_bridge_quietly(old)
         bridge_id = call.bridge_id
         call.bridge_made = True  # (before the request: a timed-out create may still be made)
         # A PBX slow to answer (a burst) is asked again: the operator has answered and the
@@ -148,6 +149,8 @@ class OperatorLeg:
                   flags=call.flags)
         if call.deps.metrics is not None:
             call.deps.metrics.call_waited(waited)
+        if old is not None:
+            await call.ending.destroy_bridge_quietly(old)
 
     async def left_before_bridge(self, operator: str) -> None:
         """The operator answered and hung up before the call's bridge was made (a saturated
