@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import release_phones
 from tests.integration.phones import Pcaps, Phones
 
 
@@ -19,4 +20,6 @@ def pcaps(tmp_path_factory: pytest.TempPathFactory) -> Pcaps:
 async def phones(tmp_path: Path, pcaps: Pcaps) -> AsyncIterator[Phones]:
     p = Phones(tmp_path / "sipp", pcaps)
     yield p
+    if p.started:
+        await release_phones()
     await p.stop_all()

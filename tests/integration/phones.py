@@ -134,6 +134,10 @@ class Phones:
         self._runs.append(run)
         return run
 
+    @property
+    def started(self) -> bool:
+        return bool(self._runs)
+
     async def stop_all(self) -> None:
         for run in self._runs:
             if run.running:
