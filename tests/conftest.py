@@ -13,7 +13,7 @@ import asyncio
 import fcntl
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -179,18 +179,27 @@ async def hang_up_all(ari: Any, seconds: float = 5.0) -> int:
     return asked
 
 
-async def release_phones() -> None:
+async def release_phones(ari_urls: Sequence[str] | None = None) -> None:
     """End every call on the PBX while the test's phones still run, so that each phone answers
     the BYE of its own call. A phone stopped first leaves the PBX retransmitting that BYE to
     its address for 32 s (RFC 3261's timer F), and the next test's desk phone on the same
     address took it for a call of its own: SIPp counts any request as a call, so a phone that
     takes one call (-m 1) had taken its call and no longer answered the daemon's ring (found
-    with test_stranded.py run right after test_recall_supervision.py)."""
-    from siaga112.ari.client import AriClient
+    with test_stranded.py run right after test_recall_supervision.py). ari_urls: the PBXs the
+    phones called through (default the test PBX; the cluster's two nodes in its tests); one
+    that is down has no call to end."""
+    from siaga112.ari.client import AriClient, Unreachable
 
-    async with AriClient(ari_settings()) as ari:
-        if await hang_up_all(ari):
-            await asyncio.sleep(0.3)  # the last BYEs answered before the phones stop
+    settings = ari_settings()
+    asked = 0
+    for url in ari_urls or [settings.url]:
+        try:
+            async with AriClient(settings.model_copy(update={"url": url})) as ari:
+                asked += await hang_up_all(ari)
+        except Unreachable:
+            continue
+    if asked:
+        await asyncio.sleep(0.3)  # the last BYEs answered before the phones stop
 
 
 async def reset_pbx(logged_in: list[str]) -> None:

@@ -20,6 +20,8 @@ def pcaps(tmp_path_factory: pytest.TempPathFactory) -> Pcaps:
 async def phones(tmp_path: Path, pcaps: Pcaps) -> AsyncIterator[Phones]:
     p = Phones(tmp_path / "sipp", pcaps)
     yield p
-    if p.started:
-        await release_phones()
-    await p.stop_all()
+    try:
+        if p.started:
+            await release_phones(p.pbx_urls)
+    finally:
+        await p.stop_all()

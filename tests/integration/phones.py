@@ -60,6 +60,7 @@ class Phones:
         self.pcaps = pcaps
         self._runs: list[SippRun] = []
         self._n = itertools.count(1)
+        self.pbx_urls: list[str] | None = None  # ARI of the PBXs called through; None: test PBX
 
     def _dir(self, name: str) -> Path:
         return self.root / f"{next(self._n):02d}-{name}"

@@ -50,7 +50,7 @@ from tests.conftest import (
     wait_for,
 )
 from tests.integration.pbx_view import bridged_calls, holding_count
-from tests.integration.phones import LANDLINE, MOBILE, e164, invites, mobile_number
+from tests.integration.phones import LANDLINE, MOBILE, Phones, e164, invites, mobile_number
 from tests.integration.test_ha_standby import pair
 from tests.integration.test_restart import log_events
 
@@ -72,6 +72,14 @@ def cluster(stack) -> Iterator[Cluster]:
     finally:
         c.down()
         single.up()  # the tests after this module run on the single stack again
+
+
+@pytest.fixture
+def phones(phones: Phones, cluster: Cluster) -> Phones:
+    """The phones call through the cluster's nodes: their calls are ended there (the single
+    PBX is down) before the phones stop."""
+    phones.pbx_urls = [node.ari_url for node in cluster.nodes]
+    return phones
 
 
 def _kill9(node: Any) -> float:
