@@ -296,7 +296,8 @@ async def test_a_bench_run_whose_daemon_does_not_start_is_told_and_the_bench_goe
     from siaga112_testkit.loadtest.daemon import DaemonError
 
     class NoDaemon(Bench):
-        async def run(self, plan: Any, blocked: str | None = None) -> rp.LoadReport:
+        async def run(self, plan: Any, blocked: str | None = None,
+                      profiles: Any = None) -> rp.LoadReport:
             if plan.name == "daemon-burst":
                 raise DaemonError("the daemon did not answer /health within 30 s")
             return _report()
@@ -419,3 +420,27 @@ def test_the_bench_summary_splits_the_daemons_cpu_into_the_conversation_and_its_
                                   floor_not_run="a daemon answers at http://127.0.0.1:8112"))
     assert "ARI floor NOT RUN: a daemon answers at http://127.0.0.1:8112" in missing
     assert "NOT RUN (the daemon did not start)" not in missing
+
+
+def test_the_bench_summary_splits_each_sampled_runs_cpu_by_part_and_writes_flame_graphs(
+        tmp_path: Path) -> None:
+    from siaga112_testkit.cpuprof import Profile
+    from siaga112_testkit.loadtest.bench import BenchResult, Step, _write, summary
+
+    daemon = _report(offered=100, pbx_cpu_seconds=1.0,
+                     metrics=rp.MetricsSummary(cpu_seconds=0.5))  # 5 ms a call
+    events = "main (siaga112/cli.py:1);read (siaga112/ari/events.py:9)"
+    records = "main (siaga112/cli.py:1);run (siaga112/records/writer.py:239)"
+    result = BenchResult(
+        steps=[Step(10, daemon=daemon)],
+        profiles={"daemon": Profile(tmp_path / "d", folded={events: 3, records: 1}),
+                  "floor": Profile(tmp_path / "f", problem="pid 7 wrote no profile")})
+    text = summary(result)
+    assert "  daemon: logging 0.00 ms (0%), MQTT 0.00 ms (0%), records 1.25 ms (25%)" in text
+    assert "ARI events in 3.75 ms (75%)" in text
+    assert "  floor: no profile: pid 7 wrote no profile" in text
+    _write(result, text, tmp_path / "out")
+    svg = (tmp_path / "out/profile-daemon.svg").read_text()
+    assert svg.startswith("<svg") and "daemon: CPU a call 5 ms" in svg
+    assert (tmp_path / "out/profile-daemon.folded").read_text().count("\n") == 2
+    assert not (tmp_path / "out/profile-floor.svg").exists()

@@ -8,7 +8,9 @@ at 100 a second on 8 operators) and a blocked-number flood (a prank dialer on a 
 number at the highest rate the PBX took, beside genuine callers: the daemon sheds the flood).
 Beside the daemon's first step, the same load through the ARI floor (floor.py: the daemon's
 conversation with Asterisk and nothing else), so that the summary tells, in the same hour, how
-much of the daemon's CPU a call is that conversation and how much its own work.
+much of the daemon's CPU a call is that conversation and how much its own work; both runs are
+sampled by CPU time (cpuprof.py), so the summary also splits each one's CPU a call by part of
+the call, and flame graphs of both are written beside the reports.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from siaga112.settings import Settings
+from siaga112_testkit import cpuprof
 from siaga112_testkit.devstack.pbx import DEFAULT_ROOT
 from siaga112_testkit.loadtest import report as rp
 from siaga112_testkit.loadtest.daemon import (
@@ -87,6 +90,8 @@ class BenchResult:
     flood: dict[str, rp.LoadReport] = field(default_factory=dict)
     floor: rp.LoadReport | None = None  # the ARI floor at the first step's rate
     floor_not_run: str = ""  # why the floor did not run (a daemon already held the app...)
+    # CPU-time samples of the daemon's first step and of the floor ("daemon", "floor")
+    profiles: dict[str, cpuprof.Profile] = field(default_factory=dict)
     not_run: list[str] = field(default_factory=list)  # runs whose daemon could not start
 
     def highest_clean(self, path: CallPath) -> float | None:
@@ -151,9 +156,11 @@ class Bench:
         """Numbers of this run's own (its records are those of these callers since it began)."""
         return national_number("0811", 8), national_number("0254", 6)
 
-    async def run(self, plan: LoadPlan, blocked: str | None = None) -> rp.LoadReport:
-        """One plan; blocked: a number the daemon blocks for this run only. Raises
-        DaemonError when the daemon for a daemon-path plan does not start."""
+    async def run(self, plan: LoadPlan, blocked: str | None = None,
+                  profiles: dict[str, cpuprof.Profile] | None = None) -> rp.LoadReport:
+        """One plan; blocked: a number the daemon blocks for this run only; profiles: where
+        the daemon's CPU-time samples of the run go (as "daemon"). Raises DaemonError when
+        the daemon for a daemon-path plan does not start."""
         ctx = RunContext(self.settings, self.options.remote, self.out, self.say,
                          queue_log=self.queue_log, pbx_pid=self.pbx_pid,
                          service_pids=self.service_pids)
@@ -164,27 +171,32 @@ class Bench:
             # run's calls (the 300 calls/s step on app_queue) may not get through its
             # start-up in time.
             await wait_at_rest(ctx)
-            async with daemon_running(self.settings, DAEMON_OVERRIDES, self.say) as daemon:
+            sampled = profiles is not None
+            async with daemon_running(self.settings, DAEMON_OVERRIDES, self.say,
+                                      sampled=sampled) as daemon:
                 report = await self._on_daemon(plan, daemon.api, blocked, daemon.logfile,
-                                               daemon.pid)
+                                               daemon.pid, profiles, daemon.folded)
                 if not daemon.started_by_us:
                     report.notes.append("a daemon was already running: its own settings")
         self.say(rp.render(report))
         return report
 
-    async def attempt(self, plan: LoadPlan, result: BenchResult,
-                      blocked: str | None = None) -> rp.LoadReport | None:
+    async def attempt(self, plan: LoadPlan, result: BenchResult, blocked: str | None = None,
+                      profiles: dict[str, cpuprof.Profile] | None = None
+                      ) -> rp.LoadReport | None:
         """run(), but a daemon that does not start is a line in the summary, and the rest of
         the bench goes on."""
         try:
-            return await self.run(plan, blocked)
+            return await self.run(plan, blocked, profiles=profiles)
         except DaemonError as exc:
             self.say(f"  {plan.name}: NOT RUN: {exc}")
             result.not_run.append(f"{plan.name}: {exc}")
             return None
 
     async def _on_daemon(self, plan: LoadPlan, api: DaemonApi, blocked: str | None,
-                         daemon_log: Path | None, daemon_pid: int | None) -> rp.LoadReport:
+                         daemon_log: Path | None, daemon_pid: int | None,
+                         profiles: dict[str, cpuprof.Profile] | None = None,
+                         folded: Path | None = None) -> rp.LoadReport:
         names = list(self.settings.queue.operators)
         before = await set_operators(api, names, plan.desk.operators)
         try:
@@ -194,7 +206,12 @@ class Bench:
             ctx = RunContext(self.settings, self.options.remote, self.out, self.say, api=api,
                              daemon_log=daemon_log, pbx_pid=self.pbx_pid, daemon_pid=daemon_pid,
                              service_pids=self.service_pids)
-            return await run_load(plan, ctx)
+            if profiles is None or daemon_pid is None or folded is None:
+                return await run_load(plan, ctx)
+            async with cpuprof.sampling(daemon_pid, folded) as taken:
+                report = await run_load(plan, ctx)
+            profiles["daemon"] = taken
+            return report
         finally:
             if blocked:
                 await api.unblock(blocked, reason="bench over")
@@ -209,7 +226,10 @@ class Bench:
                                 groups(path, "citizens", rate, calls, o.hold,
                                        self.fresh_callers()),
                                 DESK, max_seconds=o.step_seconds + o.hold + 40)
-                report = await self.attempt(plan, result)
+                first = path is CallPath.DAEMON and rate == o.rates[0]
+                sample = first and "profile" not in o.skip
+                report = await self.attempt(plan, result,
+                                            profiles=result.profiles if sample else None)
                 if report is None:
                     break
                 step = next((s for s in result.steps if s.rate == rate), None)
@@ -217,7 +237,7 @@ class Bench:
                     step = Step(rate)
                     result.steps.append(step)
                 setattr(step, path.value, report)
-                if path is CallPath.DAEMON and rate == o.rates[0] and "floor" not in o.skip:
+                if first and "floor" not in o.skip:
                     await self.floor(result, rate, calls)
                 if not clean(report):
                     self.say(f"  {path.value}: calls failed at {rate:g}/s; stepping stops")
@@ -234,9 +254,16 @@ class Bench:
                          pbx_pid=self.pbx_pid, service_pids=self.service_pids)
         await wait_at_rest(ctx)
         try:
-            async with floor_running(self.settings, plan.desk.operators, self.say) as floor:
+            sampled = "profile" not in o.skip
+            async with floor_running(self.settings, plan.desk.operators, self.say,
+                                     sampled=sampled) as floor:
                 ctx.service_pids = {**self.service_pids, rp.FLOOR_SERVICE: floor.pid}
-                report = await run_load(plan, ctx)
+                if floor.folded is None:
+                    report = await run_load(plan, ctx)
+                else:
+                    async with cpuprof.sampling(floor.pid, floor.folded) as taken:
+                        report = await run_load(plan, ctx)
+                    result.profiles["floor"] = taken
         except FloorError as exc:  # a measure missing, not a failure of the product
             self.say(f"  {plan.name}: NOT RUN: {exc}")
             result.floor_not_run = str(exc)
@@ -341,6 +368,7 @@ def summary(result: BenchResult) -> str:
                      f"{d or 'none'}/s, dialplan app_queue {q or 'none'}/s; ratio "
                      f"{_ratio(d, q)}")
     lines += _floor_lines(result)
+    lines += _profile_lines(result)
     for title, part in (("burst", result.burst), ("flood", result.flood)):
         if not part:
             continue
@@ -392,6 +420,29 @@ def _floor_lines(result: BenchResult) -> list[str]:
     return lines
 
 
+def _profile_cpu_ms(result: BenchResult, name: str) -> float | None:
+    if name == "daemon":
+        report = result.steps[0].daemon if result.steps else None
+        return report.per_call().get("daemon_cpu_ms") if report else None
+    return result.floor.per_call().get("floor_cpu_ms") if result.floor else None
+
+
+def _profile_lines(result: BenchResult) -> list[str]:
+    """Each sampled run's CPU a call by part of the call (cpuprof.PARTS)."""
+    if not result.profiles:
+        return []
+    lines = ["CPU a call by part (samples of CPU time; flame graphs profile-*.svg):"]
+    for name in ("daemon", "floor"):
+        taken = result.profiles.get(name)
+        if taken is None:
+            continue
+        if taken.problem or not taken.folded:
+            lines.append(f"  {name}: no profile: {taken.problem or 'no samples'}")
+            continue
+        lines.append(f"  {name}: {cpuprof.parts_line(taken.folded, _profile_cpu_ms(result, name))}")
+    return lines
+
+
 async def run_bench(settings: Settings, options: BenchOptions, out: Path, say: Say) -> int:
     result = BenchResult()
     bench = Bench(settings, options, out, say)
@@ -423,9 +474,19 @@ def _write(result: BenchResult, text: str, out: Path) -> None:
         "flood": {k: v.model_dump() for k, v in result.flood.items()},
         "floor": result.floor.model_dump() if result.floor else None,
         "floor_not_run": result.floor_not_run,
+        "profiles": {name: {"parts": cpuprof.parts(p.folded), "problem": p.problem,
+                            "cpu_ms_per_call": _profile_cpu_ms(result, name)}
+                     for name, p in result.profiles.items()},
         "not_run": result.not_run,
     }
     (out / "bench.json").write_text(json.dumps(doc, indent=2, default=str))
+    for name, taken in result.profiles.items():
+        if taken.folded:
+            cpu = _profile_cpu_ms(result, name)
+            title = f"{name}: CPU a call {cpu:g} ms" if cpu else name
+            (out / f"profile-{name}.svg").write_text(cpuprof.render_svg(taken.folded, title))
+            (out / f"profile-{name}.folded").write_text(
+                "".join(f"{stack} {n}\n" for stack, n in taken.folded.items()))
     for name, part in (("burst", result.burst), ("flood", result.flood)):
         if part:
             plot_reports(list(part.values()), out / f"{name}.png", f"bench: {name}")

@@ -18,6 +18,7 @@ import aiohttp
 import structlog
 
 from siaga112.settings import Settings
+from siaga112_testkit import cpuprof
 from siaga112_testkit.devstack import procs
 
 log = structlog.get_logger(__name__)
@@ -110,6 +111,7 @@ class DaemonHandle:
     pid: int | None
     settings_note: str  # which settings the daemon under test runs with
     logfile: Path | None = None  # the log of a daemon we started (its error lines count)
+    folded: Path | None = None  # where its CPU-time sampler writes (started sampled)
 
 
 async def _wait(predicate: Callable[[], Any], seconds: float, what: str) -> None:
@@ -127,12 +129,13 @@ async def _wait(predicate: Callable[[], Any], seconds: float, what: str) -> None
 
 @asynccontextmanager
 async def daemon_running(
-    settings: Settings, overrides: Mapping[str, str], say: Say
+    settings: Settings, overrides: Mapping[str, str], say: Say, sampled: bool = False
 ) -> AsyncIterator[DaemonHandle]:
     """A daemon connected to the PBX for the run. One answering /health on the settings' API
     address is used as it is (overrides then do not apply: it keeps its own settings).
     Otherwise `siaga112 run` is started with the overrides as SIAGA112_* environment variables
-    and stopped by its pid (SIGTERM: it hands waiting callers back) when the run ends."""
+    and stopped by its pid (SIGTERM: it hands waiting callers back) when the run ends;
+    sampled: under the CPU-time sampler (cpuprof.py), idle until cpuprof.sampling() starts it."""
     base = f"http://{settings.api.host}:{settings.api.port}"
     async with aiohttp.ClientSession() as session:
         api = DaemonApi(base, admin_token(settings), session)
@@ -146,14 +149,18 @@ async def daemon_running(
         state.mkdir(parents=True, exist_ok=True)
         pidfile, logfile = state / "siaga112.pid", state / "loadtest-daemon.log"
         env = {**os.environ, **overrides}
-        pid = procs.spawn([sys.executable, "-m", "siaga112.cli", "run"], pidfile, logfile, env=env)
+        argv = [sys.executable, "-m", "siaga112.cli", "run"]
+        folded = state / "daemon.folded" if sampled else None
+        if folded is not None:
+            argv = cpuprof.wrapped(folded, "siaga112.cli", "run")
+        pid = procs.spawn(argv, pidfile, logfile, env=env)
         note = ", ".join(f"{k}={v}" for k, v in overrides.items()) or "defaults"
         say(f"started the daemon (pid {pid}, log {logfile}) with {note}")
         try:
             await _wait(api.healthy, 30, f"the daemon did not answer {base}/health (log {logfile})")
             await _wait(api.ari_connected, 30, f"the daemon did not connect to ARI (log {logfile})")
             yield DaemonHandle(api, started_by_us=True, pid=pid, settings_note=note,
-                               logfile=logfile)
+                               logfile=logfile, folded=folded)
         finally:
             await asyncio.to_thread(procs.stop_pid, pidfile, timeout=15)
             say(f"stopped the daemon (pid {pid})")

@@ -45,6 +45,7 @@ import aiohttp
 from siaga112 import legs
 from siaga112.settings import Settings
 from siaga112.stasis import UNUSED_EVENTS
+from siaga112_testkit import cpuprof
 from siaga112_testkit.devstack import procs
 
 REQUEST_TIMEOUT = 5.0
@@ -60,15 +61,16 @@ class FloorHandle:
     pid: int
     logfile: Path
     counts: dict[str, int] = field(default_factory=dict)  # filled once it stopped
+    folded: Path | None = None  # where its CPU-time sampler writes (started sampled)
 
 
 @asynccontextmanager
-async def floor_running(settings: Settings, operators: int,
-                        say: Callable[[str], None]) -> AsyncIterator[FloorHandle]:
+async def floor_running(settings: Settings, operators: int, say: Callable[[str], None],
+                        sampled: bool = False) -> AsyncIterator[FloorHandle]:
     """The floor app, ringing the first `operators` desk phones, in a process of its own (its
     CPU is measured by pid) for one run; its counts are in the handle once the block is left.
     Refused while a daemon answers on the settings' API address: the two would share one ARI
-    application."""
+    application. sampled: under the CPU-time sampler, as daemon.daemon_running."""
     base = f"http://{settings.api.host}:{settings.api.port}"
     async with aiohttp.ClientSession() as session:
         try:
@@ -87,11 +89,14 @@ async def floor_running(settings: Settings, operators: int,
            "SIAGA112_ARI__PASSWORD": ari.password.get_secret_value(),
            "SIAGA112_ARI__APP": ari.app, "SIAGA112_EVENT_LOOP": settings.event_loop,
            "SIAGA112_QUEUE__OPERATORS": json.dumps(list(settings.queue.operators))}
-    pid = procs.spawn([sys.executable, "-m", "siaga112_testkit.loadtest.floor", "--stats",
-                       str(stats), "--ready", str(ready), "--operators", str(operators)],
-                      pidfile, logfile, env=env)
+    args = ["--stats", str(stats), "--ready", str(ready), "--operators", str(operators)]
+    argv = [sys.executable, "-m", "siaga112_testkit.loadtest.floor", *args]
+    folded = state / "floor.folded" if sampled else None
+    if folded is not None:
+        argv = cpuprof.wrapped(folded, "siaga112_testkit.loadtest.floor", *args)
+    pid = procs.spawn(argv, pidfile, logfile, env=env)
     say(f"started the ARI floor (pid {pid}, log {logfile})")
-    handle = FloorHandle(pid, logfile)
+    handle = FloorHandle(pid, logfile, folded=folded)
     try:
         deadline = time.monotonic() + START_SECONDS
         while not ready.exists():
