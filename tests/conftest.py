@@ -158,27 +158,6 @@ async def stored_choice(operator: str) -> str | None:
         await conn.close()
 
 
-async def hang_up_all(ari: Any, seconds: float = 5.0) -> int:
-    """Hang up every channel on the PBX, again every 0.1 s while any is left (a daemon may ring
-    an operator anew as its citizen goes), until none is listed or `seconds` pass; returns how
-    many hang-ups were asked."""
-    from siaga112.ari.client import AriError
-
-    asked = 0
-    deadline = asyncio.get_running_loop().time() + seconds
-    while channels := await ari.channels():
-        for ch in channels:
-            try:
-                await ari.hangup(ch.id)
-                asked += 1
-            except AriError:
-                pass  # gone already
-        if asyncio.get_running_loop().time() > deadline:
-            break
-        await asyncio.sleep(0.1)
-    return asked
-
-
 async def release_phones(ari_urls: Sequence[str] | None = None) -> None:
     """End every call on the PBX while the test's phones still run, so that each phone answers
     the BYE of its own call. A phone stopped first leaves the PBX retransmitting that BYE to
@@ -189,13 +168,14 @@ async def release_phones(ari_urls: Sequence[str] | None = None) -> None:
     phones called through (default the test PBX; the cluster's two nodes in its tests); one
     that is down has no call to end."""
     from siaga112.ari.client import AriClient, Unreachable
+    from siaga112_testkit.loadtest.runner import hang_up_all
 
     settings = ari_settings()
     asked = 0
     for url in ari_urls or [settings.url]:
         try:
             async with AriClient(settings.model_copy(update={"url": url})) as ari:
-                asked += await hang_up_all(ari)
+                asked += await hang_up_all(ari, seconds=5.0, every=0.1)
         except Unreachable:
             continue
     if asked:
@@ -215,11 +195,12 @@ async def reset_pbx(logged_in: list[str]) -> None:
     before a new daemon made it again, so it no longer does."""
     from siaga112.ari.client import AriClient, AriError
     from siaga112.legs import is_holding
+    from siaga112_testkit.loadtest.runner import hang_up_all
 
     async with AriClient(ari_settings()) as ari:
         await set_choices({op: "available" if op in logged_in else "logged_out"
                            for op in OPERATORS})
-        await hang_up_all(ari)
+        await hang_up_all(ari, seconds=5.0, every=0.1)
         for b in await ari.bridges():
             if b.id.startswith("siaga112-") and not is_holding(b.id):
                 try:
