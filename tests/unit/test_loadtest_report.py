@@ -3,6 +3,7 @@ queue_log, and the report a person reads. Pure functions, no PBX."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -444,3 +445,53 @@ def test_the_bench_summary_splits_each_sampled_runs_cpu_by_part_and_writes_flame
     assert svg.startswith("<svg") and "daemon: CPU a call 5 ms" in svg
     assert (tmp_path / "out/profile-daemon.folded").read_text().count("\n") == 2
     assert not (tmp_path / "out/profile-floor.svg").exists()
+
+
+def test_the_bench_judges_each_goal_from_its_own_figures(tmp_path: Path) -> None:
+    from siaga112_testkit.loadtest.bench import BenchResult, Step, _write, goals, summary
+
+    def daemon(cpu_s: float, take_in: list[float], failed: int = 0) -> rp.LoadReport:
+        return _report(offered=100, answered=100, failed=failed,
+                       metrics=rp.MetricsSummary(cpu_seconds=cpu_s),
+                       answer_latency_ms=rp.Spread.of(take_in), take_in_cpu_share=0.9,
+                       take_in_own_ms=rp.Spread.of([0.5, 2.0]))
+
+    result = BenchResult(steps=[
+        Step(10, daemon=daemon(0.9, [1.0, 3.0]), dialplan=_report(path="dialplan")),
+        Step(40, daemon=daemon(0.45, [1.0, 4.0]), dialplan=_report(path="dialplan")),
+        Step(80, daemon=daemon(0.3, [1.0, 60.0]), dialplan=_report(path="dialplan", failed=2)),
+        Step(100, daemon=daemon(0.25, [1.0, 90.0], failed=1)),
+    ], burst={"daemon": _report(offered=1000, answered=1000, connected=1000,
+                                dispositions={"genuine": 1000}, offered_cps=100.0,
+                                pbx_cpu_seconds=100.0,
+                                metrics=rp.MetricsSummary(cpu_seconds=15.0)),
+              "dialplan": _report(path="dialplan", offered=1000, pbx_cpu_seconds=700.0)})
+    clean, cpu, take_in, burst = goals(result)
+    assert (clean.met, clean.detail) == (True, "daemon clean to 80/s, app_queue to 40/s")
+    assert (cpu.met, cpu.detail) == (
+        False, "within it at 40, 80, 100 calls/s; over it at 10 (9 ms)")
+    assert take_in.met is False
+    assert take_in.detail.startswith(
+        "59.41 ms at 80/s (90% of the slowest 1% waiting for a CPU; less the waits 1.98 ms); "
+        "within it up to 40/s")
+    assert (burst.met, burst.detail) == (
+        True, "1000 callers at 100/s: answered 1000, handed back 0, reached an operator 1000; "
+              "daemon + Asterisk 15 + 100 ms a call against app_queue's 700")
+    text = summary(result)
+    assert "  daemon CPU a call <= 5 ms at every step: NOT MET: within it at 40" in text
+    assert "  clean at every rate app_queue is clean at: met: daemon clean" in text
+
+    # One caller handed back in the burst, and an app_queue step the daemon failed.
+    result.burst["daemon"].dispositions = {"genuine": 999, "fallback": 1}
+    result.steps[1].daemon = daemon(0.45, [1.0, 4.0], failed=1)
+    clean, _, _, burst = goals(result)
+    assert clean.met is False and clean.detail.endswith("the daemon not clean at 40/s")
+    assert burst.met is False and "handed back 1" in burst.detail
+    # Without app_queue's burst the CPU cannot be compared: not measured, not met.
+    del result.burst["dialplan"]
+    assert goals(BenchResult(burst={"daemon": _report(offered=10, answered=10, connected=10)})
+                 )[3].met is None
+    assert [g.met for g in goals(BenchResult())] == [None, None, None, None]
+    _write(result, summary(result), tmp_path)
+    written = json.loads((tmp_path / "bench.json").read_text())["goals"]
+    assert [g["met"] for g in written] == [False, False, False, False]

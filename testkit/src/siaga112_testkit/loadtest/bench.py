@@ -385,6 +385,7 @@ def summary(result: BenchResult) -> str:
                                  f"{r.connected}")
                 elif r.connected:
                     lines.append(f"      reached an operator (queue_log) {r.connected}")
+    lines += _goal_lines(result)
     for line in result.not_run:
         lines.append(f"NOT RUN (the daemon did not start) {line}")
     return "\n".join(lines)
@@ -443,6 +444,117 @@ def _profile_lines(result: BenchResult) -> list[str]:
     return lines
 
 
+# The goals the bench is held to (issue 13), each judged from the run's own figures.
+CPU_GOAL_MS = 5.0  # the daemon's CPU a call, at every rate step
+TAKE_IN_GOAL_MS = 5.0  # the take-in p99 at the daemon's highest clean rate
+
+
+@dataclass(frozen=True)
+class Goal:
+    name: str
+    met: bool | None  # None: not measured by this run (a part skipped, or not run)
+    detail: str
+
+    def line(self) -> str:
+        verdict = {True: "met", False: "NOT MET", None: "not measured"}[self.met]
+        return f"  {self.name}: {verdict}: {self.detail}"
+
+
+def goals(result: BenchResult) -> list[Goal]:
+    return [_clean_goal(result), _cpu_goal(result), _take_in_goal(result), _burst_goal(result)]
+
+
+def _clean_goal(result: BenchResult) -> Goal:
+    name = "clean at every rate app_queue is clean at"
+    ran = {p: [s.rate for s in result.steps if getattr(s, p.value) is not None]
+           for p in STEP_PATHS}
+    if not ran[CallPath.DAEMON] or not ran[CallPath.DIALPLAN]:
+        return Goal(name, None, "the steps did not run on both paths")
+    ok = {p: {s.rate for s in result.steps if (r := getattr(s, p.value)) and clean(r)}
+          for p in STEP_PATHS}
+    missing = sorted(ok[CallPath.DIALPLAN] - ok[CallPath.DAEMON])
+    d, q = result.highest_clean(CallPath.DAEMON), result.highest_clean(CallPath.DIALPLAN)
+    detail = f"daemon clean to {_per_s(d)}, app_queue to {_per_s(q)}"
+    if missing:
+        detail += "; the daemon not clean at " + ", ".join(f"{r:g}/s" for r in missing)
+    return Goal(name, not missing, detail)
+
+
+def _cpu_goal(result: BenchResult) -> Goal:
+    name = f"daemon CPU a call <= {CPU_GOAL_MS:g} ms at every step"
+    rows = [(s.rate, ms) for s in result.steps
+            if s.daemon is not None and (ms := s.daemon.per_call()["daemon_cpu_ms"]) is not None]
+    if not rows:
+        return Goal(name, None, "no daemon step measured its CPU")
+    under = [f"{rate:g}" for rate, ms in rows if ms <= CPU_GOAL_MS]
+    over = [f"{rate:g} ({ms:g} ms)" for rate, ms in rows if ms > CPU_GOAL_MS]
+    parts = []
+    if under:
+        parts.append("within it at " + ", ".join(under) + " calls/s")
+    if over:
+        parts.append("over it at " + ", ".join(over))
+    return Goal(name, not over, "; ".join(parts))
+
+
+def _take_in_goal(result: BenchResult) -> Goal:
+    name = f"taken in p99 <= {TAKE_IN_GOAL_MS:g} ms at the daemon's highest clean rate"
+    top = result.highest_clean(CallPath.DAEMON)
+    step = next((s for s in result.steps if s.rate == top), None)
+    r = step.daemon if step else None
+    if r is None or r.answer_latency_ms.p99 is None:
+        return Goal(name, None, "no clean daemon step with its take-in recorded")
+    p99 = r.answer_latency_ms.p99
+    detail = f"{p99:.2f} ms at {top:g}/s"
+    if r.take_in_cpu_share is not None:
+        detail += f" ({r.take_in_cpu_share:.0%} of the slowest 1% waiting for a CPU"
+        if r.take_in_own_ms.p99 is not None:
+            detail += f"; less the waits {r.take_in_own_ms.p99:.2f} ms"
+        detail += ")"
+    within = [s.rate for s in result.steps if s.daemon and clean(s.daemon)
+              and (q := s.daemon.answer_latency_ms.p99) is not None and q <= TAKE_IN_GOAL_MS]
+    detail += (f"; within it up to {max(within):g}/s" if within else "; within it at no step")
+    return Goal(name, p99 <= TAKE_IN_GOAL_MS, detail
+                + "; the callers' answer itself is the dialplan's, before Stasis()")
+
+
+def _burst_goal(result: BenchResult) -> Goal:
+    name = "burst: all answered, none handed back, all reach an operator, CPU <= app_queue's"
+    d, q = result.burst.get("daemon"), result.burst.get("dialplan")
+    if d is None:
+        return Goal(name, None, "the daemon's burst did not run")
+    back = d.dispositions.get("fallback", 0)
+    answered = d.answered == d.offered
+    reached = d.connected == d.offered
+    detail = (f"{d.offered} callers at {d.offered_cps:g}/s: answered {d.answered}, handed back "
+              f"{back}, reached an operator {d.connected}")
+    dc, qc = d.per_call(), (q.per_call() if q else {})
+    mine = (None if dc["daemon_cpu_ms"] is None or dc["pbx_cpu_ms"] is None
+            else dc["daemon_cpu_ms"] + dc["pbx_cpu_ms"])
+    theirs = qc.get("pbx_cpu_ms")
+    cpu_ok: bool | None = None
+    if mine is not None and theirs is not None:
+        cpu_ok = mine <= theirs
+        detail += (f"; daemon + Asterisk {dc['daemon_cpu_ms']:g} + {dc['pbx_cpu_ms']:g} ms a "
+                   f"call against app_queue's {theirs:g}")
+    else:
+        detail += "; the CPU of app_queue's burst not measured"
+    met: bool | None = answered and not back and reached
+    if met and cpu_ok is not True:
+        met = cpu_ok
+    return Goal(name, met, detail)
+
+
+def _per_s(rate: float | None) -> str:
+    return "none" if rate is None else f"{rate:g}/s"
+
+
+def _goal_lines(result: BenchResult) -> list[str]:
+    if not result.steps and not result.burst:
+        return []
+    return ["goals (issue 13), judged from this run's figures:"] + [
+        g.line() for g in goals(result)]
+
+
 async def run_bench(settings: Settings, options: BenchOptions, out: Path, say: Say) -> int:
     result = BenchResult()
     bench = Bench(settings, options, out, say)
@@ -477,6 +589,7 @@ def _write(result: BenchResult, text: str, out: Path) -> None:
         "profiles": {name: {"parts": cpuprof.parts(p.folded), "problem": p.problem,
                             "cpu_ms_per_call": _profile_cpu_ms(result, name)}
                      for name, p in result.profiles.items()},
+        "goals": [{"goal": g.name, "met": g.met, "detail": g.detail} for g in goals(result)],
         "not_run": result.not_run,
     }
     (out / "bench.json").write_text(json.dumps(doc, indent=2, default=str))
