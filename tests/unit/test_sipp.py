@@ -18,6 +18,7 @@ from siaga112_testkit.sipp import (
     SippConfig,
     SippError,
     SippExit,
+    SippResult,
     SippRun,
     SippStats,
     agency_line,
@@ -163,20 +164,27 @@ async def test_citizen_whose_bye_crosses_the_far_sides_ends_the_call_cleanly(
     assert [e.event for e in got.logs] == ["answered", "bye_sent", "bye_received"]
 
 
-async def test_operator_phone_whose_bye_crosses_the_pbxs_ends_the_call_cleanly(
-    tmp_path: Path,
-) -> None:
-    phone = operator_phone(UAS_IP, ring=0, talk=0.3, remote=UAC)
-    pbx = SippConfig(scenario=CROSSING / "crossing_uac.xml", local_ip=UAC_IP, remote=UAS)
+async def _phone_called_by(pbx_scenario: str, phone: SippConfig,
+                           tmp_path: Path) -> tuple[SippResult, SippResult]:
+    """One call from a SIPp playing the PBX (tests/unit/sipp_crossing/) to a desk phone, which
+    must end it as one successful call and nothing unexpected; (the PBX's, the phone's)."""
+    pbx = SippConfig(scenario=CROSSING / pbx_scenario, local_ip=UAC_IP, remote=UAS)
     async with SippRun(phone, tmp_path / "op") as op:
         got = await run_sipp(pbx, tmp_path / "pbx", TIMEOUT)
         op_result = await op.wait(TIMEOUT)
-
     assert op_result.ok, op_result.explain()
-    assert got.ok, got.explain()  # it had the 200 to its own BYE
     assert op_result.stats is not None
     assert (op_result.stats.successful, op_result.stats.failed) == (1, 0)
     assert "unexpected" not in op_result.errors.lower()
+    return got, op_result
+
+
+async def test_operator_phone_whose_bye_crosses_the_pbxs_ends_the_call_cleanly(
+    tmp_path: Path,
+) -> None:
+    got, op_result = await _phone_called_by(
+        "crossing_uac.xml", operator_phone(UAS_IP, ring=0, talk=0.3, remote=UAC), tmp_path)
+    assert got.ok, got.explain()  # it had the 200 to its own BYE
     assert [e.event for e in op_result.logs] == ["invite", "answered", "bye_sent", "bye_received"]
 
 
@@ -330,3 +338,35 @@ def test_stats_without_a_row_is_none(tmp_path: Path) -> None:
     assert SippStats.from_csv(tmp_path / "none.csv") is None
     (tmp_path / "h.csv").write_text("StartTime;SuccessfulCall(C);\n")
     assert SippStats.from_csv(tmp_path / "h.csv") is None
+
+
+async def test_operator_phone_answered_as_the_queue_cancels_takes_ack_and_bye(
+    tmp_path: Path,
+) -> None:
+    # app_queue rings every free phone; another answered first, and the PBX's CANCEL crosses
+    # this phone's 200 OK, the ACK and the BYE right behind it. The phone had aborted such a
+    # call on the ACK and never answered the BYE: the PBX kept it busy for 32 s, and in the
+    # bench's app_queue burst the desk took a few dozen of 1000 callers.
+    got, op_result = await _phone_called_by(
+        "late_cancel_uac.xml", operator_phone(UAS_IP, ring=0, talk=5.0, remote=UAC), tmp_path)
+    assert got.ok, got.explain()  # the 200 to its BYE, and no 487
+    assert [e.event for e in got.logs] == ["cancel_answered"]
+    events = [e.event for e in op_result.logs]
+    assert events[0] == "invite"
+    assert sorted(events[-2:]) == ["bye_received", "cancel_answered"], events
+    assert not {"bye_sent", "dtmf_sent", "cancelled"} & set(events), events
+
+
+async def test_operator_phone_cancelled_while_ringing_answers_200_and_487(tmp_path: Path) -> None:
+    # The caller leaves while the desk phone rings: 200 to the CANCEL, 487 to the INVITE (its
+    # headers kept from the INVITE), the ACK to that, and the phone never answered.
+    phone = operator_phone(UAS_IP, ring=5.0, talk=1.0, remote=UAC)
+    async with SippRun(phone, tmp_path / "op") as op:
+        got = await run_sipp(citizen_abandon(UAC_IP, "0254123456", cancel_after=0.3, remote=UAS),
+                             tmp_path / "citizen", TIMEOUT)
+        op_result = await op.wait(TIMEOUT)
+
+    assert got.ok, got.explain()
+    assert [e.event for e in got.logs] == ["cancel_sent", "cancelled"]
+    assert op_result.ok, op_result.explain()
+    assert [e.event for e in op_result.logs] == ["invite", "cancel_answered", "cancelled"]

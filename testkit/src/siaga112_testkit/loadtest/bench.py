@@ -1,5 +1,5 @@
 """`siaga112-testkit bench`: the same citizens' load through (a) Asterisk's own dialplan, app_queue
-ringing the desk phones (trunk-bench, 127.0.0.4 -> Queue(siaga112-fallback)), and (b) the
+ringing the desk phones (trunk-bench, 127.0.0.4 -> Queue(siaga112-bench)), and (b) the
 daemon's full path (the mobile and landline trunks -> Stasis -> the daemon), one after the other
 in one run on the same desk phones, printed side by side with their ratio.
 
@@ -361,12 +361,11 @@ def summary(result: BenchResult) -> str:
                 mark = "" if r is None else ("  clean" if clean(r) else "  FAILED")
                 lines.append(f"  {s.rate:>5g}/s {_row(label, r)}{mark}")
         d, q = result.highest_clean(CallPath.DAEMON), result.highest_clean(CallPath.DIALPLAN)
-        lines.append(f"highest rate with no failed call: daemon {d or 'none'}/s, dialplan "
-                     f"app_queue {q or 'none'}/s; ratio daemon/app_queue {_ratio(d, q)}")
+        lines.append(f"highest rate with no failed call: daemon {_per_s(d)}, dialplan "
+                     f"app_queue {_per_s(q)}; ratio daemon/app_queue {_ratio(d, q)}")
         d, q = result.highest_prompt(CallPath.DAEMON), result.highest_prompt(CallPath.DIALPLAN)
         lines.append(f"... and also answered within {PROMPT_P99_MS:.0f} ms at p99: daemon "
-                     f"{d or 'none'}/s, dialplan app_queue {q or 'none'}/s; ratio "
-                     f"{_ratio(d, q)}")
+                     f"{_per_s(d)}, dialplan app_queue {_per_s(q)}; ratio {_ratio(d, q)}")
     lines += _floor_lines(result)
     lines += _profile_lines(result)
     for title, part in (("burst", result.burst), ("flood", result.flood)):

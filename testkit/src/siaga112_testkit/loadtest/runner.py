@@ -37,12 +37,12 @@ from siaga112_testkit.sipp import SippStats
 log = structlog.get_logger(__name__)
 
 Say = Callable[[str], None]
-FALLBACK_QUEUE = "siaga112-fallback"
+BENCH_QUEUE = "siaga112-bench"  # the dialplan path's queue (asterisk-conf/queues_testkit.conf)
 
 
 class CallPath(StrEnum):
     DAEMON = "daemon"  # trunks -> Stasis -> the daemon
-    DIALPLAN = "dialplan"  # trunk-bench -> Queue(siaga112-fallback)
+    DIALPLAN = "dialplan"  # trunk-bench -> Queue(siaga112-bench), app_queue as an ACD
     # trunks -> Stasis -> the ARI floor (loadtest/floor.py): the daemon's conversation with
     # Asterisk and nothing else, for the bench's measure of what that conversation costs
     FLOOR = "floor"
@@ -342,7 +342,7 @@ async def run_load(plan: LoadPlan, ctx: RunContext) -> rp.LoadReport:
         report.occupancy = rp.occupancy(recs.talk_by_operator(), operators, end - start)
         report.occupancy_source = "talk time in the records"
     elif plan.path is CallPath.DIALPLAN and ctx.queue_log is not None:
-        qlog = QueueLog.read(ctx.queue_log, FALLBACK_QUEUE, start - 1)
+        qlog = QueueLog.read(ctx.queue_log, BENCH_QUEUE, start - 1)
         report.wait_to_operator_s = rp.Spread.of(qlog.waits_s)
         report.connected = len(qlog.waits_s)
         report.occupancy = rp.occupancy(qlog.talk_by_member, operators, end - start)
