@@ -481,18 +481,23 @@ def _clean_goal(result: BenchResult) -> Goal:
 
 def _cpu_goal(result: BenchResult) -> Goal:
     name = f"daemon CPU a call <= {CPU_GOAL_MS:g} ms at every step"
-    rows = [(s.rate, ms) for s in result.steps
+    # Each step's share of callers who reached an operator: above what the desk takes (8
+    # phones, ring 0.3 s) most callers leave the queue first, and their calls cost less.
+    rows = [(s.rate, ms, s.daemon.connected / s.daemon.offered if s.daemon.offered else 0.0)
+            for s in result.steps
             if s.daemon is not None and (ms := s.daemon.per_call()["daemon_cpu_ms"]) is not None]
     if not rows:
         return Goal(name, None, "no daemon step measured its CPU")
-    under = [f"{rate:g}" for rate, ms in rows if ms <= CPU_GOAL_MS]
-    over = [f"{rate:g} ({ms:g} ms)" for rate, ms in rows if ms > CPU_GOAL_MS]
+    under = [f"{rate:g} ({ms:g} ms, {share:.0%})" for rate, ms, share in rows
+             if ms <= CPU_GOAL_MS]
+    over = [f"{rate:g} ({ms:g} ms, {share:.0%})" for rate, ms, share in rows if ms > CPU_GOAL_MS]
     parts = []
     if under:
-        parts.append("within it at " + ", ".join(under) + " calls/s")
+        parts.append("within it at " + ", ".join(under))
     if over:
         parts.append("over it at " + ", ".join(over))
-    return Goal(name, not over, "; ".join(parts))
+    return Goal(name, not over, "; ".join(parts)
+                + " (calls/s, CPU a call, share of callers who reached an operator)")
 
 
 def _take_in_goal(result: BenchResult) -> Goal:
