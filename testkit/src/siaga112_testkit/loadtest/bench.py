@@ -1,5 +1,5 @@
 """`siaga112-testkit bench`: the same citizens' load through (a) Asterisk's own dialplan, app_queue
-ringing the desk phones (trunk-bench, 127.0.0.4 -> Queue(siaga112-bench)), and (b) the
+offering each caller one desk phone (trunk-bench, 127.0.0.4 -> Queue(siaga112-bench)), and (b) the
 daemon's full path (the mobile and landline trunks -> Stasis -> the daemon), one after the other
 in one run on the same desk phones, printed side by side with their ratio.
 
@@ -10,7 +10,8 @@ Beside the daemon's first step, the same load through the ARI floor (floor.py: t
 conversation with Asterisk and nothing else), so that the summary tells, in the same hour, how
 much of the daemon's CPU a call is that conversation and how much its own work; both runs are
 sampled by CPU time (cpuprof.py), so the summary also splits each one's CPU a call by part of
-the call, and flame graphs of both are written beside the reports.
+the call, and flame graphs of both are written beside the reports. The summary ends with the
+goals the bench is held to, each judged from the run's own figures (goals()).
 """
 
 from __future__ import annotations
