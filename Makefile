@@ -49,9 +49,10 @@ status:
 	@$(BIN)/siaga112-testkit stack status
 
 # Lint first: CI runs `make test`, so ruff and mypy (with the unit tests' fakes, checked
-# against the real interfaces) are checked on every run.
+# against the real interfaces) are checked on every run. The fuzz tests run beside the others
+# (scripts/run-tests.sh).
 test: stack lint
-	@$(BIN)/pytest
+	@scripts/run-tests.sh
 
 lint: $(VENV)/.installed
 	@echo "[siaga112] ruff and mypy"
