@@ -474,12 +474,12 @@ def test_the_bench_judges_each_goal_from_its_own_figures(tmp_path: Path) -> None
     assert take_in.met is False
     assert take_in.detail.startswith(
         "59.41 ms at 80/s (90% of the slowest 1% waiting for a CPU; less the waits 1.98 ms); "
-        "within it up to 40/s;")
+        "within it at every step up to 40/s;")
     # "Up to" holds for every step below it: a step over the goal in between ends it.
     slow = BenchResult(steps=[Step(10, daemon=daemon(0.9, [1.0, 30.0])), *result.steps[1:3]])
     assert goals(slow)[2].detail.startswith(
         "59.41 ms at 80/s (90% of the slowest 1% waiting for a CPU; less the waits 1.98 ms); "
-        "within it from no step (and at 40/s);")
+        "over it from the lowest step (within it again at 40/s);")
     assert (burst.met, burst.detail) == (
         True, "1000 callers at 100/s: answered 1000, handed back 0, reached an operator 1000; "
               "daemon + Asterisk 15 + 100 ms a call against app_queue's 700")
