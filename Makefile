@@ -10,6 +10,19 @@
 PYTHON ?= /usr/bin/python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+
+# A venv made by another interpreter (Debian's python3 upgraded to a new version, or another
+# PYTHON=) cannot import what was installed in it: it is made again, once, by the next make.
+VENV_PYTHON := $(shell sed -n 's/^executable *= *//p' $(VENV)/pyvenv.cfg 2>/dev/null)
+WANT_PYTHON := $(shell readlink -f $(PYTHON) 2>/dev/null)
+ifneq ($(VENV_PYTHON),)
+ifneq ($(WANT_PYTHON),)
+ifneq ($(shell readlink -f $(VENV_PYTHON)),$(WANT_PYTHON))
+$(info [siaga112] $(VENV) was made with $(VENV_PYTHON), PYTHON is $(WANT_PYTHON): making it again)
+$(shell rm -rf $(VENV))
+endif
+endif
+endif
 STATE  := $(CURDIR)/var
 export SIAGA112_CONFIG := $(STATE)/siaga112.toml
 
