@@ -62,10 +62,9 @@ status:
 	@$(BIN)/siaga112-testkit stack status
 
 # Lint first: CI runs `make test`, so ruff and mypy (with the unit tests' fakes, checked
-# against the real interfaces) are checked on every run. The fuzz tests run beside the others
-# (scripts/run-tests.sh).
+# against the real interfaces) are checked on every run.
 test: stack lint
-	@scripts/run-tests.sh
+	@$(BIN)/pytest
 
 lint: $(VENV)/.installed
 	@echo "[siaga112] ruff and mypy"

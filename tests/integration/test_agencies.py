@@ -151,8 +151,10 @@ async def test_operator_code_puts_agency_on_the_call_with_both(daemon_factory, p
     op1, citizen, call_id = await citizen_with_operator(daemon, phones, code="*201",
                                                         op_talk=None, hold=12.0)
     session = daemon.stasis.sessions[call_id]
-    operator_channel = session.operator_channel
     channel = await joined(session, "01")
+    # Read once the agency is on the call: the operator keyed *201 on it, so their leg is
+    # the call's now (read at arrival, it was None while the daemon had not rung them yet).
+    operator_channel = session.operator_channel
     await bridge_holds(call_id, {call_id, operator_channel, channel},
                        "citizen, operator and agency in the call's bridge")
     assert (await citizen.wait(20)).ok
