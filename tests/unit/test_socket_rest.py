@@ -32,6 +32,7 @@ class FakePbx:
     requests: list[dict[str, Any]] = field(default_factory=list)  # over the socket
     http: list[str] = field(default_factory=list)  # "METHOD path?query" over HTTP
     mode: str = "answer"  # answer | silent (an Asterisk before 22.4) | close | garbage
+    delay: float = 0.0  # s before each socket answer; the socket's requests one at a time
     sockets: list[web.WebSocketResponse] = field(default_factory=list)
     variables: dict[str, str] = field(default_factory=dict)
 
@@ -70,6 +71,8 @@ async def pbx() -> AsyncIterator[FakePbx]:
             if fake.mode == "close":
                 await ws.close()
                 break
+            if fake.delay:  # Asterisk's one thread for the socket, starved of CPU
+                await asyncio.sleep(fake.delay)
             query = {q["name"]: q["value"] for q in req.get("query_strings", [])}
             status, body = fake.resource(req["method"], req["uri"], query)
             answer: dict[str, Any] = {"type": "RESTResponse", "request_id": req["request_id"],
@@ -227,10 +230,64 @@ async def test_a_request_unanswered_or_answered_out_of_shape_is_unreachable(
     pbx.mode = mode
     with pytest.raises(Unreachable, match=error):
         await connected.ari.get_global("SIAGA112_X")
-    pbx.mode = "answer"  # that request only: the next is answered over the same socket
+    pbx.mode = "answer"  # that request only: the next is answered
     pbx.variables["SIAGA112_X"] = "ok"
     assert await connected.ari.get_global("SIAGA112_X") == "ok"
     assert len(pbx.sockets) == 1
+    # Over the same socket after a malformed answer; over HTTP while a request that got none
+    # may still be waiting in the socket's queue (the next test).
+    assert connected.observed[-1] == ("GET", "http" if mode == "silent" else "socket")
+
+
+async def test_a_socket_behind_on_its_answers_hands_new_requests_to_http_until_it_caught_up(
+        pbx: FakePbx, connected: Connected) -> None:
+    """A flood starves Asterisk's one thread for the socket: answers come, late and in order.
+    Asking again on the socket would queue behind the request still waiting there."""
+    pbx.delay = 0.8  # over the 0.5 s timeout
+    with pytest.raises(Unreachable, match="no answer within 0.5 s"):
+        await connected.ari.set_global("SIAGA112_X", "1")
+    assert connected.rest.behind
+    pbx.variables["SIAGA112_Y"] = "y"
+    assert await connected.ari.get_global("SIAGA112_Y") == "y"  # asked again: over HTTP
+    assert connected.observed[-2:] == [("POST", "socket"), ("GET", "http")]
+    assert pbx.http == ["GET /ari/asterisk/variable?variable=SIAGA112_Y"]
+    # The late answer comes (the request was carried out, as Asterisk does): the socket has
+    # caught up and carries the next request again.
+    await wait_for(lambda: not connected.rest.behind, 5, "the late answer")
+    assert pbx.variables["SIAGA112_X"] == "1"
+    pbx.delay = 0.0
+    assert await connected.ari.get_global("SIAGA112_X") == "1"
+    assert connected.observed[-1] == ("GET", "socket")
+    assert len(pbx.requests) == 2 and len(pbx.http) == 1
+
+
+async def test_a_late_answer_that_never_comes_is_forgotten(pbx: FakePbx) -> None:
+    rest = SocketRest(0.2, forget_after=0.5)
+    settings = AriSettings(url=pbx.url, request_timeout=0.2)
+
+    async def on_connect() -> None:
+        return None
+
+    stream = EventStream(settings, on_event=lambda _e: None, on_connect=on_connect, rest=rest)
+    task = asyncio.create_task(stream.run())
+    try:
+        await wait_for(lambda: rest.attached, 5, "the socket")
+        async with AriClient(settings, socket=rest) as ari:
+            pbx.mode = "silent"
+            with pytest.raises(Unreachable, match="no answer within 0.2 s"):
+                await ari.get_global("SIAGA112_X")
+            assert rest.behind
+            await asyncio.sleep(0.6)
+            assert not rest.behind  # forgotten: the socket is tried again
+            pbx.mode = "answer"
+            assert await ari.get_global("SIAGA112_X") == ""
+            assert [r["uri"] for r in pbx.requests][-1] == "asterisk/variable"
+            assert pbx.http == []
+    finally:
+        stream.stop()
+        for ws in pbx.sockets:
+            await ws.close()
+        await asyncio.wait_for(task, 5)
 
 
 async def test_events_still_arrive_and_a_callers_name_cannot_pose_as_an_answer(

@@ -14,6 +14,18 @@ request in flight when the socket goes down, or not answered within the request 
 as an unreachable HTTP request does (`Unreachable`: it may or may not have been carried out,
 and the callers that must know look, as they do after an HTTP timeout).
 
+A socket behind on its answers hands new requests to HTTP. Asterisk reads the requests of one
+events socket in one thread, one after the other (res/ari/ari_websockets.c: read, invoke, answer,
+read the next), so a request that timed out there is not lost: it waits in that queue, and
+asking again on the socket puts the new request behind it. `make bench` found it: a flood of
+180 calls/s on a PBX still busy with app_queue's burst left the socket's answers over 5 s late;
+every timed-out request was asked again on the socket (the call's own tries, the look whether
+it was done, then the hand-back's), 18 requests a call instead of 4, and the hand-backs to the
+dialplan waited behind them for up to three minutes. Now, from the first timeout until the
+socket has answered every late request (or `forget_after` has passed since the last one: an
+answer that never comes), requests go over HTTP, which Asterisk serves in a thread per
+connection; then the socket carries them again.
+
 Listings (every channel, every bridge, the endpoints, the application: `bulky` in client.py)
 always go over HTTP: Asterisk 22.10 crashes (a segfault in res_http_websocket, a stack
 overflow) sending a RESTResponse of about a megabyte on the socket. `make bench`'s burst found
@@ -26,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import aiohttp
@@ -45,10 +58,15 @@ class SocketClosed(Exception):
 
 
 class SocketRest:
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, forget_after: float = 60.0) -> None:
         self._timeout = timeout
+        self._forget_after = forget_after
         self._ws: aiohttp.ClientWebSocketResponse | None = None  # once it answered the probe
         self._pending: dict[str, asyncio.Future[tuple[int, str]]] = {}
+        # Requests that timed out and may still be answered (request id -> monotonic time of
+        # the timeout): while any is, the socket is behind and HTTP carries new requests.
+        self._late: dict[int, float] = {}  # in the order asked (one timeout for all)
+        self._behind_since = self._last_late = 0.0
         self._next = 0
         self._unanswered = 0  # probes in a row that got no answer
         self.unsupported = False  # requests stay on HTTP for good
@@ -56,6 +74,13 @@ class SocketRest:
     @property
     def attached(self) -> bool:
         return self._ws is not None
+
+    @property
+    def behind(self) -> bool:
+        """A request on the socket timed out and its answer has not come yet."""
+        if self._late and time.monotonic() - self._last_late > self._forget_after:
+            self._caught_up("forgotten: no answer within forget_after")
+        return bool(self._late)
 
     async def attach(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         """The events socket is up (run beside its reader): it carries requests once it has
@@ -85,6 +110,8 @@ class SocketRest:
     def detach(self) -> None:
         """The socket is down: every request in flight fails as unanswered."""
         self._ws = None
+        if self._late:
+            self._caught_up("the socket closed")  # a new one starts with Asterisk's queue empty
         pending, self._pending = self._pending, {}
         for fut in pending.values():
             if not fut.done():
@@ -95,7 +122,7 @@ class SocketRest:
         """(status, body) from Asterisk; None: no socket to carry it (use HTTP). Raises
         SocketClosed when it was sent and no answer came."""
         ws = self._ws
-        if ws is None or ws.closed or len(self._pending) >= MAX_PENDING:
+        if ws is None or ws.closed or len(self._pending) >= MAX_PENDING or self.behind:
             return None
         return await self._exchange(ws, method, path, params, body)
 
@@ -131,14 +158,40 @@ class SocketRest:
     def _expire(self, request_id: str) -> None:
         fut = self._pending.pop(request_id, None)
         if fut is not None and not fut.done():
+            if not self._late:
+                self._behind_since = time.monotonic()
+                log.warning("ari_socket_behind", request_id=request_id, timeout=self._timeout,
+                            pending=len(self._pending))
+            self._last_late = self._late[int(request_id)] = time.monotonic()
             fut.set_exception(SocketClosed(f"no answer within {self._timeout:g} s"))
+
+    def _caught_up(self, how: str) -> None:
+        log.info("ari_socket_caught_up", how=how, unanswered=len(self._late),
+                 behind_s=round(time.monotonic() - self._behind_since, 1))
+        self._late.clear()
+
+    def _answered_up_to(self, request_id: str) -> None:
+        """Asterisk answers one socket's requests in the order asked: an answer to request n
+        answers every late request before it."""
+        if not (request_id.isdigit() and len(request_id) <= 18):
+            return  # not one of ours (ours count up from 1)
+        n = int(request_id)
+        while self._late:
+            first = next(iter(self._late))
+            if first > n:
+                return
+            del self._late[first]
+        self._caught_up("answered")
 
     def answered(self, data: dict[str, Any]) -> None:
         """A RESTResponse from the socket. One for no request of ours (it came after its
         timeout) or with fields out of shape is logged and dropped."""
-        fut = self._pending.pop(str(data.get("request_id")), None)
+        request_id = str(data.get("request_id"))
+        if self._late:
+            self._answered_up_to(request_id)
+        fut = self._pending.pop(request_id, None)
         if fut is None or fut.done():
-            log.debug("ari_socket_response_unclaimed", request_id=str(data.get("request_id"))[:64])
+            log.debug("ari_socket_response_unclaimed", request_id=request_id[:64])
             return
         status, body = data.get("status_code"), data.get("message_body", "")
         if (not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599
