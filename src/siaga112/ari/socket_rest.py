@@ -173,8 +173,8 @@ class SocketRest:
     def _answered_up_to(self, request_id: str) -> None:
         """Asterisk answers one socket's requests in the order asked: an answer to request n
         answers every late request before it."""
-        if not (request_id.isdigit() and len(request_id) <= 18):
-            return  # not one of ours (ours count up from 1)
+        if not (request_id.isascii() and request_id.isdigit() and len(request_id) <= 18):
+            return  # not one of ours (ours count up from 1; "²" is a digit to isdigit)
         n = int(request_id)
         while self._late:
             first = next(iter(self._late))
