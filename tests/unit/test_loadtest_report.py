@@ -290,17 +290,24 @@ def test_the_bench_summary_gives_the_take_in_with_and_without_the_waits_for_a_co
     assert "taken in p99 970.21 ms (95% waiting for a CPU), less the waits p99 0.89 ms" in text
 
 
-async def test_a_bench_run_whose_daemon_does_not_start_is_told_and_the_bench_goes_on(
-        tmp_path: Path) -> None:
+@pytest.mark.parametrize(("error", "who"), [
+    ("daemon", "the daemon did not start: the daemon did not answer /health within 30 s"),
+    ("sipp", "its SIPp phones did not start: sipp did not bind 127.0.1.1:5060 in 5.0s"),
+])
+async def test_a_bench_run_whose_daemon_or_phones_do_not_start_is_told_and_the_bench_goes_on(
+        tmp_path: Path, error: str, who: str) -> None:
     from siaga112.settings import Settings
     from siaga112_testkit.loadtest.bench import Bench, BenchOptions, BenchResult, summary
     from siaga112_testkit.loadtest.daemon import DaemonError
+    from siaga112_testkit.sipp import SippError
 
     class NoDaemon(Bench):
         async def run(self, plan: Any, blocked: str | None = None,
                       profiles: Any = None) -> rp.LoadReport:
             if plan.name == "daemon-burst":
-                raise DaemonError("the daemon did not answer /health within 30 s")
+                if error == "daemon":
+                    raise DaemonError("the daemon did not answer /health within 30 s")
+                raise SippError("sipp did not bind 127.0.1.1:5060 in 5.0s")
             return _report()
 
     said: list[str] = []
@@ -308,8 +315,8 @@ async def test_a_bench_run_whose_daemon_does_not_start_is_told_and_the_bench_goe
     result = BenchResult()
     await bench.burst(result)
     assert list(result.burst) == ["dialplan"]
-    assert result.not_run == ["daemon-burst: the daemon did not answer /health within 30 s"]
-    assert "NOT RUN (the daemon did not start) daemon-burst" in summary(result)
+    assert result.not_run == [f"daemon-burst: {who}"]
+    assert f"NOT RUN daemon-burst: {who}" in summary(result)
 
 
 def test_error_lines_count_only_what_the_run_wrote(tmp_path: Path) -> None:

@@ -46,6 +46,7 @@ from siaga112_testkit.loadtest.runner import (
     run_load,
     wait_at_rest,
 )
+from siaga112_testkit.sipp import SippError
 from siaga112_testkit.topology import BENCH_TRUNK, LANDLINE_TRUNK, MOBILE_TRUNK
 
 LOCAL_PBX = "127.0.0.1:5060"
@@ -185,13 +186,15 @@ class Bench:
     async def attempt(self, plan: LoadPlan, result: BenchResult, blocked: str | None = None,
                       profiles: dict[str, cpuprof.Profile] | None = None
                       ) -> rp.LoadReport | None:
-        """run(), but a daemon that does not start is a line in the summary, and the rest of
-        the bench goes on."""
+        """run(), but a daemon or SIPp phones that do not start (a PBX the last run left
+        saturated keeps the phones' ports or the daemon's start-up) are a line in the summary,
+        and the rest of the bench goes on."""
         try:
             return await self.run(plan, blocked, profiles=profiles)
-        except DaemonError as exc:
+        except (DaemonError, SippError) as exc:
+            who = "the daemon" if isinstance(exc, DaemonError) else "its SIPp phones"
             self.say(f"  {plan.name}: NOT RUN: {exc}")
-            result.not_run.append(f"{plan.name}: {exc}")
+            result.not_run.append(f"{plan.name}: {who} did not start: {exc}")
             return None
 
     async def _on_daemon(self, plan: LoadPlan, api: DaemonApi, blocked: str | None,
@@ -387,7 +390,7 @@ def summary(result: BenchResult) -> str:
                     lines.append(f"      reached an operator (queue_log) {r.connected}")
     lines += _goal_lines(result)
     for line in result.not_run:
-        lines.append(f"NOT RUN (the daemon did not start) {line}")
+        lines.append(f"NOT RUN {line}")
     return "\n".join(lines)
 
 
