@@ -7,6 +7,7 @@ that it does)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -35,8 +36,10 @@ class FakePbx:
     delay: float = 0.0  # s before each socket answer; the socket's requests one at a time
     sockets: list[web.WebSocketResponse] = field(default_factory=list)
     variables: dict[str, str] = field(default_factory=dict)
+    carried: list[str] = field(default_factory=list)  # "METHOD uri", socket's and HTTP's
 
     def resource(self, method: str, uri: str, query: dict[str, str]) -> tuple[int, str]:
+        self.carried.append(f"{method} {uri}")
         if uri == "asterisk/ping" and method == "GET":
             return 200, json.dumps({"ping": "pong"})
         if uri == "asterisk/variable" and method == "GET":
@@ -118,7 +121,13 @@ class Connected:
 
 @pytest.fixture
 async def connected(pbx: FakePbx) -> AsyncIterator[Connected]:
-    settings = AriSettings(url=pbx.url, request_timeout=0.5, reconnect_initial=0.05,
+    async with connect(pbx, 0.5) as c:
+        yield c
+
+
+@contextlib.asynccontextmanager
+async def connect(pbx: FakePbx, request_timeout: float) -> AsyncIterator[Connected]:
+    settings = AriSettings(url=pbx.url, request_timeout=request_timeout, reconnect_initial=0.05,
                            reconnect_max=0.05)
     rest = SocketRest(settings.request_timeout)
     events: list[AriEvent] = []
@@ -243,7 +252,7 @@ async def test_a_socket_behind_on_its_answers_hands_new_requests_to_http_until_i
         pbx: FakePbx, connected: Connected) -> None:
     """A flood starves Asterisk's one thread for the socket: answers come, late and in order.
     Asking again on the socket would queue behind the request still waiting there."""
-    pbx.delay = 0.8  # over the 0.5 s timeout
+    pbx.delay = 1.5  # over the 0.5 s timeout: the late answer 1 s after it
     with pytest.raises(Unreachable, match="no answer within 0.5 s"):
         await connected.ari.set_global("SIAGA112_X", "1")
     assert connected.rest.behind
@@ -262,6 +271,56 @@ async def test_a_socket_behind_on_its_answers_hands_new_requests_to_http_until_i
     assert await connected.ari.get_global("SIAGA112_X") == "1"
     assert connected.observed[-1] == ("GET", "socket")
     assert len(pbx.requests) == 2 and len(pbx.http) == 1
+
+
+async def test_a_calls_requests_keep_their_order_while_the_socket_is_behind(
+        pbx: FakePbx) -> None:
+    """Over HTTP, a request could be carried out before an earlier one of the same call still
+    waiting in the socket's queue: a caller's late holding-bridge add carried out after the
+    call's bridge with the operator was made would pull the caller away from the operator.
+    The same caller's next request waits for the late answer; other callers' requests, and
+    the caller's own hand-back, go at once."""
+    async with connect(pbx, 1.0) as c:
+        pbx.delay = 1.5  # the late answer comes 0.5 s after the timeout
+        with pytest.raises(Unreachable, match="no answer within 1 s"):
+            await c.ari.add_to_bridge("hold-1", "caller-1", role="participant")
+        assert c.rest.behind
+        pbx.delay = 0.0  # (the late one is on its way)
+        bridged = asyncio.create_task(c.ari.add_to_bridge("call-1", ["caller-1", "op-1"]))
+        with pytest.raises(NotFound):  # the stand-in knows no channel: 404 once carried out
+            await c.ari.ring("caller-2")
+        with pytest.raises(NotFound):
+            await c.ari.continue_in_dialplan("caller-1")
+        assert not bridged.done()
+        with pytest.raises(NotFound):
+            await bridged
+        assert [r for r in pbx.carried if "ping" not in r] == [
+            "POST channels/caller-2/ring", "POST channels/caller-1/continue",
+            "POST bridges/hold-1/addChannel", "POST bridges/call-1/addChannel"]
+        assert c.observed == [("POST", "socket"), ("POST", "http"), ("POST", "http"),
+                              ("POST", "socket")]  # caught up: the socket carried it
+
+
+async def test_a_calls_request_is_not_sent_while_its_late_one_stays_unanswered(
+        pbx: FakePbx) -> None:
+    """The wait is bounded: past the request timeout the request fails unanswered (it is
+    asked again as after any timeout) and was not carried out."""
+    async with connect(pbx, 0.5) as c:
+        pbx.delay = 2.0
+        with pytest.raises(Unreachable, match="no answer within 0.5 s"):
+            await c.ari.play("caller-1", "sound:x", playback_id="caller-1-blocked")
+        # The look whether it plays, then the caller's next request: neither is sent.
+        with pytest.raises(Unreachable, match="an earlier request about playback:caller-1-"):
+            await c.ari.get_playback("caller-1-blocked")
+        with pytest.raises(Unreachable, match="an earlier request about channel:caller-1 "):
+            await c.ari.add_to_bridge("hold-1", "caller-1", role="participant")
+        assert [r for r in pbx.carried if "ping" not in r] == []
+        await wait_for(lambda: not c.rest.behind, 5, "the late answer")
+        assert [r for r in pbx.carried if "ping" not in r] == ["POST channels/caller-1/play"]
+        pbx.delay = 0.0
+        with pytest.raises(NotFound):  # carried out now, over the socket
+            await c.ari.get_playback("caller-1-blocked")
+        assert c.observed[-1] == ("GET", "socket")
 
 
 async def test_a_late_answer_that_never_comes_is_forgotten(pbx: FakePbx) -> None:

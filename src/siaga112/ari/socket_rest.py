@@ -26,6 +26,19 @@ socket has answered every late request (or `forget_after` has passed since the l
 answer that never comes), requests go over HTTP, which Asterisk serves in a thread per
 connection; then the socket carries them again.
 
+Each call's requests keep their order all the same. Over HTTP, a request could be carried out
+before an earlier one of the same call still waiting in the socket's queue, and that order
+matters: `addChannel` takes a channel out of the bridge it is in (control_swap_channel_in_bridge
+in res/stasis/control.c), so a caller's late holding-bridge `addChannel` carried out after the
+operator's call bridge was made would pull the caller away from the operator. So while the
+socket is behind, a request about a channel or playback that a late request is about waits for
+that late answer (at most the request timeout, then it fails unanswered and is asked again as
+any timeout is), and only then goes. Requests about other calls go at once. The hand-back to
+the dialplan (`continue`) and the hang-up go at once too: they end the call's time in Stasis,
+and a late request carried out after them finds the channel gone from the application.
+Bridges are not keys: the holding bridges are shared by every waiting caller, and a call's own
+bridge is reached through its channels.
+
 Listings (every channel, every bridge, the endpoints, the application: `bulky` in client.py)
 always go over HTTP: Asterisk 22.10 crashes (a segfault in res_http_websocket, a stack
 overflow) sending a RESTResponse of about a megabyte on the socket. `make bench`'s burst found
@@ -37,8 +50,10 @@ channel, bridge, playback or variable is a few kilobytes.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
+from collections import Counter
 from typing import Any
 
 import aiohttp
@@ -62,10 +77,15 @@ class SocketRest:
         self._timeout = timeout
         self._forget_after = forget_after
         self._ws: aiohttp.ClientWebSocketResponse | None = None  # once it answered the probe
-        self._pending: dict[str, asyncio.Future[tuple[int, str]]] = {}
-        # Requests that timed out and may still be answered (request id -> monotonic time of
-        # the timeout): while any is, the socket is behind and HTTP carries new requests.
-        self._late: dict[int, float] = {}  # in the order asked (one timeout for all)
+        # request id -> (its answer, its path and query: what it is about, should it be late)
+        self._pending: dict[str, tuple[asyncio.Future[tuple[int, str]], str,
+                                       dict[str, Any]]] = {}
+        # Requests that timed out and may still be answered (request id -> what each is about),
+        # in the order asked (one timeout for all): while any is, the socket is behind and
+        # HTTP carries new requests, after the late ones about the same channel or playback.
+        self._late: dict[int, tuple[str, ...]] = {}
+        self._late_about: Counter[str] = Counter()
+        self._progress: asyncio.Event | None = None  # set when late requests are answered
         self._behind_since = self._last_late = 0.0
         self._next = 0
         self._unanswered = 0  # probes in a row that got no answer
@@ -113,14 +133,17 @@ class SocketRest:
         if self._late:
             self._caught_up("the socket closed")  # a new one starts with Asterisk's queue empty
         pending, self._pending = self._pending, {}
-        for fut in pending.values():
+        for fut, _path, _params in pending.values():
             if not fut.done():
                 fut.set_exception(SocketClosed("the events socket closed"))
 
     async def request(self, method: str, path: str, params: dict[str, Any],
                       body: dict[str, Any] | None) -> tuple[int, str] | None:
         """(status, body) from Asterisk; None: no socket to carry it (use HTTP). Raises
-        SocketClosed when it was sent and no answer came."""
+        SocketClosed when it was sent and no answer came, or when a late request about the
+        same channel or playback was not answered within the timeout (this one not sent)."""
+        if self._late and not _ends_stasis(method, path):
+            await self._after_late(touches(path, params))
         ws = self._ws
         if ws is None or ws.closed or len(self._pending) >= MAX_PENDING or self.behind:
             return None
@@ -142,7 +165,7 @@ class SocketRest:
             message["message_body"] = json.dumps(body)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[tuple[int, str]] = loop.create_future()
-        self._pending[request_id] = fut
+        self._pending[request_id] = (fut, path, params)
         try:
             await ws.send_str(json.dumps(message))
         except (aiohttp.ClientError, ConnectionError, RuntimeError):
@@ -156,19 +179,56 @@ class SocketRest:
             timer.cancel()
             self._pending.pop(request_id, None)
     def _expire(self, request_id: str) -> None:
-        fut = self._pending.pop(request_id, None)
-        if fut is not None and not fut.done():
+        asked = self._pending.pop(request_id, None)
+        if asked is not None and not asked[0].done():
+            fut, path, params = asked
             if not self._late:
                 self._behind_since = time.monotonic()
                 log.warning("ari_socket_behind", request_id=request_id, timeout=self._timeout,
                             pending=len(self._pending))
-            self._last_late = self._late[int(request_id)] = time.monotonic()
+            about = touches(path, params)
+            self._late[int(request_id)] = about
+            self._late_about.update(about)
+            self._last_late = time.monotonic()
             fut.set_exception(SocketClosed(f"no answer within {self._timeout:g} s"))
+
+    async def _after_late(self, about: tuple[str, ...]) -> None:
+        """Wait until no late request is about any of `about` (the call's order kept); raise
+        SocketClosed when one still is after the request timeout."""
+        deadline = time.monotonic() + self._timeout
+        while self.behind:
+            waiting = next((a for a in about if self._late_about[a]), None)
+            if waiting is None:
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SocketClosed(f"an earlier request about {waiting} has had no answer "
+                                   f"on the events socket for {self._timeout:g} s; not sent")
+            if self._progress is None:
+                self._progress = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._progress.wait(), left)
+            except TimeoutError:
+                pass
+
+    def _answered_late(self, request_id: int) -> None:
+        about = self._late.pop(request_id)
+        self._late_about.subtract(about)
+        for a in about:
+            if self._late_about[a] <= 0:
+                del self._late_about[a]
+
+    def _woken(self) -> None:
+        if self._progress is not None:
+            self._progress.set()
+            self._progress = None
 
     def _caught_up(self, how: str) -> None:
         log.info("ari_socket_caught_up", how=how, unanswered=len(self._late),
                  behind_s=round(time.monotonic() - self._behind_since, 1))
         self._late.clear()
+        self._late_about.clear()
+        self._woken()
 
     def _answered_up_to(self, request_id: str) -> None:
         """Asterisk answers one socket's requests in the order asked: an answer to request n
@@ -179,8 +239,9 @@ class SocketRest:
         while self._late:
             first = next(iter(self._late))
             if first > n:
+                self._woken()
                 return
-            del self._late[first]
+            self._answered_late(first)
         self._caught_up("answered")
 
     def answered(self, data: dict[str, Any]) -> None:
@@ -189,10 +250,11 @@ class SocketRest:
         request_id = str(data.get("request_id"))
         if self._late:
             self._answered_up_to(request_id)
-        fut = self._pending.pop(request_id, None)
-        if fut is None or fut.done():
+        asked = self._pending.pop(request_id, None)
+        if asked is None or asked[0].done():
             log.debug("ari_socket_response_unclaimed", request_id=request_id[:64])
             return
+        fut = asked[0]
         status, body = data.get("status_code"), data.get("message_body", "")
         if (not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599
                 or not isinstance(body, str)):
@@ -201,3 +263,22 @@ class SocketRest:
             fut.set_exception(SocketClosed("a malformed RESTResponse"))
             return
         fut.set_result((status, body))
+
+
+def _ends_stasis(method: str, path: str) -> bool:
+    """The hand-back to the dialplan and the hang-up: nothing of the call comes after them."""
+    return (method == "DELETE" and path.count("/") == 2 and path.startswith("/channels/")) or (
+        method == "POST" and path.endswith("/continue"))
+
+
+def touches(path: str, params: dict[str, Any]) -> tuple[str, ...]:
+    """The channels and playbacks a request is about: "channel:ID", "playback:ID"."""
+    parts = path.strip("/").split("/")
+    pairs = list(itertools.pairwise(parts))
+    about = [f"channel:{ident}" for kind, ident in pairs if kind in ("channels", "snoop")]
+    about += [f"playback:{ident}" for kind, ident in pairs if kind == "playbacks"]
+    channels = str(params.get("channel", "")) + "," + str(params.get("channelId", ""))
+    about += [f"channel:{c}" for c in channels.split(",") if c]
+    if params.get("playbackId"):
+        about.append(f"playback:{params['playbackId']}")
+    return tuple(about)
