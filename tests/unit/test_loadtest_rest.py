@@ -62,10 +62,35 @@ async def test_a_pbx_at_rest_is_not_waited_for(ctx: runner.RunContext) -> None:
     assert FakeAri.looks == 1 and ctx.extra_notes == []
 
 
-async def test_past_the_bound_it_says_what_the_pbx_was_doing(ctx: runner.RunContext) -> None:
+@pytest.fixture
+def hung_up(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """hang_up_all's calls: the channels listed when each came."""
+    calls: list[int] = []
+
+    async def hang_up_all(ari: FakeAri, *, seconds: float) -> int:
+        calls.append(len(await ari.channels()))
+        return calls[-1]
+
+    monkeypatch.setattr(runner, "hang_up_all", hang_up_all)
+    return calls
+
+
+async def test_past_the_bound_it_hangs_up_what_the_last_run_left_and_waits_again(
+        ctx: runner.RunContext, hung_up: list[int]) -> None:
+    FakeAri.counts = [425, 425, 0]  # an app_queue burst's callers, still up after the wait
+    ctx.rest_seconds = 0.0
+    assert await runner.wait_at_rest(ctx) is None
+    assert hung_up == [425]
+    assert ctx.extra_notes[0] == ("  425 channels after 0 s: hung up the 425 channels left by "
+                                  "the last run; waiting again")
+
+
+async def test_past_the_second_bound_it_says_what_the_pbx_was_doing(
+        ctx: runner.RunContext, hung_up: list[int]) -> None:
     FakeAri.counts = [7]
     ctx.rest_seconds = 0.0
     assert await runner.wait_at_rest(ctx) == "7 channels"
+    assert hung_up == [7]  # once only
 
 
 async def test_a_busy_pbx_with_no_channel_is_not_at_rest(

@@ -166,7 +166,7 @@ async def wait_at_rest(ctx: RunContext) -> str | None:
     measures both; one that starts while the daemon finishes its start-up counts that work as
     the calls' (a retention sweep of 339,000 recordings took 2.6 s of CPU here)."""
     start = time.monotonic()
-    said = False
+    said = hung_up = False
     async with AriClient(ctx.settings.ari) as ari:
         while True:
             channels: int | None = None
@@ -185,11 +185,30 @@ async def wait_at_rest(ctx: RunContext) -> str | None:
                      + ("" if busy is None else f", {100 * busy:.0f}% of a core")
                      + ("" if daemon is None else f"; the daemon {100 * daemon:.0f}%"))
             if time.monotonic() - start >= ctx.rest_seconds:
-                return state
+                if hung_up or not channels:
+                    return state
+                # Channels the last run left (an app_queue burst left 425 after 120 s, and
+                # the flood after it measured a PBX still tearing them down): hung up, and
+                # one more wait.
+                hung_up = True
+                asked = await _hang_up_left(ari)
+                ctx.say(f"  {state} after {ctx.rest_seconds:.0f} s: hung up the "
+                        f"{asked} channels left by the last run; waiting again")
+                start = time.monotonic()
+                continue
             if not said:
                 ctx.say(f"  waiting for the PBX to be at rest ({state})")
                 said = True
             await asyncio.sleep(REST_POLL)
+
+
+async def _hang_up_left(ari: AriClient) -> int:
+    try:
+        return await hang_up_all(ari, seconds=30)
+    except AriError as exc:
+        log.warning("rest_hang_up_failed", error=str(exc)[:200])
+        await asyncio.to_thread(_hang_up_all_local)
+        return 0
 
 
 async def _cpu_share(pid: int | None, seconds: float) -> float | None:
