@@ -386,6 +386,7 @@ async def test_an_asterisk_that_does_not_answer_over_the_socket_gets_http(pbx: F
             await wait_for(partial(lambda n: len(pbx.requests) == n, probe), 5, "a probe")
             await asyncio.sleep(0.3)
             assert not rest.attached
+            assert not rest.behind  # a probe carries nothing behind it: no log line either
             if probe < PROBES:
                 await pbx.sockets[-1].close()
         assert rest.unsupported

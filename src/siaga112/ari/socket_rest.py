@@ -108,7 +108,7 @@ class SocketRest:
         if self.unsupported:
             return
         try:
-            answer = await self._exchange(ws, "GET", "/asterisk/ping", {}, None)
+            answer = await self._exchange(ws, "GET", "/asterisk/ping", {}, None, probe=True)
         except SocketClosed as exc:
             answer, why = None, str(exc)
         else:
@@ -150,8 +150,11 @@ class SocketRest:
         return await self._exchange(ws, method, path, params, body)
 
     async def _exchange(self, ws: aiohttp.ClientWebSocketResponse, method: str, path: str,
-                        params: dict[str, Any], body: dict[str, Any] | None
-                        ) -> tuple[int, str] | None:
+                        params: dict[str, Any], body: dict[str, Any] | None,
+                        probe: bool = False) -> tuple[int, str] | None:
+        """probe: the socket's first request; it carries nothing else until that is answered,
+        so a probe without an answer does not make the socket behind (an Asterisk before 22.4
+        never answers it)."""
         self._next += 1
         request_id = str(self._next)
         message: dict[str, Any] = {
@@ -172,16 +175,18 @@ class SocketRest:
             # Not sent (the socket is closing): nothing was asked of Asterisk; HTTP carries it.
             self._pending.pop(request_id, None)
             return None
-        timer = loop.call_later(self._timeout, self._expire, request_id)
+        timer = loop.call_later(self._timeout, self._expire, request_id, probe)
         try:
             return await fut
         finally:
             timer.cancel()
             self._pending.pop(request_id, None)
-    def _expire(self, request_id: str) -> None:
+    def _expire(self, request_id: str, probe: bool = False) -> None:
         asked = self._pending.pop(request_id, None)
-        if asked is not None and not asked[0].done():
-            fut, path, params = asked
+        if asked is None or asked[0].done():
+            return
+        fut, path, params = asked
+        if not probe:
             if not self._late:
                 self._behind_since = time.monotonic()
                 log.warning("ari_socket_behind", request_id=request_id, timeout=self._timeout,
@@ -190,7 +195,7 @@ class SocketRest:
             self._late[int(request_id)] = about
             self._late_about.update(about)
             self._last_late = time.monotonic()
-            fut.set_exception(SocketClosed(f"no answer within {self._timeout:g} s"))
+        fut.set_exception(SocketClosed(f"no answer within {self._timeout:g} s"))
 
     async def _after_late(self, about: tuple[str, ...]) -> None:
         """Wait until no late request is about any of `about` (the call's order kept); raise
