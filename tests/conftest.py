@@ -10,6 +10,7 @@ Makefile exports the operator's var/siaga112.toml)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import uuid
@@ -233,6 +234,22 @@ async def daemon_factory(stack: Stack, tmp_path: Path) -> AsyncIterator[DaemonFa
     for daemon in made:
         await daemon.shutdown(grace=2)
     await reset_pbx(["op1"])
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[str]:
+    """An aiohttp web.Application served on a free loopback port: its base URL."""
+    from aiohttp import web
+
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
 
 
 async def wait_for(predicate: Callable[[], Any], seconds: float = 10, what: str = "") -> Any:

@@ -20,7 +20,6 @@ import json
 import os
 import signal
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import aiohttp
 import pytest
@@ -32,7 +31,7 @@ from siaga112.ari.events import EventStream
 from siaga112.ari.socket_rest import SocketRest
 from siaga112.model import CallState, Disposition
 from siaga112_testkit.loadtest.runner import local_pbx_pid
-from tests.conftest import ari_settings, wait_for
+from tests.conftest import ari_settings, serving, wait_for
 from tests.integration.pbx_view import holding_channels
 from tests.integration.phones import MOBILE, e164, mobile_number
 from tests.integration.test_call_path import call_of, record
@@ -92,13 +91,13 @@ class SlowSocket:
     """A proxy in front of Asterisk's ARI. HTTP passes as it is. The daemon's requests on the
     events socket reach Asterisk one at a time, in the order sent; the first that `hold`
     matches waits `seconds` first, and every one behind it waits with it (Asterisk's one
-    thread for the socket, busy). `carried`: ("socket" or "http", method, uri) in the order
-    they reached Asterisk."""
+    thread for the socket, busy). `carried`: (method, uri, its `channel` query) of each
+    request, socket's and HTTP's, in the order they reached Asterisk."""
 
-    def __init__(self, hold: Callable[[dict[str, Any]], bool], seconds: float) -> None:
+    def __init__(self, hold: Callable[[str, str, str], bool], seconds: float) -> None:
         self._target = ari_settings().url.rstrip("/")
         self._hold, self._seconds = hold, seconds
-        self.held: dict[str, Any] | None = None
+        self.held: tuple[str, str, str] | None = None
         self.released = asyncio.Event()
         self.carried: list[tuple[str, str, str]] = []
         self.url = ""
@@ -108,21 +107,13 @@ class SlowSocket:
         app = web.Application()
         app.router.add_get("/ari/events", self._events)
         app.router.add_route("*", "/ari/{uri:.+}", self._http)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}/ari"
-        async with aiohttp.ClientSession() as self._session:
-            try:
-                yield self
-            finally:
-                await runner.cleanup()
+        async with aiohttp.ClientSession() as self._session, serving(app) as base:
+            self.url = f"{base}/ari"
+            yield self
 
     async def _http(self, request: web.Request) -> web.Response:
         uri = request.match_info["uri"]
-        self.carried.append(("http", request.method, uri))
+        self.carried.append((request.method, uri, request.query.get("channel", "")))
         async with self._session.request(
                 request.method, f"{self._target}/{uri}", params=request.query,
                 data=await request.read(), headers={
@@ -150,11 +141,15 @@ class SlowSocket:
                     if msg.type != WSMsgType.TEXT:
                         break
                     sent = json.loads(msg.data)
-                    if self.held is None and self._hold(sent):
-                        self.held = sent
+                    query = {q.get("name"): q.get("value")
+                             for q in sent.get("query_strings", [])}
+                    asked = (sent["method"], sent["uri"],
+                             query.get("channel") or query.get("channelId") or "")
+                    if self.held is None and self._hold(*asked):
+                        self.held = asked
                         await asyncio.sleep(self._seconds)
                         self.released.set()
-                    self.carried.append(("socket", sent["method"], sent["uri"]))
+                    self.carried.append(asked)
                     await pbx.send_str(msg.data)
 
             tasks = [asyncio.create_task(to_daemon()), asyncio.create_task(to_pbx())]
@@ -168,48 +163,59 @@ class SlowSocket:
         return daemon
 
 
-def holding_add(request: dict[str, Any]) -> bool:
-    parts = str(request.get("uri", "")).split("/")
-    return (request.get("method") == "POST" and len(parts) == 3 and parts[0] == "bridges"
-            and legs.is_holding(parts[1]) and parts[2] == "addChannel")
+def bridge_add(is_ours: Callable[[str], object]) -> Callable[[str, str, str], bool]:
+    def matches(method: str, uri: str, _channels: str) -> bool:
+        parts = uri.split("/")
+        return (method == "POST" and len(parts) == 3 and parts[0] == "bridges"
+                and bool(is_ours(parts[1])) and parts[2] == "addChannel")
+    return matches
 
 
-@pytest.fixture
-async def slow_holding_add() -> AsyncIterator[SlowSocket]:
+# The requests of one call that a late one on the socket can overtake to the caller's harm:
+# the caller's add to the holding bridge (carried out after the call's bridge was made, it
+# would pull the caller out of it) and the add of caller and operator to the call's bridge.
+# A late ring of the operator's phone is another story, not mended (docs/load-testing.md,
+# nineteenth round).
+LATE = {"holding add": bridge_add(legs.is_holding),
+        "call bridge add": bridge_add(legs.call_of_bridge)}
+
+
+@pytest.fixture(params=list(LATE))
+async def slow_socket(request: pytest.FixtureRequest) -> AsyncIterator[SlowSocket]:
     """Set up before the daemon and stopped after it: the daemon's last requests pass too."""
-    async with SlowSocket(holding_add, seconds=2.5).running() as proxy:
+    async with SlowSocket(LATE[request.param], seconds=2.5).running() as proxy:
         yield proxy
 
 
-async def test_a_callers_late_holding_add_never_takes_them_from_the_operator(
-        slow_holding_add: SlowSocket, daemon_factory, phones) -> None:
-    """The socket's thread holds the caller's holding-bridge add for 2.5 s (the daemon waits
-    1 s for an answer). The daemon asks again, the operator's phone rings and answers in
-    0.3 s: the late add must reach Asterisk before the call's bridge is made, or it would pull
-    the caller out of it, alone in the holding bridge with the operator gone quiet."""
-    proxy = slow_holding_add
+async def test_a_late_request_of_a_call_never_takes_the_caller_from_the_operator(
+        slow_socket: SlowSocket, daemon_factory, phones) -> None:
+    """The socket's thread holds one request of the call for 2.5 s, with everything behind it
+    (the daemon waits 1 s for an answer): the caller's holding-bridge add, or the call's
+    bridge add. The daemon asks again; the operator's phone answers in
+    0.3 s. A late holding-bridge add carried out after the call's bridge was made would pull
+    the caller out of it, alone in the holding bridge: whatever comes late, the caller ends
+    up with the operator and stays until they hang up themselves."""
+    proxy = slow_socket
     daemon = await daemon_factory(logged_in=["op1"],
                                   ari={"url": proxy.url, "request_timeout": 1.0})
     op1 = await phones.operator(1, ring=0.3, talk=None)  # stays until the caller leaves
     number = mobile_number()
-    citizen = await phones.citizen(number, MOBILE, hold=9.0,
+    citizen = await phones.citizen(number, MOBILE, hold=12.0,
                                    audio=phones.pcaps.speech(10))
     call_id = await call_of(daemon, e164(number))
     session = daemon.stasis.sessions[call_id]
     await asyncio.wait_for(proxy.released.wait(), 10)
-    assert proxy.held is not None
-    assert call_id in {q["value"] for q in proxy.held.get("query_strings", [])}
+    assert proxy.held is not None and call_id in proxy.held[2]
     await wait_for(lambda: session.state is CallState.CONNECTED, 15, "connected")
-    # Well after the late add was carried out: still with the operator, not on hold.
+    # Well after the late request was carried out: still with the operator, not on hold.
     await asyncio.sleep(1.5)
     async with AriClient(ari_settings()) as ari:
-        bridge = await ari.get_bridge(legs.call_bridge(call_id))
+        bridge = await ari.get_bridge(session.bridge_id)
         assert sorted(bridge.channels) == sorted([call_id, session.operator_channel])
         assert call_id not in await holding_channels(ari)
-    late = proxy.carried.index(("socket", "POST", proxy.held["uri"]))
-    made = proxy.carried.index(next(c for c in proxy.carried if c[2] == (
-        f"bridges/{legs.call_bridge(call_id)}/addChannel")))
-    assert late < made, proxy.carried
+    adds = [(uri, channels) for method, uri, channels in proxy.carried
+            if uri.endswith("/addChannel") and call_id in channels.split(",")]
+    assert adds[-1][0] == f"bridges/{session.bridge_id}/addChannel", adds
     # The caller talks to the end and hangs up themselves; the operator is let go.
     assert (await citizen.wait(20)).ok, "the caller was cut off"
     assert (await op1.wait(10)).ok

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from siaga112_testkit import sipp
 from siaga112_testkit.sipp import SippRun
-from tests.conftest import wait_for
+from tests.conftest import serving, wait_for
 from tests.integration.phones import MOBILE, e164, mobile_number
 from tests.integration.test_call_path import call_of
 from tests.integration.test_events_api import (  # noqa: F401 - fixtures
@@ -130,13 +130,8 @@ async def location_server() -> AsyncIterator[tuple[str, list[str]]]:
 
     app = web.Application()
     app.router.add_get("/loc/{id}", serve)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}", asked
-    await runner.cleanup()
+    async with serving(app) as base:
+        yield base, asked
 
 
 async def test_pidf_lo_by_reference_is_fetched(daemon_factory, tmp_path,

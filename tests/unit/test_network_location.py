@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
+from tests.conftest import serving
 from tests.unit.test_location_parsers import CIRCLE, pidf
 
 from siaga112.ari.client import NotFound
@@ -101,13 +102,8 @@ async def lis() -> AsyncIterator[str]:
     app = web.Application()
     for name, handler in (("good", good), ("slow", slow), ("big", big), ("dtd", dtd)):
         app.router.add_get(f"/{name}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with serving(app) as base:
+        yield base
 
 
 def by_reference(uri: str) -> Vars:

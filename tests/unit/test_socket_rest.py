@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from aiohttp import WSMsgType, web
-from tests.conftest import wait_for
+from tests.conftest import serving, wait_for
 
 from siaga112.ari.client import AriClient, NotFound, Unreachable
 from siaga112.ari.events import EventStream
@@ -97,16 +97,9 @@ async def pbx() -> AsyncIterator[FakePbx]:
     app = web.Application()
     app.router.add_get("/ari/events", events)
     app.router.add_route("*", "/ari/{uri:.+}", rest)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    fake.url = f"http://127.0.0.1:{port}/ari"
-    try:
+    async with serving(app) as base:
+        fake.url = f"{base}/ari"
         yield fake
-    finally:
-        await runner.cleanup()
 
 
 @dataclass

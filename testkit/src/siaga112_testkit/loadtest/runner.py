@@ -145,7 +145,7 @@ async def _drain(settings: Settings, seconds: float) -> int:
                 await asyncio.sleep(0.5)
             if left > 0:
                 log.warning("drain_hanging_up", channels=left)
-                await hang_up_all(ari)
+                await _hang_up_left(ari, 60)
     except AriError as exc:
         log.warning("drain_check_failed", error=str(exc)[:200])
         await asyncio.to_thread(_hang_up_all_local)
@@ -191,7 +191,7 @@ async def wait_at_rest(ctx: RunContext) -> str | None:
                 # the flood after it measured a PBX still tearing them down): hung up, and
                 # one more wait.
                 hung_up = True
-                asked = await _hang_up_left(ari)
+                asked = await _hang_up_left(ari, 30)
                 ctx.say(f"  {state} after {ctx.rest_seconds:.0f} s: hung up the "
                         f"{asked} channels left by the last run; waiting again")
                 start = time.monotonic()
@@ -202,9 +202,11 @@ async def wait_at_rest(ctx: RunContext) -> str | None:
             await asyncio.sleep(REST_POLL)
 
 
-async def _hang_up_left(ari: AriClient) -> int:
+async def _hang_up_left(ari: AriClient, seconds: float) -> int:
+    """Hang up every channel a run left; the PBX's CLI when ARI does not answer (an
+    overloaded PBX); how many hang-ups were asked over ARI."""
     try:
-        return await hang_up_all(ari, seconds=30)
+        return await hang_up_all(ari, seconds=seconds)
     except AriError as exc:
         log.warning("rest_hang_up_failed", error=str(exc)[:200])
         await asyncio.to_thread(_hang_up_all_local)
