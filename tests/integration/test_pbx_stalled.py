@@ -6,10 +6,12 @@ What the daemon asks meanwhile goes over HTTP; once the late request is answered
 carries requests again.
 
 And the socket's thread alone stalled (the flood's case), as a caller arrives: between the
-daemon and Asterisk, a small proxy holds the caller's holding-bridge request on the events
-socket, and every socket request behind it, as Asterisk's busy thread would. The caller's
-timeline: their holding-bridge add is late, the operator's phone answers meanwhile, and the
-caller must stay with the operator until they hang up themselves.
+daemon and Asterisk, a small proxy holds one request of the call on the events socket, and
+every socket request behind it, as Asterisk's busy thread would. The caller's timeline: their
+holding-bridge add, the operator's ring or the call's bridge add is late, and the caller must
+reach the operator and stay until they hang up themselves. A ring held past the time it would
+ring is hung up once made and rung again. A duty line's ring held late is the dispatch's:
+the officer who answers it joins the call, the fallback line is not rung.
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ from siaga112 import legs
 from siaga112.ari.client import AriClient, Unreachable
 from siaga112.ari.events import EventStream
 from siaga112.ari.socket_rest import SocketRest
-from siaga112.model import CallState, Disposition
+from siaga112.model import CallState, Disposition, OperatorState
 from siaga112_testkit.loadtest.runner import local_pbx_pid
 from tests.conftest import ari_settings, serving, wait_for
 from tests.integration.pbx_view import holding_channels
 from tests.integration.phones import MOBILE, e164, mobile_number
+from tests.integration.test_agencies import api_post, bridge_holds, joined
 from tests.integration.test_call_path import call_of, record
 
 pytestmark = pytest.mark.integration
@@ -171,12 +174,16 @@ def bridge_add(is_ours: Callable[[str], object]) -> Callable[[str, str, str], bo
     return matches
 
 
-# The requests of one call that a late one on the socket can overtake to the caller's harm:
+def operator_ring(method: str, uri: str, channel_id: str) -> bool:
+    return method == "POST" and uri == "channels" and "-op-" in channel_id
+
+
+# The requests of one call that, late on the socket, could cost the caller their operator:
 # the caller's add to the holding bridge (carried out after the call's bridge was made, it
-# would pull the caller out of it) and the add of caller and operator to the call's bridge.
-# A late ring of the operator's phone is another story, not mended (docs/load-testing.md,
-# nineteenth round).
-LATE = {"holding add": bridge_add(legs.is_holding),
+# would pull the caller out of it), the ring of the operator's phone (once taken as not rung:
+# the late ring was answered, hung up as too late, and the phone rung again for the same
+# caller), and the add of caller and operator to the call's bridge.
+LATE = {"holding add": bridge_add(legs.is_holding), "operator ring": operator_ring,
         "call bridge add": bridge_add(legs.call_of_bridge)}
 
 
@@ -190,11 +197,12 @@ async def slow_socket(request: pytest.FixtureRequest) -> AsyncIterator[SlowSocke
 async def test_a_late_request_of_a_call_never_takes_the_caller_from_the_operator(
         slow_socket: SlowSocket, daemon_factory, phones) -> None:
     """The socket's thread holds one request of the call for 2.5 s, with everything behind it
-    (the daemon waits 1 s for an answer): the caller's holding-bridge add, or the call's
-    bridge add. The daemon asks again; the operator's phone answers in
-    0.3 s. A late holding-bridge add carried out after the call's bridge was made would pull
-    the caller out of it, alone in the holding bridge: whatever comes late, the caller ends
-    up with the operator and stays until they hang up themselves."""
+    (the daemon waits 1 s for an answer): the caller's holding-bridge add, the operator's
+    ring, or the call's bridge add. The daemon asks again (or, for the ring, waits for it);
+    the operator's phone answers in 0.3 s. A late holding-bridge add carried out after the
+    call's bridge was made would pull the caller out of it, alone in the holding bridge:
+    whatever comes late, the caller ends up with the operator and stays until they hang up
+    themselves."""
     proxy = slow_socket
     daemon = await daemon_factory(logged_in=["op1"],
                                   ari={"url": proxy.url, "request_timeout": 1.0})
@@ -222,3 +230,91 @@ async def test_a_late_request_of_a_call_never_takes_the_caller_from_the_operator
     detail = await record(daemon, call_id)
     assert detail.call.operator == "op1"
     assert detail.call.disposition == Disposition.GENUINE.value
+
+
+@pytest.fixture
+async def ring_held_past_its_time() -> AsyncIterator[SlowSocket]:
+    async with SlowSocket(operator_ring, seconds=8.0).running() as proxy:
+        yield proxy
+
+
+async def test_a_ring_late_past_the_time_it_would_ring_is_hung_up_and_rung_again(
+        ring_held_past_its_time: SlowSocket, daemon_factory, phones) -> None:
+    """The operator's ring is held on the socket for 8 s: longer than the request timeout
+    (1 s) and the ring (3 s) together. At 5 s the daemon takes it as not rung: it hangs the
+    leg up (the hang-up waits for the late dial, so it is made and then hung up, not rung on
+    after it), the caller keeps their place, and op1, paused by nobody, is rung again a moment
+    later and answers. The caller talks to op1 until they hang up themselves."""
+    proxy = ring_held_past_its_time
+    daemon = await daemon_factory(logged_in=["op1"], queue={"ring_timeout": 3.0},
+                                  ari={"url": proxy.url, "request_timeout": 1.0})
+    op1 = await phones.operator(1, ring=0.3, talk=None, calls=2)
+    number = mobile_number()
+    citizen = await phones.citizen(number, MOBILE, hold=20.0,
+                                   audio=phones.pcaps.speech(18))
+    call_id = await call_of(daemon, e164(number))
+    session = daemon.stasis.sessions[call_id]
+    first = legs.operator_leg(call_id, "op1", 1)
+    await asyncio.wait_for(proxy.released.wait(), 15)
+    assert proxy.held is not None and proxy.held[2] == first
+    await wait_for(lambda: session.state is CallState.CONNECTED, 15, "connected")
+    assert session.operator_channel == legs.operator_leg(call_id, "op1", 2)
+    async with AriClient(ari_settings()) as ari:
+        bridge = await ari.get_bridge(session.bridge_id)
+        assert sorted(bridge.channels) == sorted([call_id, session.operator_channel])
+        assert first not in {c.id for c in await ari.channels()}
+    # The late dial reached Asterisk before the hang-up of its leg.
+    carried = [(method, uri) for method, uri, _ in proxy.carried]
+    assert carried.index(("POST", "channels")) < carried.index(("DELETE", f"channels/{first}"))
+    assert (await citizen.wait(30)).ok, "the caller was cut off"
+    phone = await op1.wait(10)
+    assert phone.ok, phone.explain()
+    assert phone.stats is not None and phone.stats.created == 2  # rung twice, no more
+    detail = await record(daemon, call_id)
+    assert detail.call.operator == "op1"
+    assert detail.call.disposition == Disposition.GENUINE.value
+    desk_op1 = daemon.desk.get("op1")
+    assert desk_op1 is not None and desk_op1.state is not OperatorState.PAUSED
+
+
+def agency_ring(method: str, uri: str, channel_id: str) -> bool:
+    return method == "POST" and uri == "channels" and "-ag-" in channel_id
+
+
+@pytest.fixture
+async def agency_ring_late() -> AsyncIterator[SlowSocket]:
+    async with SlowSocket(agency_ring, seconds=2.5).running() as proxy:
+        yield proxy
+
+
+async def test_a_duty_line_rung_late_joins_the_call_and_its_fallback_is_not_rung(
+        agency_ring_late: SlowSocket, daemon_factory, phones) -> None:
+    """The dial of the police's duty line is held on the socket for 2.5 s (the daemon waits
+    1 s). The late ring is the dispatch's: the duty officer answers it and joins citizen and
+    operator, and the fallback line is not rung. (Once, the line was given up at the
+    timeout, the fallback rung, and the officer who answered the late ring hung up on.)"""
+    proxy = agency_ring_late
+    daemon = await daemon_factory(logged_in=["op1"],
+                                  ari={"url": proxy.url, "request_timeout": 1.0})
+    duty = await phones.agency("02", ring=0.3)
+    await phones.operator(1, ring=0.2, talk=None)
+    number = mobile_number()
+    citizen = await phones.citizen(number, MOBILE, hold=12.0, audio=phones.pcaps.speech(10))
+    call_id = await call_of(daemon, e164(number))
+    session = daemon.stasis.sessions[call_id]
+    await wait_for(lambda: session.state is CallState.CONNECTED, 10, "connected")
+    status, answer = await api_post(f"/calls/{call_id}/agencies", {"agency": "02"})  # as *202
+    assert (status, answer["result"]) == (202, "dialling"), answer
+    channel = await joined(session, "02")
+    assert proxy.held is not None and proxy.held[2] == channel == legs.agency_leg(
+        call_id, "02", 0, 1)
+    await bridge_holds(call_id, {call_id, session.operator_channel, channel},
+                       "citizen, operator and the duty officer in the call's bridge")
+    assert (await citizen.wait(20)).ok, "the caller was cut off"
+    officer = await duty.wait(10)
+    assert len(officer.events("invite")) == 1
+    assert officer.events("bye_received") and not officer.events("bye_sent"), (
+        "the officer stays on the call until it ends")
+    detail = await record(daemon, call_id)
+    steps = [(e.type, e.data.get("line")) for e in detail.events if e.type.startswith("agency")]
+    assert steps == [("agency_requested", None), ("agency_joined", "PJSIP/agency02")], steps

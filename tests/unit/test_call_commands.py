@@ -11,6 +11,7 @@ from structlog.testing import capture_logs
 from tests.fakes import FakeAri, FakeClock, ListSink, rematch
 
 from siaga112.agencies import Directory
+from siaga112.ari.client import Unreachable
 from siaga112.ari.models import CallerID, Channel, ChannelDtmfReceived, StasisStart
 from siaga112.call import CallDeps
 from siaga112.call.errors import (
@@ -83,6 +84,55 @@ async def test_an_agency_is_dialled_then_already_on_the_call() -> None:
     assert (first, again) == (CommandResult.DIALLING, CommandResult.ALREADY_ON_CALL)
     assert [c[1] for c in ari.called("originate")] == ["PJSIP/op1", "PJSIP/agency02"]  # once
     assert sink.types().count("agency_requested") == 1
+
+
+AGENCY_LEG = f"{CALL}-ag-02-0-1"
+
+
+async def agency_dial_timed_out() -> tuple[Stasis, FakeAri, FakeClock, ListSink]:
+    """op1 asks for agency 02; the PBX does not answer the dial of its duty line in time (a
+    burst): the dial may still be carried out late."""
+    stasis, ari, sink = await a_call(connected=True)
+    ari.fail["originate"] = Unreachable("POST", "/channels", 0, "TimeoutError()")
+    assert await stasis.command(CALL, CommandKind.AGENCY, "02", "op1") is CommandResult.DIALLING
+    await settle()
+    del ari.fail["originate"]
+    assert ari.called("originate")[-1][2] == AGENCY_LEG
+    clock = stasis._deps.clock
+    assert isinstance(clock, FakeClock)
+    return stasis, ari, clock, sink
+
+
+async def test_a_duty_line_dialled_late_that_answers_joins_the_call() -> None:
+    """Once, the line was given up at once for the fallback line, and the duty officer who
+    answered the late ring was hung up on."""
+    stasis, ari, clock, sink = await agency_dial_timed_out()
+    assert "agency_line_failed" not in sink.types()
+    clock.advance(10)
+    await settle()
+    stasis.on_event(StasisStart(type="StasisStart", args=["agency", CALL, "02"],
+                                channel=Channel(id=AGENCY_LEG)))
+    await settle()
+    assert ("hangup", AGENCY_LEG) not in ari.calls
+    assert "agency_joined" in sink.types()
+    assert [c[1] for c in ari.called("originate")] == ["PJSIP/op1", "PJSIP/agency02"]
+    clock.advance(60)  # the dial's timer, gone, changes nothing
+    await settle()
+    assert ("hangup", AGENCY_LEG) not in ari.calls and "agency_line_failed" not in sink.types()
+
+
+async def test_a_duty_line_never_dialled_is_hung_up_and_the_fallback_line_rung() -> None:
+    stasis, ari, clock, sink = await agency_dial_timed_out()
+    unconfirmed_for = Settings().agency.answer_timeout + Settings().ari.request_timeout
+    clock.advance(unconfirmed_for - 1)
+    await settle()
+    assert len(ari.called("originate")) == 2 and "agency_line_failed" not in sink.types()
+    clock.advance(1.5)
+    await settle()
+    assert ("hangup", AGENCY_LEG) in ari.calls
+    assert "agency_line_failed" in sink.types()
+    assert [c[1] for c in ari.called("originate")][-1] == "PJSIP/agency02-fb"
+    assert stasis.sessions[CALL].state is CallState.CONNECTED
 
 
 async def test_an_unknown_agency_is_refused_and_the_operator_hears_why() -> None:

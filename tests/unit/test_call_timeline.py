@@ -29,6 +29,7 @@ from siaga112.ari.models import (
 )
 from siaga112.ari.retry import ATTEMPTS
 from siaga112.call import CallDeps
+from siaga112.call.arrival import PROMPT_LOST_AFTER
 from siaga112.call.items import StopNow
 from siaga112.holding import HoldingBridge
 from siaga112.model import BlockEntry, CallEventType, CallState, OperatorState, utcnow
@@ -255,6 +256,20 @@ async def test_a_silent_caller_is_flagged_and_never_hung_up() -> None:
     assert stasis.sessions[CALL].state is CallState.RINGING_OPERATOR
 
 
+async def test_a_silent_prompt_whose_end_never_comes_still_flags_the_caller() -> None:
+    """The PBX never says the "press 5 twice" prompt finished (a lost PlaybackFinished): after
+    PROMPT_LOST_AFTER the prompt counts as played and the quiet caller is flagged all the same
+    (the timer was once started and never routed: the flag was never set)."""
+    ari, clock, stasis, desk, queue, sink = await silent_caller_prompted()
+    clock.advance(PROMPT_LOST_AFTER - 1)
+    await settle()
+    assert queue.snapshot().entries[0].flags == []
+    clock.advance(1.5)
+    await settle()
+    assert queue.snapshot().entries[0].flags == ["silent"]
+    assert stasis.sessions[CALL].state is CallState.QUEUED and not ari.called("hangup")
+
+
 async def test_a_silent_caller_who_presses_55_moves_to_the_priority_lane() -> None:
     ari, clock, stasis, desk, queue, sink = await silent_caller_prompted()
     stasis.on_event(finished(f"{CALL}-silent"))
@@ -436,26 +451,110 @@ async def test_a_call_the_daemon_died_on_as_it_arrived_is_taken_in_afresh_by_the
 # -- a PBX too slow to answer (a burst of calls) ----------------------------------------------
 
 
-async def test_a_dial_the_pbx_did_not_answer_in_time_pauses_nobody_and_keeps_the_caller() -> None:
-    """ARI timed out on the operator's originate: the PBX is overloaded, the phone is not at
-    fault. Before, each such timeout paused an operator: a burst left one of eight at the desk."""
+def dial_timed_out() -> tuple[FakeAri, FakeClock, Stasis, OperatorDesk, CallQueue, ListSink]:
+    """ARI timed out on op1's originate (a PBX too busy to answer: the dial may still be
+    carried out, late)."""
     ari, clock = FakeAri(), FakeClock()
-    stasis, desk, queue, _ = build(ari, clock)
+    stasis, desk, queue, sink = build(ari, clock)
     ari.fail["originate"] = Unreachable("POST", "/channels", 0, "TimeoutError()")
+    return ari, clock, stasis, desk, queue, sink
+
+
+# The ring timeout (15 s) and the request timeout (5 s): how long a dial without an answer is
+# waited for before it counts as not rung.
+UNCONFIRMED_FOR = Settings().queue.ring_timeout + Settings().ari.request_timeout
+
+
+async def test_a_dial_the_pbx_did_not_answer_in_time_pauses_nobody_and_waits_for_the_ring(
+) -> None:
+    """Nobody is paused for a PBX too slow to answer (paused, a burst once left one operator
+    of eight at the desk), and the caller is not offered to the same phone again while the
+    late dial may still ring it."""
+    ari, clock, stasis, desk, queue, _ = dial_timed_out()
     with capture_logs() as logs:
         stasis.on_event(citizen())
         await settle()
-    assert len(ari.called("originate")) == 2  # op1, then op2: each tried once
+    assert len(ari.called("originate")) == 1
     assert all(operator(desk, op).state is not OperatorState.PAUSED for op in ("op1", "op2"))
-    assert stasis.sessions[CALL].state is CallState.QUEUED and queue.position(CALL) == 1
+    assert stasis.sessions[CALL].state is CallState.RINGING_OPERATOR
+    assert stasis.sessions[CALL].operator == "op1"
     assert not ari.called("continue_in_dialplan") and not ari.called("hangup")
     assert [e for e in logs if e["event"] == "operator_dial_timeout"]
-    # A moment later the operators are free again, and the caller is offered once more.
+    clock.advance(UNCONFIRMED_FOR - 1)
+    await settle()
+    assert len(ari.called("originate")) == 1 and not ari.called("hangup")
+
+
+async def test_a_late_dial_that_rings_and_is_answered_connects_the_caller() -> None:
+    """The dial was carried out late and op1 answers: that is this call's operator (once it
+    was hung up as "answered too late" and op1 rung again for the same caller)."""
+    ari, clock, stasis, desk, _, _ = dial_timed_out()
+    stasis.on_event(citizen())
+    await settle()
+    del ari.fail["originate"]
+    clock.advance(8)
+    await settle()
+    stasis.on_event(answered_by_op1())
+    await settle()
+    assert stasis.sessions[CALL].state is CallState.CONNECTED
+    assert not ari.called("hangup")
+    assert [c[1] for c in ari.called("add_to_bridge") if c[1].startswith("siaga112-call-")]
+    assert len(ari.called("originate")) == 1
+    clock.advance(UNCONFIRMED_FOR)  # its timer, come and gone, changes nothing
+    await settle()
+    assert stasis.sessions[CALL].state is CallState.CONNECTED and not ari.called("hangup")
+
+
+async def test_a_late_dial_that_rang_out_pauses_the_operator_as_any_unanswered_ring() -> None:
+    ari, clock, stasis, desk, queue, _ = dial_timed_out()
+    stasis.on_event(citizen())
+    await settle()
+    stasis.on_event(ChannelDestroyed(type="ChannelDestroyed", cause=19,
+                                     channel=Channel(id=f"{CALL}-op-op1-1")))
+    await settle()
+    assert operator(desk, "op1").state is OperatorState.PAUSED
+    assert stasis.sessions[CALL].operator == "op2"  # the caller goes on to the next operator
+
+
+async def test_a_dial_that_never_rings_gives_the_caller_back_their_place() -> None:
+    """Nothing of the leg came for as long as the phone would have rung: the leg is hung up
+    (should the dial be carried out later still), the caller keeps their place, nobody is
+    paused, and the operator is offered calls again a moment later."""
+    ari, clock, stasis, desk, queue, _ = dial_timed_out()
+    await logged_out(desk)
+    desk.choose("op1", OperatorState.AVAILABLE, None, persist=False)
+    stasis.on_event(citizen())
+    await settle()
+    with capture_logs() as logs:
+        clock.advance(UNCONFIRMED_FOR + 0.1)
+        await settle()
+    assert ("hangup", f"{CALL}-op-op1-1") in ari.calls
+    assert [e for e in logs if e["event"] == "operator_ring_unconfirmed"]
+    assert stasis.sessions[CALL].state is CallState.QUEUED and queue.position(CALL) == 1
+    assert operator(desk, "op1").state is not OperatorState.PAUSED
+    assert not ari.called("continue_in_dialplan")
     del ari.fail["originate"]
     clock.advance(2.0)
     await settle()
-    assert len(ari.called("originate")) == 3
+    assert len(ari.called("originate")) == 2
     assert stasis.sessions[CALL].state is CallState.RINGING_OPERATOR
+
+
+async def test_a_dial_the_resync_finds_not_there_is_not_rung_not_missed() -> None:
+    """A reconnect's resync finds the unconfirmed leg not there (cause 0): not rung, so op1
+    is not paused and the caller keeps their place."""
+    ari, clock, stasis, desk, queue, _ = dial_timed_out()
+    await logged_out(desk)
+    desk.choose("op1", OperatorState.AVAILABLE, None, persist=False)
+    stasis.on_event(citizen())
+    await settle()
+    stasis.on_event(ChannelDestroyed(type="ChannelDestroyed", cause=0,
+                                     channel=Channel(id=f"{CALL}-op-op1-1")))
+    await settle()
+    assert operator(desk, "op1").state is not OperatorState.PAUSED
+    session = stasis.sessions[CALL]
+    assert session.state is CallState.QUEUED and queue.position(CALL) == 1
+    assert session.operator is None and not session.has_timer("ring_unconfirmed")
 
 
 async def test_a_holding_add_that_timed_out_but_was_done_is_not_a_fault() -> None:

@@ -294,6 +294,28 @@ async def test_a_calls_requests_keep_their_order_while_the_socket_is_behind(
                               ("POST", "socket")]  # caught up: the socket carried it
 
 
+async def test_a_hang_up_waits_for_its_channels_late_creation(pbx: FakePbx) -> None:
+    """A hang-up goes at once while the socket is behind, except that of a leg whose dial
+    (an originate with its id) is itself late: sent before it, the hang-up would find no
+    channel, and the dial, carried out after it, would ring the operator's phone for nothing."""
+    async with connect(pbx, 1.0) as c:
+        pbx.delay = 1.5
+        with pytest.raises(Unreachable, match="no answer within 1 s"):
+            await c.ari.originate("PJSIP/op1", "call-1-op-op1-1", "siaga112", "operator,call-1")
+        pbx.delay = 0.0
+        hung_up = asyncio.create_task(c.ari.hangup("call-1-op-op1-1"))
+        with contextlib.suppress(NotFound):
+            await c.ari.hangup("call-2")  # another channel's hang-up: at once
+        with contextlib.suppress(NotFound):
+            await c.ari.continue_in_dialplan("call-1")  # the caller's hand-back: at once
+        assert not hung_up.done()
+        with contextlib.suppress(NotFound):
+            await hung_up
+        assert [r for r in pbx.carried if "ping" not in r] == [
+            "DELETE channels/call-2", "POST channels/call-1/continue", "POST channels",
+            "DELETE channels/call-1-op-op1-1"]
+
+
 async def test_a_calls_request_is_not_sent_while_its_late_one_stays_unanswered(
         pbx: FakePbx) -> None:
     """The wait is bounded: past the request timeout the request fails unanswered (it is

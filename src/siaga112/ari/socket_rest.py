@@ -35,7 +35,10 @@ socket is behind, a request about a channel or playback that a late request is a
 that late answer (at most the request timeout, then it fails unanswered and is asked again as
 any timeout is), and only then goes. Requests about other calls go at once. The hand-back to
 the dialplan (`continue`) and the hang-up go at once too: they end the call's time in Stasis,
-and a late request carried out after them finds the channel gone from the application.
+and a late request carried out after them finds the channel gone from the application. The
+one exception: the hang-up of a leg whose own dial (an originate with its id) is late waits
+for it, as any request would; sent before it, the hang-up finds no channel and the dial,
+carried out after, rings the desk phone or duty line for nobody.
 Bridges are not keys: the holding bridges are shared by every waiting caller, and a call's own
 bridge is reached through its channels.
 
@@ -78,7 +81,7 @@ class SocketRest:
         self._forget_after = forget_after
         self._ws: aiohttp.ClientWebSocketResponse | None = None  # once it answered the probe
         # request id -> (its answer, its path and query: what it is about, should it be late)
-        self._pending: dict[str, tuple[asyncio.Future[tuple[int, str]], str,
+        self._pending: dict[str, tuple[asyncio.Future[tuple[int, str]], str, str,
                                        dict[str, Any]]] = {}
         # Requests that timed out and may still be answered (request id -> what each is about),
         # in the order asked (one timeout for all): while any is, the socket is behind and
@@ -133,7 +136,7 @@ class SocketRest:
         if self._late:
             self._caught_up("the socket closed")  # a new one starts with Asterisk's queue empty
         pending, self._pending = self._pending, {}
-        for fut, _path, _params in pending.values():
+        for fut, *_asked in pending.values():
             if not fut.done():
                 fut.set_exception(SocketClosed("the events socket closed"))
 
@@ -142,8 +145,11 @@ class SocketRest:
         """(status, body) from Asterisk; None: no socket to carry it (use HTTP). Raises
         SocketClosed when it was sent and no answer came, or when a late request about the
         same channel or playback was not answered within the timeout (this one not sent)."""
-        if self._late and not _ends_stasis(method, path):
-            await self._after_late(touches(path, params))
+        if self._late:
+            # The hand-back and the hang-up go at once, unless the channel's own creation is
+            # late: hung up before it is made, the leg would be made after all and ring.
+            await self._after_late(_made_first(method, path) if _ends_stasis(method, path)
+                                   else touches(method, path, params))
         ws = self._ws
         if ws is None or ws.closed or len(self._pending) >= MAX_PENDING or self.behind:
             return None
@@ -168,7 +174,7 @@ class SocketRest:
             message["message_body"] = json.dumps(body)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[tuple[int, str]] = loop.create_future()
-        self._pending[request_id] = (fut, path, params)
+        self._pending[request_id] = (fut, method, path, params)
         try:
             await ws.send_str(json.dumps(message))
         except (aiohttp.ClientError, ConnectionError, RuntimeError):
@@ -185,13 +191,13 @@ class SocketRest:
         asked = self._pending.pop(request_id, None)
         if asked is None or asked[0].done():
             return
-        fut, path, params = asked
+        fut, method, path, params = asked
         if not probe:
             if not self._late:
                 self._behind_since = time.monotonic()
                 log.warning("ari_socket_behind", request_id=request_id, timeout=self._timeout,
                             pending=len(self._pending))
-            about = touches(path, params)
+            about = touches(method, path, params)
             self._late[int(request_id)] = about
             self._late_about.update(about)
             self._last_late = time.monotonic()
@@ -276,8 +282,14 @@ def _ends_stasis(method: str, path: str) -> bool:
         method == "POST" and path.endswith("/continue"))
 
 
-def touches(path: str, params: dict[str, Any]) -> tuple[str, ...]:
-    """The channels and playbacks a request is about: "channel:ID", "playback:ID"."""
+def _made_first(method: str, path: str) -> tuple[str, ...]:
+    """What the hang-up of a channel waits for: that channel's own creation."""
+    return (f"made:{path.split('/')[2]}",) if method == "DELETE" else ()
+
+
+def touches(method: str, path: str, params: dict[str, Any]) -> tuple[str, ...]:
+    """The channels and playbacks a request is about: "channel:ID", "playback:ID"; and
+    "made:ID" for a request that makes channel ID (an originate with its id)."""
     parts = path.strip("/").split("/")
     pairs = list(itertools.pairwise(parts))
     about = [f"channel:{ident}" for kind, ident in pairs if kind in ("channels", "snoop")]
@@ -286,4 +298,9 @@ def touches(path: str, params: dict[str, Any]) -> tuple[str, ...]:
     about += [f"channel:{c}" for c in channels.split(",") if c]
     if params.get("playbackId"):
         about.append(f"playback:{params['playbackId']}")
+    if method == "POST" and parts[0] == "channels" and len(parts) <= 2:
+        made = parts[1] if len(parts) == 2 and parts[1] != "create" else str(
+            params.get("channelId", ""))
+        if made:
+            about.append(f"made:{made}")
     return tuple(about)

@@ -14,7 +14,7 @@ import structlog
 
 from siaga112 import legs
 from siaga112.agencies import Directory
-from siaga112.ari.client import AriError
+from siaga112.ari.client import AriError, Unreachable
 from siaga112.ari.models import AriEvent, ChannelDestroyed, ChannelDtmfReceived, StasisStart
 from siaga112.ari.protocol import Ari
 from siaga112.call.errors import UnknownAgency
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from siaga112.call.session import CallSession
 
 log = structlog.get_logger(__name__)
+
+LINE_UNCONFIRMED = "agency_unconfirmed:"  # + the leg: the timer of a dial without an answer
 
 
 @dataclass
@@ -48,12 +50,14 @@ class AgencyLegs:
         directory: Directory,
         settings: AgencySettings,
         app: str,
+        request_timeout: float,
     ) -> None:
         self._session = session
         self._ari = ari
         self._directory = directory
         self._settings = settings
         self._app = app
+        self._request_timeout = request_timeout  # ARI's: how late a dial may still be made
         self._by_code: dict[str, Dispatch] = {}
         self._announcement: str | None = None  # the call bridge's current prompt (playback id)
 
@@ -117,8 +121,27 @@ class AgencyLegs:
                 variables={"SIAGA112_CALL": self._session.call_id, "SIAGA112_AGENCY": d.code,
                            "SIAGA112_DISPATCH": d.dispatch_id},
             )
+        except Unreachable as exc:
+            # The PBX did not answer in time: the dial may still be carried out late (it
+            # waits in Asterisk's queue). The ring stays the dispatch's and its answer is
+            # taken; only if nothing of it has come once it would have rung out is the line
+            # given up. (Given up at once, the duty officer answered the late ring and was
+            # hung up on, as "a line that answered after we gave it up".)
+            log.warning("agency_dial_timeout", agency=d.code, error=str(exc))
+            self._session.timer(f"{LINE_UNCONFIRMED}{d.channel}",
+                                self._settings.answer_timeout + self._request_timeout)
         except AriError as exc:
             await self._line_failed(d, f"dial failed: {exc.message}")
+
+    async def line_unconfirmed(self, channel_id: str) -> None:
+        """Nothing of a dial without an answer came for as long as the line would ring: hang
+        its leg up (should the dial be carried out later still) and try the next line."""
+        d = next((d for d in self._by_code.values() if d.channel == channel_id), None)
+        if d is None or d.joined:
+            return
+        log.warning("agency_ring_unconfirmed", agency=d.code, channel=channel_id)
+        await self._hangup(channel_id)
+        await self._line_failed(d, "the PBX did not dial it")
 
     async def _line_failed(self, d: Dispatch, reason: str) -> None:
         agency = self._directory.get(d.code)
@@ -146,6 +169,7 @@ class AgencyLegs:
             if isinstance(ev, StasisStart):
                 await self._hangup(channel_id)  # a line that answered after we gave it up
             return
+        self._session.cancel_timer(f"{LINE_UNCONFIRMED}{channel_id}")  # the ring is there
         if isinstance(ev, StasisStart):
             await self._ari.add_to_bridge(self._session.bridge_id, channel_id)
             d.joined = True

@@ -36,6 +36,7 @@ log = structlog.get_logger(__name__)
 _NO_ANSWER = {0, 16, 18, 19, 21, 127}
 _BUSY = 17
 DIAL_RETRY_AFTER = 2.0  # s: an operator whose phone the PBX was too slow to dial is free again
+RING_UNCONFIRMED = "ring_unconfirmed"  # the timer of a dial whose request had no answer
 
 
 class OperatorLeg:
@@ -43,6 +44,7 @@ class OperatorLeg:
         self.call = call
         self._attempt = 0
         self.answered: str | None = None  # the operator leg that answered (bridging it now)
+        self._unconfirmed: str | None = None  # a leg dialled without an answer to the request
         self._codes = CodeReader()
         self.recall = Recall(call)
 
@@ -68,14 +70,34 @@ class OperatorLeg:
                 variables={"SIAGA112_CALL": call.call_id, "SIAGA112_OPERATOR": operator},
             )
         except Unreachable as exc:
-            # Asterisk did not answer in time (overloaded, or restarting): not the operator's
-            # phone. The operator stays available and the caller keeps their place. (Paused
-            # for it, a burst of calls once left one operator of eight at the desk.)
+            # Asterisk did not answer in time (overloaded): not the operator's phone, so
+            # nobody is paused for it (paused, a burst once left one operator of eight at the
+            # desk). The dial may still be carried out late (it waits in Asterisk's queue):
+            # the ring stays this call's, its answer is taken, and only if nothing of it has
+            # come once it would have rung out is it called not rung. (Taken as not rung at
+            # once, the late ring was answered, hung up as too late, and the same phone rung
+            # again for the same caller.)
             log.warning("operator_dial_timeout", operator=operator, error=str(exc))
-            self.not_rung(operator)
+            self._unconfirmed = channel_id
+            call.timer(RING_UNCONFIRMED, settings.queue.ring_timeout + settings.ari.request_timeout)
         except AriError as exc:
             log.warning("operator_dial_failed", operator=operator, error=str(exc))
             await self.missed(operator, "unreachable")
+
+    async def ring_unconfirmed(self) -> None:
+        """The dial had no answer and nothing of its leg has come since, for as long as the
+        phone would have rung: hang the leg up (should the dial be carried out later still)
+        and give the caller back their place."""
+        call, channel_id = self.call, self._unconfirmed
+        self._unconfirmed = None
+        if (channel_id is None or call.state is not CallState.RINGING_OPERATOR
+                or call.operator_channel != channel_id or self.answered == channel_id
+                or call.operator is None):
+            return
+        log.warning("operator_ring_unconfirmed", operator=call.operator, channel=channel_id)
+        operator = call.operator
+        await call.ending.hangup_quietly(channel_id)
+        self.not_rung(operator)
 
     def not_rung(self, operator: str) -> None:
         """The caller goes back to their place; the operator is offered calls again a moment
@@ -105,12 +127,20 @@ class OperatorLeg:
             if not current or call.state is not CallState.RINGING_OPERATOR:
                 await call.ending.hangup_quietly(channel_id)  # answered too late
                 return
+            self._unconfirmed = None
+            call.cancel_timer(RING_UNCONFIRMED)
             await self._connect(channel_id, leg.party)
         elif isinstance(ev, ChannelDtmfReceived) and current:
             await self._dtmf(ev.digit)
         elif isinstance(ev, ChannelDestroyed) and current:
+            unconfirmed, self._unconfirmed = self._unconfirmed == channel_id, None
+            call.cancel_timer(RING_UNCONFIRMED)
             if call.state is CallState.RINGING_OPERATOR and channel_id == self.answered:
                 await self.left_before_bridge(leg.party)
+            elif call.state is CallState.RINGING_OPERATOR and unconfirmed and not ev.cause:
+                # The resync's word for a leg not there (cause 0): a dial that had no answer
+                # and was not carried out (yet). Not the phone's fault: nobody is paused.
+                self.not_rung(leg.party)
             elif call.state is CallState.RINGING_OPERATOR:
                 reason = "busy" if ev.cause == _BUSY else (
                     "no_answer" if ev.cause in _NO_ANSWER else "failed")

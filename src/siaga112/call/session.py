@@ -34,7 +34,7 @@ from siaga112.ari.models import (
     PlaybackFinished,
     StasisEnd,
 )
-from siaga112.call.agency_leg import AgencyLegs
+from siaga112.call.agency_leg import LINE_UNCONFIRMED, AgencyLegs
 from siaga112.call.arrival import Arrival
 from siaga112.call.cpu_wait import Routed
 from siaga112.call.deps import CallDeps
@@ -50,7 +50,7 @@ from siaga112.call.items import (
     StopNow,
     Timer,
 )
-from siaga112.call.operator_leg import OperatorLeg
+from siaga112.call.operator_leg import RING_UNCONFIRMED, OperatorLeg
 from siaga112.call.resume import take_back
 from siaga112.call.waiting import Waiting
 from siaga112.callerid import CallerId, normalise
@@ -107,7 +107,7 @@ class CallSession:
         self.waiting = Waiting(self)
         self.operator_leg = OperatorLeg(self)
         self.agencies = AgencyLegs(self, deps.ari, deps.directory, deps.settings.agency,
-                                   deps.settings.ari.app)
+                                   deps.settings.ari.app, deps.settings.ari.request_timeout)
         self.ending = Ending(self)
         self.task: asyncio.Task[None] | None = None
 
@@ -276,5 +276,9 @@ class CallSession:
     async def _on_timer(self, name: str) -> None:
         if name.startswith("blocked"):
             await self.arrival.on_timer(name)
-        elif name == "silent":
+        elif name.startswith("silent"):  # "silent", "silent_prompt_lost"
             await self.waiting.on_timer(name)
+        elif name == RING_UNCONFIRMED:
+            await self.operator_leg.ring_unconfirmed()
+        elif name.startswith(LINE_UNCONFIRMED):
+            await self.agencies.line_unconfirmed(name[len(LINE_UNCONFIRMED):])
