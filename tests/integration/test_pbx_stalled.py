@@ -187,6 +187,16 @@ LATE = {"holding add": bridge_add(legs.is_holding), "operator ring": operator_ri
         "call bridge add": bridge_add(legs.call_of_bridge)}
 
 
+async def in_holding_before(event: asyncio.Event, channel_id: str) -> bool:
+    """Whether the channel is seen in a holding bridge before `event` is set."""
+    async with AriClient(ari_settings()) as ari:
+        while not event.is_set():
+            if channel_id in await holding_channels(ari):
+                return True
+            await asyncio.sleep(0.1)
+    return False
+
+
 @pytest.fixture(params=list(LATE))
 async def slow_socket(request: pytest.FixtureRequest) -> AsyncIterator[SlowSocket]:
     """Set up before the daemon and stopped after it: the daemon's last requests pass too."""
@@ -212,8 +222,14 @@ async def test_a_late_request_of_a_call_never_takes_the_caller_from_the_operator
                                    audio=phones.pcaps.speech(10))
     call_id = await call_of(daemon, e164(number))
     session = daemon.stasis.sessions[call_id]
-    await asyncio.wait_for(proxy.released.wait(), 10)
+    await wait_for(lambda: proxy.held is not None, 10, "the late request")
     assert proxy.held is not None and call_id in proxy.held[2]
+    if bridge_add(legs.is_holding)(*proxy.held):
+        # Asked again, the add goes at once: the caller hears the music while the late one
+        # waits, not after it (in silence).
+        assert await in_holding_before(proxy.released, call_id), (
+            "the caller waited in silence for their late holding-bridge add")
+    await asyncio.wait_for(proxy.released.wait(), 10)
     await wait_for(lambda: session.state is CallState.CONNECTED, 15, "connected")
     # Well after the late request was carried out: still with the operator, not on hold.
     await asyncio.sleep(1.5)

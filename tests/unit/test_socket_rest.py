@@ -294,6 +294,27 @@ async def test_a_calls_requests_keep_their_order_while_the_socket_is_behind(
                               ("POST", "socket")]  # caught up: the socket carried it
 
 
+async def test_a_bridge_add_asked_again_does_not_wait_for_its_own_late_self(
+        pbx: FakePbx) -> None:
+    """A caller's holding-bridge add late on the socket, asked again: in either order the
+    caller ends in the holding bridge, so the second goes at once (the caller hears the
+    music now, not after a 5 s wait in silence). The call's bridge add still waits for it."""
+    async with connect(pbx, 1.0) as c:
+        pbx.delay = 1.5
+        with pytest.raises(Unreachable, match="no answer within 1 s"):
+            await c.ari.add_to_bridge("hold-1", "caller-1", role="participant")
+        pbx.delay = 0.0
+        with pytest.raises(NotFound):  # at once, over HTTP
+            await c.ari.add_to_bridge("hold-1", "caller-1", role="participant")
+        assert [r for r in pbx.carried if "ping" not in r] == ["POST bridges/hold-1/addChannel"]
+        with pytest.raises(NotFound):  # another bridge: after the late one
+            await c.ari.add_to_bridge("call-1", ["caller-1", "op-1"])
+        assert [r for r in pbx.carried if "ping" not in r] == [
+            "POST bridges/hold-1/addChannel", "POST bridges/hold-1/addChannel",
+            "POST bridges/call-1/addChannel"]
+        assert c.observed == [("POST", "socket"), ("POST", "http"), ("POST", "socket")]
+
+
 async def test_a_hang_up_waits_for_its_channels_late_creation(pbx: FakePbx) -> None:
     """A hang-up goes at once while the socket is behind, except that of a leg whose dial
     (an originate with its id) is itself late: sent before it, the hang-up would find no

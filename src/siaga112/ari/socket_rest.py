@@ -38,7 +38,9 @@ the dialplan (`continue`) and the hang-up go at once too: they end the call's ti
 and a late request carried out after them finds the channel gone from the application. The
 one exception: the hang-up of a leg whose own dial (an originate with its id) is late waits
 for it, as any request would; sent before it, the hang-up finds no channel and the dial,
-carried out after, rings the desk phone or duty line for nobody.
+carried out after, rings the desk phone or duty line for nobody. And a bridge add asked again
+does not wait for its own late self: in either order the channels end in that bridge, and a
+caller asked into the holding bridge again hears its music at once.
 Bridges are not keys: the holding bridges are shared by every waiting caller, and a call's own
 bridge is reached through its channels.
 
@@ -205,10 +207,16 @@ class SocketRest:
 
     async def _after_late(self, about: tuple[str, ...]) -> None:
         """Wait until no late request is about any of `about` (the call's order kept); raise
-        SocketClosed when one still is after the request timeout."""
+        SocketClosed when one still is after the request timeout. A bridge add asked again
+        does not wait for its own late self: carried out in either order, the channels end
+        in that bridge (a caller's holding-bridge add asked again puts them in the music at
+        once, not after the late one: in a flood, up to two 5 s waits in silence)."""
         deadline = time.monotonic() + self._timeout
+        repeat = next((a for a in about if a.startswith("add:")), None)
         while self.behind:
-            waiting = next((a for a in about if self._late_about[a]), None)
+            same = self._late_about[repeat] if repeat else 0
+            waiting = next((a for a in about if a != repeat and self._late_about[a] > same),
+                           None)
             if waiting is None:
                 return
             left = deadline - time.monotonic()
@@ -289,7 +297,8 @@ def _made_first(method: str, path: str) -> tuple[str, ...]:
 
 def touches(method: str, path: str, params: dict[str, Any]) -> tuple[str, ...]:
     """The channels and playbacks a request is about: "channel:ID", "playback:ID"; and
-    "made:ID" for a request that makes channel ID (an originate with its id)."""
+    "made:ID" for a request that makes channel ID (an originate with its id), "add:..." for a
+    bridge add (which bridge, which channels: the same add asked again)."""
     parts = path.strip("/").split("/")
     pairs = list(itertools.pairwise(parts))
     about = [f"channel:{ident}" for kind, ident in pairs if kind in ("channels", "snoop")]
@@ -298,6 +307,8 @@ def touches(method: str, path: str, params: dict[str, Any]) -> tuple[str, ...]:
     about += [f"channel:{c}" for c in channels.split(",") if c]
     if params.get("playbackId"):
         about.append(f"playback:{params['playbackId']}")
+    if method == "POST" and parts[-1] == "addChannel":  # the same add, should it be asked again
+        about.append(f"add:{path}?{params.get('channel', '')}")
     if method == "POST" and parts[0] == "channels" and len(parts) <= 2:
         made = parts[1] if len(parts) == 2 and parts[1] != "create" else str(
             params.get("channelId", ""))
