@@ -235,6 +235,15 @@ class Stasis:
             if call_id not in ours:
                 session.post(StasisEnd(type="StasisEnd", channel=Channel(id=call_id)))
                 continue
+            # Agency legs that ended while we were away (a duty line that rang out, an
+            # officer who hung up): their end is told first, so that the session sees whom
+            # the citizen still has before it hears about the operator. (Untold, a duty line
+            # that rang out stayed "dialling" for good: its fallback never rung, and when the
+            # operator left, the citizen was left with it, alone in the bridge.)
+            for leg_id in session.agencies.channels():
+                if leg_id not in channels:
+                    session.post(ChannelDestroyed(type="ChannelDestroyed", cause=0,
+                                                  channel=Channel(id=leg_id)))
             if session.operator and session.state is CallState.CONNECTED:
                 if session.operator_channel in channels:
                     desk.connected(session.operator, call_id)

@@ -11,7 +11,9 @@ every socket request behind it, as Asterisk's busy thread would. The caller's ti
 holding-bridge add, the operator's ring or the call's bridge add is late, and the caller must
 reach the operator and stay until they hang up themselves. A ring held past the time it would
 ring is hung up once made and rung again. A duty line's ring held late is the dispatch's:
-the officer who answers it joins the call, the fallback line is not rung.
+the officer who answers it joins the call, the fallback line is not rung. And the events
+socket broken for a few seconds (the proxy closes it and refuses it): a duty line that rang
+out meanwhile is found gone by the resync, and its fallback line rung.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import contextlib
 import json
 import os
 import signal
+import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
 import pytest
@@ -104,6 +108,15 @@ class SlowSocket:
         self.released = asyncio.Event()
         self.carried: list[tuple[str, str, str]] = []
         self.url = ""
+        self._sockets: list[web.WebSocketResponse] = []
+        self._refuse_until = 0.0
+
+    async def drop(self, seconds: float) -> None:
+        """Close the daemon's events socket and refuse it for `seconds` (HTTP passes): the
+        events of that time are lost, as when the network between the two breaks."""
+        self._refuse_until = time.monotonic() + seconds
+        for ws in self._sockets:
+            await ws.close()
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[SlowSocket]:
@@ -125,9 +138,12 @@ class SlowSocket:
             return web.Response(status=resp.status, body=await resp.read(),
                                 content_type=resp.content_type)
 
-    async def _events(self, request: web.Request) -> web.WebSocketResponse:
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        if time.monotonic() < self._refuse_until:
+            return web.Response(status=503, text="the events socket is down (test)")
         daemon = web.WebSocketResponse()
         await daemon.prepare(request)
+        self._sockets.append(daemon)
         ws_url = self._target.replace("http://", "ws://", 1) + "/events"
         async with self._session.ws_connect(
                 ws_url, params=request.query, max_msg_size=0,
@@ -293,6 +309,21 @@ async def test_a_ring_late_past_the_time_it_would_ring_is_hung_up_and_rung_again
     assert desk_op1 is not None and desk_op1.state is not OperatorState.PAUSED
 
 
+async def police_asked_for(daemon: Any, phones: Any, hold: float) -> tuple[Any, str, Any]:
+    """A citizen talking to op1 (who stays until the call ends), and op1 asking for the
+    police (agency 02) as *202 would: (the citizen's phone, the call id, its session)."""
+    await phones.operator(1, ring=0.2, talk=None)
+    number = mobile_number()
+    citizen = await phones.citizen(number, MOBILE, hold=hold,
+                                   audio=phones.pcaps.speech(int(hold) - 2))
+    call_id = await call_of(daemon, e164(number))
+    session = daemon.stasis.sessions[call_id]
+    await wait_for(lambda: session.state is CallState.CONNECTED, 10, "connected")
+    status, answer = await api_post(f"/calls/{call_id}/agencies", {"agency": "02"})
+    assert (status, answer["result"]) == (202, "dialling"), answer
+    return citizen, call_id, session
+
+
 def agency_ring(method: str, uri: str, channel_id: str) -> bool:
     return method == "POST" and uri == "channels" and "-ag-" in channel_id
 
@@ -313,14 +344,7 @@ async def test_a_duty_line_rung_late_joins_the_call_and_its_fallback_is_not_rung
     daemon = await daemon_factory(logged_in=["op1"],
                                   ari={"url": proxy.url, "request_timeout": 1.0})
     duty = await phones.agency("02", ring=0.3)
-    await phones.operator(1, ring=0.2, talk=None)
-    number = mobile_number()
-    citizen = await phones.citizen(number, MOBILE, hold=12.0, audio=phones.pcaps.speech(10))
-    call_id = await call_of(daemon, e164(number))
-    session = daemon.stasis.sessions[call_id]
-    await wait_for(lambda: session.state is CallState.CONNECTED, 10, "connected")
-    status, answer = await api_post(f"/calls/{call_id}/agencies", {"agency": "02"})  # as *202
-    assert (status, answer["result"]) == (202, "dialling"), answer
+    citizen, call_id, session = await police_asked_for(daemon, phones, hold=12.0)
     channel = await joined(session, "02")
     assert proxy.held is not None and proxy.held[2] == channel == legs.agency_leg(
         call_id, "02", 0, 1)
@@ -334,3 +358,38 @@ async def test_a_duty_line_rung_late_joins_the_call_and_its_fallback_is_not_rung
     detail = await record(daemon, call_id)
     steps = [(e.type, e.data.get("line")) for e in detail.events if e.type.startswith("agency")]
     assert steps == [("agency_requested", None), ("agency_joined", "PJSIP/agency02")], steps
+
+
+@pytest.fixture
+async def socket_that_breaks() -> AsyncIterator[SlowSocket]:
+    async with SlowSocket(lambda *_asked: False, seconds=0).running() as proxy:
+        yield proxy
+
+
+async def test_a_duty_line_that_rang_out_while_the_socket_was_down_gives_way_to_its_fallback(
+        socket_that_breaks: SlowSocket, daemon_factory, phones) -> None:
+    """The events socket breaks for 6 s just as police's duty line is dialled; the line rings
+    out (3 s) meanwhile, and its end is lost with the socket. On reconnect the resync finds
+    the leg gone and rings the fallback line, which answers and joins the call. (Before, the
+    dispatch stayed "dialling" for good: the fallback was never rung, and an operator who
+    hung up left the citizen with nobody in the bridge.)"""
+    proxy = socket_that_breaks
+    daemon = await daemon_factory(logged_in=["op1"], agency={"answer_timeout": 3}, ari={
+        "url": proxy.url, "reconnect_initial": 0.2, "reconnect_max": 0.5})
+    duty = await phones.agency_noanswer("02")
+    fallback = await phones.agency("02", fallback=True, ring=0.2)
+    citizen, call_id, session = await police_asked_for(daemon, phones, hold=20.0)
+    await proxy.drop(6.0)
+    channel = await joined(session, "02")  # within 15 s
+    assert legs.parse(channel).line == 1, "the fallback line took the call"
+    await bridge_holds(call_id, {call_id, session.operator_channel, channel},
+                       "citizen, operator and the fallback line in the call's bridge")
+    assert (await citizen.wait(25)).ok, "the caller was cut off"
+    assert len((await duty.wait(5)).events("invite")) == 1
+    assert (await fallback.wait(5)).events("bye_received")
+    detail = await record(daemon, call_id)
+    steps = [(e.type, e.data.get("line"), e.data.get("reason"))
+             for e in detail.events if e.type.startswith("agency")]
+    assert steps == [("agency_requested", None, None),
+                     ("agency_line_failed", "PJSIP/agency02", "ended while the daemon was away"),
+                     ("agency_joined", "PJSIP/agency02-fb", None)], steps

@@ -135,6 +135,40 @@ async def test_a_duty_line_never_dialled_is_hung_up_and_the_fallback_line_rung()
     assert stasis.sessions[CALL].state is CallState.CONNECTED
 
 
+async def test_a_duty_line_that_rang_out_while_we_were_away_gives_way_to_its_fallback(
+) -> None:
+    """The events socket was down while police's duty line rang out: its end never came.
+    The resync finds the leg gone: the fallback line is rung (once, it stayed "dialling" for
+    good, and the citizen was left with it alone when the operator hung up)."""
+    stasis, ari, sink = await a_call(connected=True)
+    assert await stasis.command(CALL, CommandKind.AGENCY, "02", "op1") is CommandResult.DIALLING
+    ari.alive = {CALL, OP_LEG}  # the duty line's leg is not there any more
+    await stasis.resync()
+    await settle()
+    failed = [e.data for e in sink.calls if e.type == "agency_line_failed"]
+    assert [(f["line"], f["reason"]) for f in failed] == [
+        ("PJSIP/agency02", "ended while the daemon was away")]
+    assert [c[1] for c in ari.called("originate")][-1] == "PJSIP/agency02-fb"
+    assert stasis.sessions[CALL].state is CallState.CONNECTED
+
+
+async def test_operator_and_agency_gone_while_we_were_away_leave_the_citizen_queued() -> None:
+    """Both ended while the socket was down: we cannot tell whether either meant to end the
+    call, so the citizen goes back to the front of the queue, never hung up."""
+    stasis, ari, sink = await a_call(connected=True)
+    await stasis.command(CALL, CommandKind.AGENCY, "01", "op1")
+    stasis.on_event(StasisStart(type="StasisStart", args=["agency", CALL, "01"],
+                                channel=Channel(id=f"{CALL}-ag-01-0-1")))
+    await settle()
+    assert stasis.sessions[CALL].agencies.joined() == ["01"]
+    ari.alive = {CALL}
+    await stasis.resync()
+    await settle()
+    assert ("hangup", CALL) not in ari.calls and "ended" not in sink.types()
+    assert "requeued" in sink.types()
+    assert stasis.sessions[CALL].state in (CallState.QUEUED, CallState.RINGING_OPERATOR)
+
+
 async def test_an_unknown_agency_is_refused_and_the_operator_hears_why() -> None:
     stasis, ari, sink = await a_call(connected=True)
     with pytest.raises(UnknownAgency, match="unknown agency 99"):

@@ -197,7 +197,8 @@ class AgencyLegs:
         elif isinstance(ev, ChannelDestroyed):
             if not d.joined:
                 cause = ev.cause_txt or str(ev.cause)
-                reason = "busy" if ev.cause == 17 else f"no answer ({cause})"
+                reason = ("busy" if ev.cause == 17 else f"no answer ({cause})" if ev.cause
+                          else "ended while the daemon was away")
                 await self._line_failed(d, reason)
                 return
             d.channel = None
