@@ -23,11 +23,11 @@ from siaga112.ari.cluster import ClusterAri
 from siaga112.ari.models import (
     AriEvent,
     Channel,
-    ChannelDestroyed,
     DeviceStateChanged,
     PlaybackFinished,
     StasisEnd,
     StasisStart,
+    gone_while_away,
 )
 from siaga112.ari.protocol import Ari
 from siaga112.ari.retry import patiently
@@ -242,8 +242,9 @@ class Stasis:
             # operator left, the citizen was left with it, alone in the bridge.)
             for leg_id in session.agencies.channels():
                 if leg_id not in channels:
-                    session.post(ChannelDestroyed(type="ChannelDestroyed", cause=0,
-                                                  channel=Channel(id=leg_id)))
+                    session.post(gone_while_away(leg_id))
+                else:
+                    _answered_while_away(session, channels[leg_id])
             if session.operator and session.state is CallState.CONNECTED:
                 if session.operator_channel in channels:
                     desk.connected(session.operator, call_id)
@@ -252,9 +253,9 @@ class Stasis:
             elif session.operator and session.state is CallState.RINGING_OPERATOR:
                 if session.operator_channel in channels:
                     desk.ringing(session.operator, call_id)
+                    _answered_while_away(session, channels[session.operator_channel])
                 else:
-                    gone = Channel(id=session.operator_channel or "")
-                    session.post(ChannelDestroyed(type="ChannelDestroyed", cause=0, channel=gone))
+                    session.post(gone_while_away(session.operator_channel or ""))
 
         opened: list[CallSession] = []
         for channel_id in sorted(ours):
@@ -564,3 +565,14 @@ def _parse_time(value: str) -> datetime | None:
         return datetime.fromisoformat(value) if value else None
     except ValueError:
         return None
+
+
+def _answered_while_away(session: CallSession, channel: Channel) -> None:
+    """A desk phone or duty line rung for the call that answered while we were away: its
+    StasisStart was lost with the socket. Told now, the session bridges it (untold, the
+    operator or officer sat in silence and the caller waited on, for good). A StasisStart
+    that comes on the new socket as well is taken once (the legs ignore a second)."""
+    if channel.state == "Up":
+        log.info("answered_while_away", channel=channel.id)
+        session.post(StasisStart(type="StasisStart", channel=channel,
+                                 args=[legs.parse(channel.id).kind.value, session.call_id]))

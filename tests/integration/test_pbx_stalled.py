@@ -109,7 +109,7 @@ class SlowSocket:
         self.carried: list[tuple[str, str, str]] = []
         self.url = ""
         self._sockets: list[web.WebSocketResponse] = []
-        self._refuse_until = 0.0
+        self._refuse_until = self._swallow_until = 0.0
 
     async def drop(self, seconds: float) -> None:
         """Close the daemon's events socket and refuse it for `seconds` (HTTP passes): the
@@ -138,6 +138,15 @@ class SlowSocket:
             return web.Response(status=resp.status, body=await resp.read(),
                                 content_type=resp.content_type)
 
+    async def black_hole(self, seconds: float) -> None:
+        """Lose every message from Asterisk to the daemon for `seconds`, then close the
+        daemon's socket (as its ping would find a half-open connection): Asterisk keeps the
+        application active meanwhile and sends its events into the hole."""
+        self._swallow_until = time.monotonic() + seconds
+        await asyncio.sleep(seconds)
+        for ws in self._sockets:
+            await ws.close()
+
     async def _events(self, request: web.Request) -> web.StreamResponse:
         if time.monotonic() < self._refuse_until:
             return web.Response(status=503, text="the events socket is down (test)")
@@ -153,6 +162,8 @@ class SlowSocket:
                 async for msg in pbx:
                     if msg.type != WSMsgType.TEXT:
                         break
+                    if time.monotonic() < self._swallow_until:
+                        continue
                     await daemon.send_str(msg.data)
 
             async def to_pbx() -> None:
@@ -233,11 +244,7 @@ async def test_a_late_request_of_a_call_never_takes_the_caller_from_the_operator
     daemon = await daemon_factory(logged_in=["op1"],
                                   ari={"url": proxy.url, "request_timeout": 1.0})
     op1 = await phones.operator(1, ring=0.3, talk=None)  # stays until the caller leaves
-    number = mobile_number()
-    citizen = await phones.citizen(number, MOBILE, hold=12.0,
-                                   audio=phones.pcaps.speech(10))
-    call_id = await call_of(daemon, e164(number))
-    session = daemon.stasis.sessions[call_id]
+    citizen, call_id, session = await citizen_calls(daemon, phones, hold=12.0)
     await wait_for(lambda: proxy.held is not None, 10, "the late request")
     assert proxy.held is not None and call_id in proxy.held[2]
     if bridge_add(legs.is_holding)(*proxy.held):
@@ -281,11 +288,7 @@ async def test_a_ring_late_past_the_time_it_would_ring_is_hung_up_and_rung_again
     daemon = await daemon_factory(logged_in=["op1"], queue={"ring_timeout": 3.0},
                                   ari={"url": proxy.url, "request_timeout": 1.0})
     op1 = await phones.operator(1, ring=0.3, talk=None, calls=2)
-    number = mobile_number()
-    citizen = await phones.citizen(number, MOBILE, hold=20.0,
-                                   audio=phones.pcaps.speech(18))
-    call_id = await call_of(daemon, e164(number))
-    session = daemon.stasis.sessions[call_id]
+    citizen, call_id, session = await citizen_calls(daemon, phones, hold=20.0)
     first = legs.operator_leg(call_id, "op1", 1)
     await asyncio.wait_for(proxy.released.wait(), 15)
     assert proxy.held is not None and proxy.held[2] == first
@@ -309,15 +312,21 @@ async def test_a_ring_late_past_the_time_it_would_ring_is_hung_up_and_rung_again
     assert desk_op1 is not None and desk_op1.state is not OperatorState.PAUSED
 
 
-async def police_asked_for(daemon: Any, phones: Any, hold: float) -> tuple[Any, str, Any]:
-    """A citizen talking to op1 (who stays until the call ends), and op1 asking for the
-    police (agency 02) as *202 would: (the citizen's phone, the call id, its session)."""
-    await phones.operator(1, ring=0.2, talk=None)
+async def citizen_calls(daemon: Any, phones: Any, hold: float) -> tuple[Any, str, Any]:
+    """A citizen who calls 112, talks and hangs up `hold` s after the answer: (their phone,
+    the call id, its session)."""
     number = mobile_number()
     citizen = await phones.citizen(number, MOBILE, hold=hold,
                                    audio=phones.pcaps.speech(int(hold) - 2))
     call_id = await call_of(daemon, e164(number))
-    session = daemon.stasis.sessions[call_id]
+    return citizen, call_id, daemon.stasis.sessions[call_id]
+
+
+async def police_asked_for(daemon: Any, phones: Any, hold: float) -> tuple[Any, str, Any]:
+    """A citizen talking to op1 (who stays until the call ends), and op1 asking for the
+    police (agency 02) as *202 would: (the citizen's phone, the call id, its session)."""
+    await phones.operator(1, ring=0.2, talk=None)
+    citizen, call_id, session = await citizen_calls(daemon, phones, hold)
     await wait_for(lambda: session.state is CallState.CONNECTED, 10, "connected")
     status, answer = await api_post(f"/calls/{call_id}/agencies", {"agency": "02"})
     assert (status, answer["result"]) == (202, "dialling"), answer
@@ -360,6 +369,23 @@ async def test_a_duty_line_rung_late_joins_the_call_and_its_fallback_is_not_rung
     assert steps == [("agency_requested", None), ("agency_joined", "PJSIP/agency02")], steps
 
 
+async def reconnecting_daemon(daemon_factory: Any, proxy: SlowSocket, **overrides: Any) -> Any:
+    """A daemon (op1 logged in) through the proxy, quick to reconnect its events socket."""
+    return await daemon_factory(logged_in=["op1"], ari={
+        "url": proxy.url, "reconnect_initial": 0.2, "reconnect_max": 0.5}, **overrides)
+
+
+async def op1_ringing(daemon_factory: Any, proxy: SlowSocket, phones: Any, hold: float,
+                      calls: int = 1) -> tuple[Any, Any, Any, str, Any]:
+    """A citizen whose call rings op1's desk phone (which answers after 2 s, `calls` times):
+    (daemon, op1's phone, the citizen's phone, the call id, its session)."""
+    daemon = await reconnecting_daemon(daemon_factory, proxy)
+    op1 = await phones.operator(1, ring=2.0, talk=None, calls=calls)
+    citizen, call_id, session = await citizen_calls(daemon, phones, hold)
+    await wait_for(lambda: session.state is CallState.RINGING_OPERATOR, 10, "ringing op1")
+    return daemon, op1, citizen, call_id, session
+
+
 @pytest.fixture
 async def socket_that_breaks() -> AsyncIterator[SlowSocket]:
     async with SlowSocket(lambda *_asked: False, seconds=0).running() as proxy:
@@ -374,8 +400,7 @@ async def test_a_duty_line_that_rang_out_while_the_socket_was_down_gives_way_to_
     dispatch stayed "dialling" for good: the fallback was never rung, and an operator who
     hung up left the citizen with nobody in the bridge.)"""
     proxy = socket_that_breaks
-    daemon = await daemon_factory(logged_in=["op1"], agency={"answer_timeout": 3}, ari={
-        "url": proxy.url, "reconnect_initial": 0.2, "reconnect_max": 0.5})
+    daemon = await reconnecting_daemon(daemon_factory, proxy, agency={"answer_timeout": 3})
     duty = await phones.agency_noanswer("02")
     fallback = await phones.agency("02", fallback=True, ring=0.2)
     citizen, call_id, session = await police_asked_for(daemon, phones, hold=20.0)
@@ -391,5 +416,71 @@ async def test_a_duty_line_that_rang_out_while_the_socket_was_down_gives_way_to_
     steps = [(e.type, e.data.get("line"), e.data.get("reason"))
              for e in detail.events if e.type.startswith("agency")]
     assert steps == [("agency_requested", None, None),
-                     ("agency_line_failed", "PJSIP/agency02", "ended while the daemon was away"),
+                     ("agency_line_failed", "PJSIP/agency02",
+                      "gone while we were away"),
                      ("agency_joined", "PJSIP/agency02-fb", None)], steps
+
+
+async def test_an_operator_who_answered_while_the_socket_was_down_is_put_through(
+        socket_that_breaks: SlowSocket, daemon_factory, phones) -> None:
+    """op1's desk phone rings for 2 s; as it starts ringing the events socket goes half-open
+    for 4 s (Asterisk's events are lost, the application stays active), so the answer's
+    StasisStart is lost; then the daemon's socket closes and it reconnects. The resync finds
+    op1's leg up and puts the caller through. (Before, op1 sat in silence on an answered call
+    and the caller waited in the holding bridge for good.)"""
+    proxy = socket_that_breaks
+    daemon, op1, citizen, call_id, session = await op1_ringing(daemon_factory, proxy, phones,
+                                                               hold=15.0)
+    await proxy.black_hole(4.0)
+    await wait_for(lambda: session.state is CallState.CONNECTED, 10, "connected")
+    async with AriClient(ari_settings()) as ari:
+        bridge = await ari.get_bridge(session.bridge_id)
+        assert sorted(bridge.channels) == sorted([call_id, session.operator_channel])
+    assert (await citizen.wait(20)).ok, "the caller was cut off"
+    phone = await op1.wait(10)
+    assert phone.ok and len(phone.events("invite")) == 1, phone.explain()
+    detail = await record(daemon, call_id)
+    assert detail.call.operator == "op1"
+    assert detail.call.disposition == Disposition.GENUINE.value
+
+
+async def test_a_duty_line_that_answered_while_the_socket_was_down_joins_the_call(
+        socket_that_breaks: SlowSocket, daemon_factory, phones) -> None:
+    """Police's duty line rings 2 s; the events socket is half-open for 4 s from the dial, so
+    the officer's answer is lost. The resync finds the leg up and joins it to the call."""
+    proxy = socket_that_breaks
+    daemon = await reconnecting_daemon(daemon_factory, proxy)
+    duty = await phones.agency("02", ring=2.0)
+    citizen, call_id, session = await police_asked_for(daemon, phones, hold=15.0)
+    await proxy.black_hole(4.0)
+    channel = await joined(session, "02")
+    assert channel == legs.agency_leg(call_id, "02", 0, 1)
+    await bridge_holds(call_id, {call_id, session.operator_channel, channel},
+                       "citizen, operator and the duty officer in the call's bridge")
+    assert (await citizen.wait(20)).ok, "the caller was cut off"
+    assert (await duty.wait(10)).events("bye_received")
+    detail = await record(daemon, call_id)
+    steps = [(e.type, e.data.get("line")) for e in detail.events if e.type.startswith("agency")]
+    assert steps == [("agency_requested", None), ("agency_joined", "PJSIP/agency02")], steps
+
+
+async def test_an_operator_who_answered_while_the_application_was_away_is_rung_again(
+        socket_that_breaks: SlowSocket, daemon_factory, phones) -> None:
+    """The events socket closes as op1's phone starts ringing and is refused for 4 s: with our
+    application away, Asterisk hangs up the leg op1 answers at 2 s (Stasis app not active),
+    and op1's phone hears the call end. Nobody's fault that op1 could see: op1 is not paused,
+    the caller keeps their place and, after the reconnect, op1 is rung again and answers."""
+    proxy = socket_that_breaks
+    daemon, op1, citizen, call_id, session = await op1_ringing(daemon_factory, proxy, phones,
+                                                               hold=20.0, calls=2)
+    await proxy.drop(4.0)
+    await wait_for(lambda: session.state is CallState.CONNECTED, 15, "connected")
+    assert session.operator_channel == legs.operator_leg(call_id, "op1", 2)
+    desk_op1 = daemon.desk.get("op1")
+    assert desk_op1 is not None and desk_op1.state is not OperatorState.PAUSED
+    assert (await citizen.wait(25)).ok, "the caller was cut off"
+    phone = await op1.wait(10)
+    assert phone.ok and len(phone.events("invite")) == 2, phone.explain()
+    detail = await record(daemon, call_id)
+    assert (detail.call.operator, detail.call.disposition) == ("op1", Disposition.GENUINE.value)
+    assert "operator_no_answer" not in [e.type for e in detail.events]

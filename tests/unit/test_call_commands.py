@@ -147,9 +147,24 @@ async def test_a_duty_line_that_rang_out_while_we_were_away_gives_way_to_its_fal
     await settle()
     failed = [e.data for e in sink.calls if e.type == "agency_line_failed"]
     assert [(f["line"], f["reason"]) for f in failed] == [
-        ("PJSIP/agency02", "ended while the daemon was away")]
+        ("PJSIP/agency02", "gone while we were away")]
     assert [c[1] for c in ari.called("originate")][-1] == "PJSIP/agency02-fb"
     assert stasis.sessions[CALL].state is CallState.CONNECTED
+
+
+async def test_a_duty_line_that_answered_while_we_were_away_joins_the_call() -> None:
+    stasis, ari, sink = await a_call(connected=True)
+    assert await stasis.command(CALL, CommandKind.AGENCY, "02", "op1") is CommandResult.DIALLING
+    ari.alive = {CALL, OP_LEG, AGENCY_LEG}  # up: the officer answered, unseen
+    await stasis.resync()
+    await settle()
+    assert stasis.sessions[CALL].agencies.joined() == ["02"]
+    stasis.on_event(StasisStart(type="StasisStart", args=["agency", CALL, "02"],
+                                channel=Channel(id=AGENCY_LEG)))  # the socket's own, late
+    await settle()
+    assert sink.types().count("agency_joined") == 1
+    adds = [c for c in ari.called("add_to_bridge") if AGENCY_LEG in c[2]]
+    assert len(adds) == 1, adds
 
 
 async def test_operator_and_agency_gone_while_we_were_away_leave_the_citizen_queued() -> None:

@@ -866,6 +866,47 @@ async def test_an_operator_who_answered_and_left_before_the_bridge_is_not_paused
     assert not ari.called("continue_in_dialplan")
 
 
+async def test_an_operator_who_answered_while_we_were_away_is_put_through() -> None:
+    """op1's desk phone answered while the events socket was down: its StasisStart was lost.
+    The resync finds the leg up and puts the caller through (untold, op1 sat in silence and
+    the caller waited on for good); the same StasisStart on the new socket is taken once."""
+    ari, clock = FakeAri(), FakeClock()
+    stasis, desk, _, sink = build(ari, clock)
+    stasis.on_event(citizen())
+    await settle()
+    session = stasis.sessions[CALL]
+    assert session.state is CallState.RINGING_OPERATOR
+    ari.alive = {CALL, f"{CALL}-op-op1-1"}  # both up: the desk phone has answered
+    await stasis.resync()
+    await settle()
+    assert session.state is CallState.CONNECTED and session.operator == "op1"
+    stasis.on_event(answered_by_op1())  # the socket's own, late
+    await settle()
+    assert session.state is CallState.CONNECTED
+    assert ("hangup", f"{CALL}-op-op1-1") not in ari.calls
+    assert sink.types().count("connected") == 1
+
+
+async def test_a_ring_gone_while_we_were_away_pauses_nobody() -> None:
+    """op1's leg ended while the socket was down (rang out, or answered and refused by
+    Asterisk with our application away: not known which): op1 is not paused for it, the
+    caller keeps their place."""
+    ari, clock = FakeAri(), FakeClock()
+    stasis, desk, _, sink = build(ari, clock)
+    await logged_out(desk)
+    desk.choose("op1", OperatorState.AVAILABLE, None, persist=False)
+    stasis.on_event(citizen())
+    await settle()
+    ari.alive = {CALL}
+    await stasis.resync()
+    await settle()
+    assert operator(desk, "op1").state is not OperatorState.PAUSED
+    assert "operator_no_answer" not in sink.types()
+    # Rung again (the resync rebuilt the desk: op1 is free at once).
+    assert stasis.sessions[CALL].state is CallState.RINGING_OPERATOR
+    assert [c[2] for c in ari.called("originate")] == [f"{CALL}-op-op1-1", f"{CALL}-op-op1-2"]
+
+
 class ZombieCallBridge(FakeAri):
     """After a restart: the citizen alone in their call bridge (the operator hung up while
     we were away). Asterisk keeps a destroyed bridge's id taken for a while: a create with it

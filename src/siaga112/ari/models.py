@@ -95,6 +95,16 @@ class ChannelDestroyed(AriEvent):
     channel: Channel
 
 
+GONE_WHILE_AWAY = "gone while we were away"  # the cause text of a resync's ChannelDestroyed
+
+
+def gone_while_away(channel_id: str) -> ChannelDestroyed:
+    """The resync's word for a leg that ended while the events socket was down: how and why
+    (rang out, hung up, refused by Asterisk for the application being away) is not known."""
+    return ChannelDestroyed(type="ChannelDestroyed", cause=0, cause_txt=GONE_WHILE_AWAY,
+                            channel=Channel(id=channel_id))
+
+
 class ChannelHangupRequest(AriEvent):
     type: Literal["ChannelHangupRequest"]
     cause: int | None = None

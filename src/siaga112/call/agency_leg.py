@@ -15,7 +15,13 @@ import structlog
 from siaga112 import legs
 from siaga112.agencies import Directory
 from siaga112.ari.client import AriError, Unreachable
-from siaga112.ari.models import AriEvent, ChannelDestroyed, ChannelDtmfReceived, StasisStart
+from siaga112.ari.models import (
+    GONE_WHILE_AWAY,
+    AriEvent,
+    ChannelDestroyed,
+    ChannelDtmfReceived,
+    StasisStart,
+)
 from siaga112.ari.protocol import Ari
 from siaga112.call.errors import UnknownAgency
 from siaga112.call.items import CommandResult
@@ -171,6 +177,8 @@ class AgencyLegs:
             return
         self._session.cancel_timer(f"{LINE_UNCONFIRMED}{channel_id}")  # the ring is there
         if isinstance(ev, StasisStart):
+            if d.joined:
+                return  # told twice: by a resync (answered while we were away) and the socket
             await self._ari.add_to_bridge(self._session.bridge_id, channel_id)
             d.joined = True
             agency = self._directory.get(d.code)
@@ -197,8 +205,8 @@ class AgencyLegs:
         elif isinstance(ev, ChannelDestroyed):
             if not d.joined:
                 cause = ev.cause_txt or str(ev.cause)
-                reason = ("busy" if ev.cause == 17 else f"no answer ({cause})" if ev.cause
-                          else "ended while the daemon was away")
+                reason = ("busy" if ev.cause == 17 else GONE_WHILE_AWAY
+                          if ev.cause_txt == GONE_WHILE_AWAY else f"no answer ({cause})")
                 await self._line_failed(d, reason)
                 return
             d.channel = None

@@ -13,7 +13,13 @@ import structlog
 from siaga112 import legs
 from siaga112.agencies import CATEGORIES
 from siaga112.ari.client import AriError, Unreachable
-from siaga112.ari.models import AriEvent, ChannelDestroyed, ChannelDtmfReceived, StasisStart
+from siaga112.ari.models import (
+    GONE_WHILE_AWAY,
+    AriEvent,
+    ChannelDestroyed,
+    ChannelDtmfReceived,
+    StasisStart,
+)
 from siaga112.ari.protocol import Ari
 from siaga112.ari.retry import patiently
 from siaga112.call.errors import (
@@ -124,6 +130,8 @@ class OperatorLeg:
         call = self.call
         current = channel_id == call.operator_channel
         if isinstance(ev, StasisStart):
+            if channel_id == self.answered:
+                return  # told twice: by a resync (answered while we were away) and the socket
             if not current or call.state is not CallState.RINGING_OPERATOR:
                 await call.ending.hangup_quietly(channel_id)  # answered too late
                 return
@@ -137,9 +145,13 @@ class OperatorLeg:
             call.cancel_timer(RING_UNCONFIRMED)
             if call.state is CallState.RINGING_OPERATOR and channel_id == self.answered:
                 await self.left_before_bridge(leg.party)
-            elif call.state is CallState.RINGING_OPERATOR and unconfirmed and not ev.cause:
-                # The resync's word for a leg not there (cause 0): a dial that had no answer
-                # and was not carried out (yet). Not the phone's fault: nobody is paused.
+            elif call.state is CallState.RINGING_OPERATOR and (
+                    ev.cause_txt == GONE_WHILE_AWAY or (unconfirmed and not ev.cause)):
+                # The resync's word for a leg gone while we were away (it may have rung out,
+                # or been answered and refused by Asterisk with our application away), or
+                # a dial that had no answer and was not carried out: not known to be the
+                # phone's fault, so nobody is paused; the caller keeps their place.
+                log.info("operator_leg_gone", operator=leg.party, why=ev.cause_txt or "unconfirmed")
                 self.not_rung(leg.party)
             elif call.state is CallState.RINGING_OPERATOR:
                 reason = "busy" if ev.cause == _BUSY else (
