@@ -244,7 +244,7 @@ async def test_a_late_request_of_a_call_never_takes_the_caller_from_the_operator
     daemon = await daemon_factory(logged_in=["op1"],
                                   ari={"url": proxy.url, "request_timeout": 1.0})
     op1 = await phones.operator(1, ring=0.3, talk=None)  # stays until the caller leaves
-    citizen, call_id, session = await citizen_calls(daemon, phones, hold=12.0)
+    citizen, call_id, session = await citizen_calls(daemon, phones, hold=8.0)
     await wait_for(lambda: proxy.held is not None, 10, "the late request")
     assert proxy.held is not None and call_id in proxy.held[2]
     if bridge_add(legs.is_holding)(*proxy.held):
@@ -273,22 +273,22 @@ async def test_a_late_request_of_a_call_never_takes_the_caller_from_the_operator
 
 @pytest.fixture
 async def ring_held_past_its_time() -> AsyncIterator[SlowSocket]:
-    async with SlowSocket(operator_ring, seconds=8.0).running() as proxy:
+    async with SlowSocket(operator_ring, seconds=6.0).running() as proxy:
         yield proxy
 
 
 async def test_a_ring_late_past_the_time_it_would_ring_is_hung_up_and_rung_again(
         ring_held_past_its_time: SlowSocket, daemon_factory, phones) -> None:
-    """The operator's ring is held on the socket for 8 s: longer than the request timeout
-    (1 s) and the ring (3 s) together. At 5 s the daemon takes it as not rung: it hangs the
+    """The operator's ring is held on the socket for 6 s: longer than the request timeout
+    (1 s) and the ring (2 s) together. At 4 s the daemon takes it as not rung: it hangs the
     leg up (the hang-up waits for the late dial, so it is made and then hung up, not rung on
     after it), the caller keeps their place, and op1, paused by nobody, is rung again a moment
     later and answers. The caller talks to op1 until they hang up themselves."""
     proxy = ring_held_past_its_time
-    daemon = await daemon_factory(logged_in=["op1"], queue={"ring_timeout": 3.0},
+    daemon = await daemon_factory(logged_in=["op1"], queue={"ring_timeout": 2.0},
                                   ari={"url": proxy.url, "request_timeout": 1.0})
     op1 = await phones.operator(1, ring=0.3, talk=None, calls=2)
-    citizen, call_id, session = await citizen_calls(daemon, phones, hold=20.0)
+    citizen, call_id, session = await citizen_calls(daemon, phones, hold=12.0)
     first = legs.operator_leg(call_id, "op1", 1)
     await asyncio.wait_for(proxy.released.wait(), 15)
     assert proxy.held is not None and proxy.held[2] == first
@@ -353,7 +353,7 @@ async def test_a_duty_line_rung_late_joins_the_call_and_its_fallback_is_not_rung
     daemon = await daemon_factory(logged_in=["op1"],
                                   ari={"url": proxy.url, "request_timeout": 1.0})
     duty = await phones.agency("02", ring=0.3)
-    citizen, call_id, session = await police_asked_for(daemon, phones, hold=12.0)
+    citizen, call_id, session = await police_asked_for(daemon, phones, hold=9.0)
     channel = await joined(session, "02")
     assert proxy.held is not None and proxy.held[2] == channel == legs.agency_leg(
         call_id, "02", 0, 1)
@@ -394,17 +394,17 @@ async def socket_that_breaks() -> AsyncIterator[SlowSocket]:
 
 async def test_a_duty_line_that_rang_out_while_the_socket_was_down_gives_way_to_its_fallback(
         socket_that_breaks: SlowSocket, daemon_factory, phones) -> None:
-    """The events socket breaks for 6 s just as police's duty line is dialled; the line rings
-    out (3 s) meanwhile, and its end is lost with the socket. On reconnect the resync finds
+    """The events socket breaks for 4 s just as police's duty line is dialled; the line rings
+    out (2 s) meanwhile, and its end is lost with the socket. On reconnect the resync finds
     the leg gone and rings the fallback line, which answers and joins the call. (Before, the
     dispatch stayed "dialling" for good: the fallback was never rung, and an operator who
     hung up left the citizen with nobody in the bridge.)"""
     proxy = socket_that_breaks
-    daemon = await reconnecting_daemon(daemon_factory, proxy, agency={"answer_timeout": 3})
+    daemon = await reconnecting_daemon(daemon_factory, proxy, agency={"answer_timeout": 2})
     duty = await phones.agency_noanswer("02")
     fallback = await phones.agency("02", fallback=True, ring=0.2)
-    citizen, call_id, session = await police_asked_for(daemon, phones, hold=20.0)
-    await proxy.drop(6.0)
+    citizen, call_id, session = await police_asked_for(daemon, phones, hold=10.0)
+    await proxy.drop(4.0)
     channel = await joined(session, "02")  # within 15 s
     assert legs.parse(channel).line == 1, "the fallback line took the call"
     await bridge_holds(call_id, {call_id, session.operator_channel, channel},
@@ -430,7 +430,7 @@ async def test_an_operator_who_answered_while_the_socket_was_down_is_put_through
     and the caller waited in the holding bridge for good.)"""
     proxy = socket_that_breaks
     daemon, op1, citizen, call_id, session = await op1_ringing(daemon_factory, proxy, phones,
-                                                               hold=15.0)
+                                                               hold=9.0)
     await proxy.black_hole(4.0)
     await wait_for(lambda: session.state is CallState.CONNECTED, 10, "connected")
     async with AriClient(ari_settings()) as ari:
@@ -451,7 +451,7 @@ async def test_a_duty_line_that_answered_while_the_socket_was_down_joins_the_cal
     proxy = socket_that_breaks
     daemon = await reconnecting_daemon(daemon_factory, proxy)
     duty = await phones.agency("02", ring=2.0)
-    citizen, call_id, session = await police_asked_for(daemon, phones, hold=15.0)
+    citizen, call_id, session = await police_asked_for(daemon, phones, hold=9.0)
     await proxy.black_hole(4.0)
     channel = await joined(session, "02")
     assert channel == legs.agency_leg(call_id, "02", 0, 1)
@@ -472,7 +472,7 @@ async def test_an_operator_who_answered_while_the_application_was_away_is_rung_a
     the caller keeps their place and, after the reconnect, op1 is rung again and answers."""
     proxy = socket_that_breaks
     daemon, op1, citizen, call_id, session = await op1_ringing(daemon_factory, proxy, phones,
-                                                               hold=20.0, calls=2)
+                                                               hold=11.0, calls=2)
     await proxy.drop(4.0)
     await wait_for(lambda: session.state is CallState.CONNECTED, 15, "connected")
     assert session.operator_channel == legs.operator_leg(call_id, "op1", 2)

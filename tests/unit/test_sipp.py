@@ -139,6 +139,8 @@ async def test_scenario_loads_in_sipp(name: str, tmp_path: Path) -> None:
     async with SippRun(config, tmp_path / "run") as run:
         await asyncio.sleep(0.3)
         assert run.running, (await run.wait(1)).explain()
+        # A caller's call in progress (to nobody) keeps a soft exit waiting out its grace.
+        await run.stop(grace=0.3)
 
 
 CROSSING = Path(__file__).parent / "sipp_crossing"
