@@ -240,10 +240,11 @@ class Stasis:
             # the citizen still has before it hears about the operator. (Untold, a duty line
             # that rang out stayed "dialling" for good: its fallback never rung, and when the
             # operator left, the citizen was left with it, alone in the bridge.)
+            ringing = session.agencies.ringing()
             for leg_id in session.agencies.channels():
                 if leg_id not in channels:
                     session.post(gone_while_away(leg_id))
-                else:
+                elif leg_id in ringing:
                     _answered_while_away(session, channels[leg_id])
             if session.operator and session.state is CallState.CONNECTED:
                 if session.operator_channel in channels:

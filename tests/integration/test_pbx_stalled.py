@@ -244,7 +244,7 @@ async def test_a_late_request_of_a_call_never_takes_the_caller_from_the_operator
     daemon = await daemon_factory(logged_in=["op1"],
                                   ari={"url": proxy.url, "request_timeout": 1.0})
     op1 = await phones.operator(1, ring=0.3, talk=None)  # stays until the caller leaves
-    citizen, call_id, session = await citizen_calls(daemon, phones, hold=8.0)
+    citizen, call_id, session = await citizen_calls(daemon, phones, hold=7.0)
     await wait_for(lambda: proxy.held is not None, 10, "the late request")
     assert proxy.held is not None and call_id in proxy.held[2]
     if bridge_add(legs.is_holding)(*proxy.held):
@@ -254,8 +254,9 @@ async def test_a_late_request_of_a_call_never_takes_the_caller_from_the_operator
             "the caller waited in silence for their late holding-bridge add")
     await asyncio.wait_for(proxy.released.wait(), 10)
     await wait_for(lambda: session.state is CallState.CONNECTED, 15, "connected")
-    # Well after the late request was carried out: still with the operator, not on hold.
-    await asyncio.sleep(1.5)
+    # The late request was carried out before the call's bridge add (which waited for it): a
+    # moment after, still with the operator, not on hold.
+    await asyncio.sleep(0.5)
     async with AriClient(ari_settings()) as ari:
         bridge = await ari.get_bridge(session.bridge_id)
         assert sorted(bridge.channels) == sorted([call_id, session.operator_channel])

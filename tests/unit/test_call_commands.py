@@ -167,6 +167,24 @@ async def test_a_duty_line_that_answered_while_we_were_away_joins_the_call() -> 
     assert len(adds) == 1, adds
 
 
+async def test_a_resync_leaves_a_joined_agency_as_it_is() -> None:
+    """Only a line still ringing can have answered unseen: a joined agency is not told again
+    (nor logged as answered while away at every reconnect)."""
+    stasis, ari, sink = await a_call(connected=True)
+    await stasis.command(CALL, CommandKind.AGENCY, "01", "op1")
+    leg = f"{CALL}-ag-01-0-1"
+    stasis.on_event(StasisStart(type="StasisStart", args=["agency", CALL, "01"],
+                                channel=Channel(id=leg)))
+    await settle()
+    ari.alive = {CALL, OP_LEG, leg}
+    with capture_logs() as logs:
+        await stasis.resync()
+        await settle()
+    assert not [e for e in logs if e["event"] == "answered_while_away"]
+    assert sink.types().count("agency_joined") == 1
+    assert len([c for c in ari.called("add_to_bridge") if leg in c[2]]) == 1
+
+
 async def test_operator_and_agency_gone_while_we_were_away_leave_the_citizen_queued() -> None:
     """Both ended while the socket was down: we cannot tell whether either meant to end the
     call, so the citizen goes back to the front of the queue, never hung up."""

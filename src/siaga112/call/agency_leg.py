@@ -81,6 +81,10 @@ class AgencyLegs:
     def channels(self) -> list[str]:
         return [d.channel for d in self._by_code.values() if d.channel]
 
+    def ringing(self) -> list[str]:
+        """The legs of duty lines being rung (dialled, not joined yet)."""
+        return [d.channel for d in self._by_code.values() if d.channel and not d.joined]
+
     def adopt(self, channel_id: str, dispatch_id: str, joined: bool) -> None:
         """A resync found this agency leg in the call's bridge (joined), or its duty line still
         ringing (not joined: it is bridged when it answers). Its dispatch id is its tag."""
