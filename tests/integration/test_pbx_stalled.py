@@ -224,15 +224,23 @@ async def in_holding_before(event: asyncio.Event, channel_id: str) -> bool:
     return False
 
 
-@pytest.fixture(params=list(LATE))
-async def slow_socket(request: pytest.FixtureRequest) -> AsyncIterator[SlowSocket]:
-    """Set up before the daemon and stopped after it: the daemon's last requests pass too."""
-    async with SlowSocket(LATE[request.param], seconds=2.5).running() as proxy:
-        yield proxy
+@pytest.fixture
+async def proxy(request: pytest.FixtureRequest) -> AsyncIterator[SlowSocket]:
+    """The proxy, holding what request.param = (hold, seconds) says (none if not given). Set
+    up before the daemon and stopped after it: the daemon's last requests pass too."""
+    hold, seconds = getattr(request, "param", (lambda *_asked: False, 0.0))
+    async with SlowSocket(hold, seconds=seconds).running() as running:
+        yield running
 
 
+def held(hold: Callable[[str, str, str], bool], seconds: float) -> pytest.MarkDecorator:
+    return pytest.mark.parametrize("proxy", [(hold, seconds)], indirect=True)
+
+
+@pytest.mark.parametrize("proxy", [(hold, 2.5) for hold in LATE.values()], indirect=True,
+                         ids=list(LATE))
 async def test_a_late_request_of_a_call_never_takes_the_caller_from_the_operator(
-        slow_socket: SlowSocket, daemon_factory, phones) -> None:
+        proxy: SlowSocket, daemon_factory, phones) -> None:
     """The socket's thread holds one request of the call for 2.5 s, with everything behind it
     (the daemon waits 1 s for an answer): the caller's holding-bridge add, the operator's
     ring, or the call's bridge add. The daemon asks again (or, for the ring, waits for it);
@@ -240,7 +248,6 @@ async def test_a_late_request_of_a_call_never_takes_the_caller_from_the_operator
     call's bridge was made would pull the caller out of it, alone in the holding bridge:
     whatever comes late, the caller ends up with the operator and stays until they hang up
     themselves."""
-    proxy = slow_socket
     daemon = await daemon_factory(logged_in=["op1"],
                                   ari={"url": proxy.url, "request_timeout": 1.0})
     op1 = await phones.operator(1, ring=0.3, talk=None)  # stays until the caller leaves
@@ -272,20 +279,14 @@ async def test_a_late_request_of_a_call_never_takes_the_caller_from_the_operator
     assert detail.call.disposition == Disposition.GENUINE.value
 
 
-@pytest.fixture
-async def ring_held_past_its_time() -> AsyncIterator[SlowSocket]:
-    async with SlowSocket(operator_ring, seconds=6.0).running() as proxy:
-        yield proxy
-
-
+@held(operator_ring, 6.0)
 async def test_a_ring_late_past_the_time_it_would_ring_is_hung_up_and_rung_again(
-        ring_held_past_its_time: SlowSocket, daemon_factory, phones) -> None:
+        proxy: SlowSocket, daemon_factory, phones) -> None:
     """The operator's ring is held on the socket for 6 s: longer than the request timeout
     (1 s) and the ring (2 s) together. At 4 s the daemon takes it as not rung: it hangs the
     leg up (the hang-up waits for the late dial, so it is made and then hung up, not rung on
     after it), the caller keeps their place, and op1, paused by nobody, is rung again a moment
     later and answers. The caller talks to op1 until they hang up themselves."""
-    proxy = ring_held_past_its_time
     daemon = await daemon_factory(logged_in=["op1"], queue={"ring_timeout": 2.0},
                                   ari={"url": proxy.url, "request_timeout": 1.0})
     op1 = await phones.operator(1, ring=0.3, talk=None, calls=2)
@@ -338,19 +339,13 @@ def agency_ring(method: str, uri: str, channel_id: str) -> bool:
     return method == "POST" and uri == "channels" and "-ag-" in channel_id
 
 
-@pytest.fixture
-async def agency_ring_late() -> AsyncIterator[SlowSocket]:
-    async with SlowSocket(agency_ring, seconds=2.5).running() as proxy:
-        yield proxy
-
-
+@held(agency_ring, 2.5)
 async def test_a_duty_line_rung_late_joins_the_call_and_its_fallback_is_not_rung(
-        agency_ring_late: SlowSocket, daemon_factory, phones) -> None:
+        proxy: SlowSocket, daemon_factory, phones) -> None:
     """The dial of the police's duty line is held on the socket for 2.5 s (the daemon waits
     1 s). The late ring is the dispatch's: the duty officer answers it and joins citizen and
     operator, and the fallback line is not rung. (Once, the line was given up at the
     timeout, the fallback rung, and the officer who answered the late ring hung up on.)"""
-    proxy = agency_ring_late
     daemon = await daemon_factory(logged_in=["op1"],
                                   ari={"url": proxy.url, "request_timeout": 1.0})
     duty = await phones.agency("02", ring=0.3)
@@ -387,20 +382,13 @@ async def op1_ringing(daemon_factory: Any, proxy: SlowSocket, phones: Any, hold:
     return daemon, op1, citizen, call_id, session
 
 
-@pytest.fixture
-async def socket_that_breaks() -> AsyncIterator[SlowSocket]:
-    async with SlowSocket(lambda *_asked: False, seconds=0).running() as proxy:
-        yield proxy
-
-
 async def test_a_duty_line_that_rang_out_while_the_socket_was_down_gives_way_to_its_fallback(
-        socket_that_breaks: SlowSocket, daemon_factory, phones) -> None:
+        proxy: SlowSocket, daemon_factory, phones) -> None:
     """The events socket breaks for 4 s just as police's duty line is dialled; the line rings
     out (2 s) meanwhile, and its end is lost with the socket. On reconnect the resync finds
     the leg gone and rings the fallback line, which answers and joins the call. (Before, the
     dispatch stayed "dialling" for good: the fallback was never rung, and an operator who
     hung up left the citizen with nobody in the bridge.)"""
-    proxy = socket_that_breaks
     daemon = await reconnecting_daemon(daemon_factory, proxy, agency={"answer_timeout": 2})
     duty = await phones.agency_noanswer("02")
     fallback = await phones.agency("02", fallback=True, ring=0.2)
@@ -423,13 +411,12 @@ async def test_a_duty_line_that_rang_out_while_the_socket_was_down_gives_way_to_
 
 
 async def test_an_operator_who_answered_while_the_socket_was_down_is_put_through(
-        socket_that_breaks: SlowSocket, daemon_factory, phones) -> None:
+        proxy: SlowSocket, daemon_factory, phones) -> None:
     """op1's desk phone rings for 2 s; as it starts ringing the events socket goes half-open
     for 4 s (Asterisk's events are lost, the application stays active), so the answer's
     StasisStart is lost; then the daemon's socket closes and it reconnects. The resync finds
     op1's leg up and puts the caller through. (Before, op1 sat in silence on an answered call
     and the caller waited in the holding bridge for good.)"""
-    proxy = socket_that_breaks
     daemon, op1, citizen, call_id, session = await op1_ringing(daemon_factory, proxy, phones,
                                                                hold=9.0)
     await proxy.black_hole(4.0)
@@ -446,10 +433,9 @@ async def test_an_operator_who_answered_while_the_socket_was_down_is_put_through
 
 
 async def test_a_duty_line_that_answered_while_the_socket_was_down_joins_the_call(
-        socket_that_breaks: SlowSocket, daemon_factory, phones) -> None:
+        proxy: SlowSocket, daemon_factory, phones) -> None:
     """Police's duty line rings 2 s; the events socket is half-open for 4 s from the dial, so
     the officer's answer is lost. The resync finds the leg up and joins it to the call."""
-    proxy = socket_that_breaks
     daemon = await reconnecting_daemon(daemon_factory, proxy)
     duty = await phones.agency("02", ring=2.0)
     citizen, call_id, session = await police_asked_for(daemon, phones, hold=9.0)
@@ -466,12 +452,11 @@ async def test_a_duty_line_that_answered_while_the_socket_was_down_joins_the_cal
 
 
 async def test_an_operator_who_answered_while_the_application_was_away_is_rung_again(
-        socket_that_breaks: SlowSocket, daemon_factory, phones) -> None:
+        proxy: SlowSocket, daemon_factory, phones) -> None:
     """The events socket closes as op1's phone starts ringing and is refused for 4 s: with our
     application away, Asterisk hangs up the leg op1 answers at 2 s (Stasis app not active),
     and op1's phone hears the call end. Nobody's fault that op1 could see: op1 is not paused,
     the caller keeps their place and, after the reconnect, op1 is rung again and answers."""
-    proxy = socket_that_breaks
     daemon, op1, citizen, call_id, session = await op1_ringing(daemon_factory, proxy, phones,
                                                                hold=11.0, calls=2)
     await proxy.drop(4.0)

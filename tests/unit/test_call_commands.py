@@ -167,15 +167,21 @@ async def test_a_duty_line_that_answered_while_we_were_away_joins_the_call() -> 
     assert len(adds) == 1, adds
 
 
-async def test_a_resync_leaves_a_joined_agency_as_it_is() -> None:
-    """Only a line still ringing can have answered unseen: a joined agency is not told again
-    (nor logged as answered while away at every reconnect)."""
+async def fire_brigade_joined() -> tuple[Stasis, FakeAri, ListSink, str]:
+    """A call with op1 on it and the fire brigade (01) joined: (..., the brigade's leg)."""
     stasis, ari, sink = await a_call(connected=True)
     await stasis.command(CALL, CommandKind.AGENCY, "01", "op1")
     leg = f"{CALL}-ag-01-0-1"
     stasis.on_event(StasisStart(type="StasisStart", args=["agency", CALL, "01"],
                                 channel=Channel(id=leg)))
     await settle()
+    return stasis, ari, sink, leg
+
+
+async def test_a_resync_leaves_a_joined_agency_as_it_is() -> None:
+    """Only a line still ringing can have answered unseen: a joined agency is not told again
+    (nor logged as answered while away at every reconnect)."""
+    stasis, ari, sink, leg = await fire_brigade_joined()
     ari.alive = {CALL, OP_LEG, leg}
     with capture_logs() as logs:
         await stasis.resync()
@@ -188,11 +194,7 @@ async def test_a_resync_leaves_a_joined_agency_as_it_is() -> None:
 async def test_operator_and_agency_gone_while_we_were_away_leave_the_citizen_queued() -> None:
     """Both ended while the socket was down: we cannot tell whether either meant to end the
     call, so the citizen goes back to the front of the queue, never hung up."""
-    stasis, ari, sink = await a_call(connected=True)
-    await stasis.command(CALL, CommandKind.AGENCY, "01", "op1")
-    stasis.on_event(StasisStart(type="StasisStart", args=["agency", CALL, "01"],
-                                channel=Channel(id=f"{CALL}-ag-01-0-1")))
-    await settle()
+    stasis, ari, sink, _leg = await fire_brigade_joined()
     assert stasis.sessions[CALL].agencies.joined() == ["01"]
     ari.alive = {CALL}
     await stasis.resync()
@@ -200,6 +202,26 @@ async def test_operator_and_agency_gone_while_we_were_away_leave_the_citizen_que
     assert ("hangup", CALL) not in ari.calls and "ended" not in sink.types()
     assert "requeued" in sink.types()
     assert stasis.sessions[CALL].state in (CallState.QUEUED, CallState.RINGING_OPERATOR)
+
+
+async def test_an_agency_gone_while_we_were_away_after_the_operator_left_requeues_the_citizen(
+) -> None:
+    """op1 hung up and left the citizen with the fire brigade; the brigade's leg ended while
+    the socket was down. Whether it meant to end the call is not known: the citizen goes back
+    to the front of the queue, never hung up (before, the call was ended and the citizen hung
+    up, as after an agency's own hang-up)."""
+    from siaga112.ari.models import ChannelDestroyed
+
+    stasis, ari, sink, leg = await fire_brigade_joined()
+    stasis.on_event(ChannelDestroyed(type="ChannelDestroyed", cause=16,
+                                     channel=Channel(id=OP_LEG)))  # op1 hangs up
+    await settle()
+    assert stasis.sessions[CALL].agencies.joined() == ["01"]
+    ari.alive = {CALL}
+    await stasis.resync()
+    await settle()
+    assert ("hangup", CALL) not in ari.calls and "ended" not in sink.types()
+    assert [e.data.get("reason") for e in sink.calls if e.type == "requeued"] == ["agency_gone"]
 
 
 async def test_an_unknown_agency_is_refused_and_the_operator_hears_why() -> None:

@@ -216,7 +216,7 @@ class AgencyLegs:
             d.channel = None
             d.joined = False
             log.info("agency_left", agency=d.code)
-            await self._session.ending.agency_left()
+            await self._session.ending.agency_left(while_away=ev.cause_txt == GONE_WHILE_AWAY)
 
     async def _tell_operator(self, prompt: str) -> None:
         """A prompt for the operator's ear only (played on the operator's leg in the bridge)."""

@@ -69,12 +69,17 @@ class Ending:
         self.call.hangup_cause = f"node {node} lost"
         await self.end(Disposition.DROPPED, by="system", node_gone=True)
 
-    async def agency_left(self) -> None:
+    async def agency_left(self, while_away: bool = False) -> None:
         """An agency hung up or could not be reached. With neither operator nor agency left
-        (nor one being dialled), the citizen is alone: the call is over."""
+        (nor one being dialled), the citizen is alone: the call is over. Unless the agency's
+        leg ended while we were away (while_away): we cannot tell whether it meant to end the
+        call, so the citizen goes back to the front of the queue, as for an operator."""
         call = self.call
         if call.operator_channel is None and not (call.agencies.joined()
                                                   or call.agencies.dialling()):
+            if while_away:
+                await call.waiting.requeue_front("agency_gone")
+                return
             await self.end(self.default_disposition(), by="agency", hangup_citizen=True)
 
     def _release(self, was: CallState) -> None:
