@@ -34,7 +34,7 @@ DURATION  ?= 0
 HOLD      ?= 3000
 OPERATORS ?= 8
 
-.PHONY: stack run up down status test lint load-test bench cluster cluster-down cluster-status
+.PHONY: stack run up down status test test-fuzz test-quick lint load-test bench cluster cluster-down cluster-status
 
 $(VENV)/.installed: pyproject.toml setup.py testkit/pyproject.toml scripts/bootstrap.sh
 	@scripts/bootstrap.sh
@@ -64,9 +64,24 @@ status:
 # Lint first: CI runs `make test`, so ruff and mypy (with the unit tests' fakes, checked
 # against the real interfaces) are checked on every run. The stack starts meanwhile (its
 # servers mostly wait while mypy takes a core: about 10 s of a fresh clone's run saved).
+# Then the slowest fuzz tests (10,000 cases an input, no stack: about 85 s of one CPU) run
+# beside every other test but the integration tests (the unit, records and MQTT tests and the
+# other fuzz tests: about 95 s of the other CPU), never beside the integration tests: their
+# timelines are written for the host they have (docs/load-testing.md, seventeenth and
+# twenty-first rounds). Every part runs even when one fails; make test fails if any did.
+FUZZ_APART := $(addprefix tests/fuzz/,test_api_fuzz.py test_location_fuzz.py test_journal_fuzz.py test_fallback_fuzz.py)
+
 test:
 	@$(MAKE) --no-print-directory -j2 stack lint
-	@$(BIN)/pytest
+	@$(MAKE) --no-print-directory -j2 -k -Otarget test-fuzz test-quick; quick=$$?; \
+	  $(BIN)/pytest tests/integration; integration=$$?; \
+	  [ $$quick -eq 0 ] && [ $$integration -eq 0 ]
+
+test-fuzz:
+	@nice -n 10 $(BIN)/pytest $(FUZZ_APART)
+
+test-quick:
+	@$(BIN)/pytest --ignore=tests/integration $(addprefix --ignore=,$(FUZZ_APART))
 
 lint: $(VENV)/.installed
 	@echo "[siaga112] ruff and mypy"
