@@ -221,12 +221,13 @@ class OperatorDesk:
             self._changed(op, was)
 
     def reset_runtime(self) -> None:
-        """Forget ringing/on-call/wrap-up before a resync rebuilds them from Asterisk."""
-        for timer in self._wrapup_timers.values():
-            timer.cancel()
-        self._wrapup_timers.clear()
+        """Forget ringing and on-call before a resync rebuilds them from Asterisk. Wrap-up
+        is kept, with its timer: it is the operator's own time after a call that has ended,
+        which Asterisk knows nothing of (forgotten, a reconnect gave an operator who had
+        just hung up the next caller at once, before their report was written)."""
         for op in self._ops.values():
-            op.busy = None
+            if op.busy is not OperatorState.WRAPUP:
+                op.busy = None
             op.call_id = None
 
     def _busy(self, name: str, state: OperatorState, call_id: str) -> None:

@@ -247,9 +247,10 @@ class Stasis:
                 elif leg_id in ringing:
                     _answered_while_away(session, channels[leg_id])
             if session.operator and session.state is CallState.CONNECTED:
-                if session.operator_channel in channels:
-                    desk.connected(session.operator, call_id)
-                else:
+                # On the call in the desk either way: an operator who hung up while we were
+                # away is then released by the session, into their wrap-up.
+                desk.connected(session.operator, call_id)
+                if session.operator_channel not in channels:
                     session.post(OperatorAway())
             elif session.operator and session.state is CallState.RINGING_OPERATOR:
                 if session.operator_channel in channels:

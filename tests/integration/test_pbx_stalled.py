@@ -39,7 +39,7 @@ from siaga112.model import CallState, Disposition, OperatorState
 from siaga112_testkit.loadtest.runner import local_pbx_pid
 from tests.conftest import ari_settings, serving, wait_for
 from tests.integration.pbx_view import holding_channels
-from tests.integration.phones import MOBILE, e164, mobile_number
+from tests.integration.phones import MOBILE, e164, invites, logged, mobile_number
 from tests.integration.test_agencies import api_post, bridge_holds, joined
 from tests.integration.test_call_path import call_of, record
 
@@ -470,3 +470,43 @@ async def test_an_operator_who_answered_while_the_application_was_away_is_rung_a
     detail = await record(daemon, call_id)
     assert (detail.call.operator, detail.call.disposition) == ("op1", Disposition.GENUINE.value)
     assert "operator_no_answer" not in [e.type for e in detail.events]
+
+
+async def test_an_operator_who_hung_up_while_the_socket_was_down_has_their_wrap_up(
+        proxy: SlowSocket, daemon_factory, phones) -> None:
+    """op1 talks to the caller for 6 s and hangs up 1 s into a 4 s break of the events
+    socket; the caller stays on. On reconnect the caller goes back to the front of the queue
+    (whether op1 meant to end the call is not known) and rings op2, who logged in during the
+    call; op1 is in wrap-up (10 s) and not rung. (Before, the resync forgot op1's call: op1
+    was free at once, the longest idle, and the caller was put straight back to the operator
+    who had just hung up, before their report was written.)"""
+    talk = 6.0
+    daemon = await daemon_factory(logged_in=["op1"], queue={"wrapup": 10}, ari={
+        "url": proxy.url, "reconnect_initial": 0.2, "reconnect_max": 0.5})
+    op1 = await phones.operator(1, ring=0.2, talk=talk, calls=None)
+    op2 = await phones.operator(2, ring=0.2, talk=None, calls=None)
+    citizen, call_id, session = await citizen_calls(daemon, phones, hold=20.0)
+    op1_answered = await logged(op1, "answered", 10)
+    await wait_for(lambda: session.state is CallState.CONNECTED, 10, "connected to op1")
+    code = await phones.code(2, "*11")
+    assert code.ok, code.explain()
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(max(0.0, op1_answered + talk - 1.0 - loop.time()))
+    assert not [e for e in op1.logs() if e.event == "bye_sent"], "set-up took too long"
+    await proxy.drop(4.0)
+    await logged(op1, "bye_sent", 5)  # op1 hangs up: the socket is down
+    await wait_for(lambda: session.state is CallState.CONNECTED and session.operator == "op2",
+                   15, "the caller put through to op2 after the reconnect")
+    desk_op1 = daemon.desk.get("op1")
+    assert desk_op1 is not None and desk_op1.state is OperatorState.WRAPUP, desk_op1
+    assert (await citizen.wait(25)).ok, "the caller was cut off"
+    number = [e.fields.get("caller") for e in citizen.logs() if e.event == "answered"][0]
+    assert invites(op1) == [e164(number)], "op1 rung again at once"
+    assert invites(op2) == [e164(number)]
+    detail = await record(daemon, call_id)
+    # (The record's operator is the first who answered.)
+    assert (detail.call.operator, detail.call.disposition) == ("op1", Disposition.GENUINE.value)
+    connected = [e.data.get("operator") for e in detail.events if e.type == "connected"]
+    assert connected == ["op1", "op2"], [e.type for e in detail.events]
+    assert any(e.type == "requeued" and e.data.get("reason") == "operator_gone"
+               for e in detail.events), [e.type for e in detail.events]

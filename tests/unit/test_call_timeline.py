@@ -25,6 +25,7 @@ from siaga112.ari.models import (
     DialplanCEP,
     Playback,
     PlaybackFinished,
+    StasisEnd,
     StasisStart,
 )
 from siaga112.ari.retry import ATTEMPTS
@@ -417,7 +418,6 @@ async def test_a_stop_flushes_the_recording_note_of_a_call_that_just_ended(tmp_p
     (tmp_path / f"{CALL}.wav").write_bytes(b"\0" * (44 + 16000))
     stasis.on_event(citizen())
     await settle()
-    from siaga112.ari.models import StasisEnd
 
     stasis.on_event(StasisEnd(type="StasisEnd", channel=Channel(id=CALL)))
     await settle()
@@ -678,7 +678,6 @@ async def test_only_a_call_that_reached_its_bridge_destroys_it_at_the_end() -> N
     """Most callers at load leave while waiting or while an operator's phone rings: no call
     bridge was made for them, and none is destroyed (a request each). One an operator
     answered has its bridge destroyed at the end."""
-    from siaga112.ari.models import StasisEnd
 
     ari, clock = FakeAri(), FakeClock()
     stasis, _, _, sink = build(ari, clock)
@@ -907,6 +906,64 @@ async def test_a_ring_gone_while_we_were_away_pauses_nobody() -> None:
     assert [c[2] for c in ari.called("originate")] == [f"{CALL}-op-op1-1", f"{CALL}-op-op1-2"]
 
 
+def second_citizen() -> StasisStart:
+    ev = citizen()
+    return ev.model_copy(update={"channel": ev.channel.model_copy(update={"id": CALL2})})
+
+
+CALL2 = "1700000000.2"
+
+
+async def test_an_operator_who_hung_up_while_we_were_away_has_their_wrap_up() -> None:
+    """op1 hung up on the caller while the events socket was down. The resync tells the
+    session, which requeues the caller at the front (whether op1 meant to end the call is not
+    known); op1 goes into wrap-up as after any call, and the caller rings op2. (Before, the
+    resync had forgotten that op1 was on the call: op1 was free at once, no wrap-up, and the
+    caller could be put straight back to the operator who had just hung up.)"""
+    ari, clock = FakeAri(alive={CALL, f"{CALL}-op-op1-1"}), FakeClock()
+    stasis, desk, _, sink = build(ari, clock, queue={"wrapup": 10})
+    stasis.on_event(citizen())
+    await settle()
+    stasis.on_event(answered_by_op1())
+    await settle()
+    session = stasis.sessions[CALL]
+    assert session.state is CallState.CONNECTED and session.operator == "op1"
+    ari.alive = {CALL}  # op1's leg ended while we were away
+    await stasis.resync()
+    await settle()
+    assert operator(desk, "op1").state is OperatorState.WRAPUP
+    assert session.state is CallState.RINGING_OPERATOR and session.operator == "op2"
+    assert [c[2] for c in ari.called("originate")] == [f"{CALL}-op-op1-1", f"{CALL}-op-op2-2"]
+    assert "operator_no_answer" not in sink.types()
+
+
+async def test_an_operator_in_wrap_up_keeps_it_through_a_reconnect() -> None:
+    """op1's call ended 1 s before the events socket reconnected: wrap-up is the operator's
+    own time, which Asterisk knows nothing of; the resync keeps it, and the next caller rings
+    op2, not op1."""
+    ari, clock = FakeAri(alive={CALL, f"{CALL}-op-op1-1"}), FakeClock()
+    stasis, desk, _, _ = build(ari, clock, queue={"wrapup": 10})
+    await logged_out(desk)
+    desk.choose("op1", OperatorState.AVAILABLE, None, persist=False)
+    desk.choose("op2", OperatorState.AVAILABLE, None, persist=False)
+    stasis.on_event(citizen())
+    await settle()
+    stasis.on_event(answered_by_op1())
+    await settle()
+    ari.alive = {f"{CALL}-op-op1-1"}
+    stasis.on_event(StasisEnd(type="StasisEnd", channel=Channel(id=CALL)))  # the caller hung up
+    await settle()
+    assert operator(desk, "op1").state is OperatorState.WRAPUP
+    ari.alive = set()
+    await stasis.resync()
+    await settle()
+    assert operator(desk, "op1").state is OperatorState.WRAPUP
+    ari.alive = {CALL2}
+    stasis.on_event(second_citizen())
+    await settle()
+    assert stasis.sessions[CALL2].operator == "op2"
+
+
 class ZombieCallBridge(FakeAri):
     """After a restart: the citizen alone in their call bridge (the operator hung up while
     we were away). Asterisk keeps a destroyed bridge's id taken for a while: a create with it
@@ -928,7 +985,6 @@ async def test_a_call_taken_back_is_bridged_again_in_a_bridge_of_its_own() -> No
     line, and put through to the next operator who answers, in a new bridge (the old id is
     still taken in Asterisk; reusing it, op1 answered every 4 s and the caller was never put
     through). The old bridge is ended, and the new one at the call's end."""
-    from siaga112.ari.models import StasisEnd
 
     plain = f"siaga112-call-{CALL}"
     ari, clock = ZombieCallBridge(alive={CALL, f"{CALL}-op-op1-1"}), FakeClock()
