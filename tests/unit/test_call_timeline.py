@@ -42,6 +42,7 @@ from siaga112.settings import Settings
 from siaga112.stasis import Stasis
 
 CALL = "1700000000.1"
+CALL2 = "1700000000.2"  # a second caller
 NUMBER = "081234567890"
 
 
@@ -418,7 +419,6 @@ async def test_a_stop_flushes_the_recording_note_of_a_call_that_just_ended(tmp_p
     (tmp_path / f"{CALL}.wav").write_bytes(b"\0" * (44 + 16000))
     stasis.on_event(citizen())
     await settle()
-
     stasis.on_event(StasisEnd(type="StasisEnd", channel=Channel(id=CALL)))
     await settle()
     assert "recording" not in sink.types()
@@ -910,8 +910,6 @@ def second_citizen() -> StasisStart:
     ev = citizen()
     return ev.model_copy(update={"channel": ev.channel.model_copy(update={"id": CALL2})})
 
-
-CALL2 = "1700000000.2"
 
 
 async def test_an_operator_who_hung_up_while_we_were_away_has_their_wrap_up() -> None:
