@@ -510,3 +510,39 @@ async def test_an_operator_who_hung_up_while_the_socket_was_down_has_their_wrap_
     assert connected == ["op1", "op2"], [e.type for e in detail.events]
     assert any(e.type == "requeued" and e.data.get("reason") == "operator_gone"
                for e in detail.events), [e.type for e in detail.events]
+
+
+async def test_an_operator_in_wrap_up_when_the_socket_breaks_stays_in_it(
+        proxy: SlowSocket, daemon_factory, phones) -> None:
+    """The other instant of the same break: op1's call has ended (the caller hung up) and op1
+    is 0.5 s into a 12 s wrap-up when the events socket breaks for 4 s. The reconnect's
+    resync keeps op1's wrap-up: the next caller, arriving just after it with op1 the only
+    operator, waits in the queue and rings op1 only when the wrap-up is over. (Before, the
+    resync made op1 free at once and that caller was put straight through.)"""
+    wrapup = 12.0
+    daemon = await daemon_factory(logged_in=["op1"], queue={"wrapup": wrapup}, ari={
+        "url": proxy.url, "reconnect_initial": 0.2, "reconnect_max": 0.5})
+    op1 = await phones.operator(1, ring=0.2, talk=None, calls=None)
+    first, first_id, session = await citizen_calls(daemon, phones, hold=4.0)
+    await wait_for(lambda: session.state is CallState.CONNECTED, 10, "connected to op1")
+    ended = await logged(first, "bye_sent", 15)  # the caller hangs up: op1's wrap-up begins
+    await wait_for(lambda: daemon.desk.get("op1").state is OperatorState.WRAPUP, 5,
+                   "op1 in wrap-up")
+    await asyncio.sleep(0.5)
+    await proxy.drop(4.0)
+    # (Set by each resync when it is done; cleared here so that the wait below is the
+    # reconnect's, not the first connect's.)
+    daemon.stasis.resynced.clear()
+    await wait_for(daemon.stasis.resynced.is_set, 15, "the reconnect's resync")
+    desk_op1 = daemon.desk.get("op1")
+    assert desk_op1 is not None and desk_op1.state is OperatorState.WRAPUP, desk_op1
+    second, second_id, second_session = await citizen_calls(daemon, phones, hold=wrapup + 2.0)
+    rung = await logged(op1, "invite", wrapup + 5, n=2)
+    assert rung - ended >= wrapup - 0.5, (
+        f"op1 rung {rung - ended:.1f} s after the call ended, inside a {wrapup:.0f} s wrap-up")
+    await wait_for(lambda: second_session.state is CallState.CONNECTED, 10, "connected to op1")
+    assert (await first.wait(5)).ok
+    assert (await second.wait(25)).ok, "the second caller was cut off"
+    detail = await record(daemon, second_id)
+    assert (detail.call.operator, detail.call.disposition) == ("op1", Disposition.GENUINE.value)
+    assert (await record(daemon, first_id)).call.operator == "op1"
