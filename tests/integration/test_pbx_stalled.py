@@ -515,11 +515,11 @@ async def test_an_operator_who_hung_up_while_the_socket_was_down_has_their_wrap_
 async def test_an_operator_in_wrap_up_when_the_socket_breaks_stays_in_it(
         proxy: SlowSocket, daemon_factory, phones) -> None:
     """The other instant of the same break: op1's call has ended (the caller hung up) and op1
-    is 0.5 s into a 12 s wrap-up when the events socket breaks for 4 s. The reconnect's
+    is 0.5 s into a 9 s wrap-up when the events socket breaks for 4 s. The reconnect's
     resync keeps op1's wrap-up: the next caller, arriving just after it with op1 the only
     operator, waits in the queue and rings op1 only when the wrap-up is over. (Before, the
     resync made op1 free at once and that caller was put straight through.)"""
-    wrapup = 12.0
+    wrapup = 9.0
     daemon = await daemon_factory(logged_in=["op1"], queue={"wrapup": wrapup}, ari={
         "url": proxy.url, "reconnect_initial": 0.2, "reconnect_max": 0.5})
     op1 = await phones.operator(1, ring=0.2, talk=None, calls=None)
@@ -536,7 +536,7 @@ async def test_an_operator_in_wrap_up_when_the_socket_breaks_stays_in_it(
     await wait_for(daemon.stasis.resynced.is_set, 15, "the reconnect's resync")
     desk_op1 = daemon.desk.get("op1")
     assert desk_op1 is not None and desk_op1.state is OperatorState.WRAPUP, desk_op1
-    second, second_id, second_session = await citizen_calls(daemon, phones, hold=wrapup + 2.0)
+    second, second_id, second_session = await citizen_calls(daemon, phones, hold=wrapup - 1.0)
     rung = await logged(op1, "invite", wrapup + 5, n=2)
     assert rung - ended >= wrapup - 0.5, (
         f"op1 rung {rung - ended:.1f} s after the call ended, inside a {wrapup:.0f} s wrap-up")
