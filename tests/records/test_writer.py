@@ -19,6 +19,7 @@ from structlog.testing import capture_logs
 
 from siaga112.api import Api
 from siaga112.model import CallEventType, Disposition, OperatorEvent, OperatorState
+from siaga112.records import apply as apply_module
 from siaga112.records import writer as writer_module
 from siaga112.records.apply import store
 from siaga112.records.engine import connect_args
@@ -670,3 +671,27 @@ async def test_the_repository_finds_and_marks_a_call_the_writer_still_holds(
     for ev in call_events("not-stored-yet"):
         writer.call_event(ev)
     assert await without_writer.get_call("not-stored-yet") is None  # what catch-up is for
+
+
+async def test_a_full_batch_read_and_stored_in_slices_keeps_every_event_once(
+    make_writer: WriterFactory, clean: AsyncEngine
+):
+    """A batch of 200 lines is decoded and inserted in slices (the loop takes in calls between
+    them): every event is stored, once, and every call's row is made from all of its events."""
+    settings = DatabaseSettings(flush_interval=0.02, store_interval=30, retry_interval=0.1,
+                                batch_size=200)
+    writer = make_writer(settings=settings)
+    await _started_and_settled(writer)
+    calls = [call_events(f"slice-{n}", operator=f"op{n % 8 + 1}") for n in range(40)]
+    evs = [ev for call in calls for ev in call]
+    assert len(evs) >= settings.batch_size > 3 * max(writer_module.DECODE_SLICE,
+                                                     apply_module.INSERT_SLICE)
+    for ev in evs:
+        writer.call_event(ev)
+    assert await writer.flush(30)
+    assert await _count(clean, "SELECT count(*) FROM call_events WHERE call_id LIKE 'slice-%'"
+                        ) == len(evs)
+    for n, call in enumerate(calls):
+        row = await _call_row(clean, f"slice-{n}")
+        assert (row["operator"], row["disposition"]) == (f"op{n % 8 + 1}", "genuine"), row
+        assert row["ended_at"] == call[-1].at

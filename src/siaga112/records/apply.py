@@ -32,6 +32,7 @@ from siaga112.records import callbacks
 from siaga112.records.policy import BlockPolicy
 from siaga112.records.tables import call_events, operator_events, operators
 
+INSERT_SLICE = 50  # call events a statement inserts
 _POLICED = {Disposition.PRANK.value, Disposition.GHOST.value}
 _DISPATCH_TYPES = {
     CallEventType.AGENCY_REQUESTED,
@@ -180,20 +181,23 @@ async def apply_batch(
     call_ids: set[str] = set()
     police: set[str] = set()
     if unique_calls:
-        await conn.execute(
-            _INSERT_CALL_EVENTS,
-            [
-                {
-                    "event_id": ev.event_id,
-                    "call_id": ev.call_id,
-                    "seq": ev.seq,
-                    "type": ev.type.value,
-                    "at": ev.at,
-                    "data": ev.model_dump(mode="json")["data"],
-                }
-                for ev in unique_calls
-            ],
-        )
+        # In slices, each its own round trip: between them the loop takes in the calls that
+        # arrived (one statement of a full batch held it for up to 28 ms at 180 calls/s).
+        for start in range(0, len(unique_calls), INSERT_SLICE):
+            await conn.execute(
+                _INSERT_CALL_EVENTS,
+                [
+                    {
+                        "event_id": ev.event_id,
+                        "call_id": ev.call_id,
+                        "seq": ev.seq,
+                        "type": ev.type.value,
+                        "at": ev.at,
+                        "data": ev.model_dump(mode="json")["data"],
+                    }
+                    for ev in unique_calls[start:start + INSERT_SLICE]
+                ],
+            )
         call_ids = {ev.call_id for ev in unique_calls}
         marking = {
             ev.call_id
