@@ -3,11 +3,13 @@ PBX, an in-process daemon, PostgreSQL): the report's counts agree with what was 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from siaga112_testkit.loadtest import waves
 from siaga112_testkit.loadtest.daemon import DaemonApi
 from siaga112_testkit.loadtest.phones import CallerGroup, DeskPlan, national_number
 from siaga112_testkit.loadtest.plot import plot_reports
@@ -119,3 +121,30 @@ async def test_the_ari_floor_holds_the_daemons_conversation_with_asterisk(
     by_part = cpuprof.parts(taken.folded)
     product = ("records", "MQTT", "logging", "desk", "call path")
     assert [by_part[part] for part in product] == [0] * len(product), by_part
+
+
+async def test_waves_measure_the_path_to_an_operator_apart_from_the_calls_end(
+    daemon_factory, tmp_path: Path
+) -> None:
+    """`siaga112-testkit waves` through the real PBX: two waves of two callers, each caller to
+    a free desk phone, told apart in the records by the wave's own number; both waves clean.
+    A wave is refused at once when one of its desk phones is not free."""
+    daemon = await daemon_factory(logged_in=["op1", "op2"])
+    lines: list[str] = []
+    async with aiohttp.ClientSession() as session:
+        api = DaemonApi(f"http://127.0.0.1:{daemon.settings.api.port}", "admin-token", session)
+        ctx = RunContext(daemon.settings, "127.0.0.1:5060", tmp_path, lines.append, api=api,
+                         daemon_pid=os.getpid())
+        with pytest.raises(RuntimeError, match="op3"):
+            await waves.run_waves(waves.WavePlan(waves=1, size=3, rate=2, hold=3.0), ctx,
+                                  os.getpid())
+        plan = waves.WavePlan(waves=2, size=2, rate=2, hold=2.0, ring=0.3, settle=0.6, gap=0.3,
+                              idle=1.0)
+        report = await waves.run_waves(plan, ctx, os.getpid())
+
+    explain = waves.render(report) + "\n" + "\n".join(lines)
+    assert [(w.callers, w.reached) for w in report.waves] == [(2, 2), (2, 2)], explain
+    assert report.clean, explain
+    assert "arrival to an operator: mean" in explain
+    assert sum(1 for line in lines if line.startswith("  wave ")) == 2, explain
+    assert waves.WavesReport.model_validate_json(report.model_dump_json()) == report

@@ -1,9 +1,10 @@
-"""`siaga112-testkit load-test` and `siaga112-testkit bench` (the Makefile's `make load-test` and
-`make bench`).
+"""`siaga112-testkit load-test`, `siaga112-testkit bench` (the Makefile's `make load-test` and
+`make bench`) and `siaga112-testkit waves` (the path to an operator by itself, waves.py).
 
-Both take the test-PBX lock (/tmp/siaga112-test-pbx.lock, the one the test suite takes), make
-sure a daemon is connected, bring up the desk phones, run the citizens' load, print the report
-and write it as JSON, text and a PNG plot under the reports directory (var/reports/...).
+Each takes the test-PBX lock (/tmp/siaga112-test-pbx.lock, the one the test suite takes), makes
+sure a daemon is connected, brings up the desk phones, runs the citizens' load, prints the report
+and writes it under the reports directory (var/reports/...): JSON and text, and for the load
+test and the bench a PNG plot.
 """
 
 from __future__ import annotations
@@ -143,6 +144,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="run against a PBX that is not the local test PBX (refused otherwise)")
     p.set_defaults(func=_bench)
 
+    p = subparsers.add_parser(
+        "waves", help="the daemon's CPU from arrival to an operator, apart from the call's end")
+    p.add_argument("--pbx", default="127.0.0.1:5060")
+    p.add_argument("--waves", type=int, default=12, help="waves of callers")
+    p.add_argument("--size", type=int, default=8, help="callers a wave (1..8, a desk phone each)")
+    p.add_argument("--rate", type=float, default=10.0, help="calls/s within a wave")
+    p.add_argument("--hold", type=float, default=3.0,
+                   help="s each caller stays on after the answer")
+    p.add_argument("--ring", type=float, default=0.3, help="s a desk phone rings")
+    p.add_argument("--reports", type=Path)
+    p.add_argument(NOT_TEST_PBX_FLAG, action="store_true",
+                   help="run against a PBX that is not the local test PBX (refused otherwise)")
+    p.set_defaults(func=_waves)
+
 
 @contextmanager
 def pbx_lock() -> Iterator[None]:
@@ -185,6 +200,14 @@ def _settings():  # noqa: ANN202 - late import, like the main CLI
 def _reports_dir(args: argparse.Namespace, settings, kind: str) -> Path:  # noqa: ANN001
     base = args.reports or settings.state_dir / "reports"
     return base / f"{kind}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+
+
+def _write(out: Path, stem: str, json_text: str, text: str) -> tuple[Path, Path]:
+    """A run's report as JSON and as text in its reports directory."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json_text)
+    (out / f"{stem}.txt").write_text(text + "\n")
+    return out / f"{stem}.json", out / f"{stem}.txt"
 
 
 def capacity_note(args: argparse.Namespace) -> str:
@@ -253,12 +276,10 @@ def _load_test(args: argparse.Namespace) -> int:
             finally:
                 await restore_operators(daemon.api, before)
         text = render(report)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.json").write_text(report.model_dump_json(indent=2))
-        (out / "report.txt").write_text(text + "\n")
+        written = _write(out, "report", report.model_dump_json(indent=2), text)
         png = plot_reports([report], out / "report.png", "siaga112 load test")
         say(text)
-        say(f"report: {out / 'report.json'}, {out / 'report.txt'}, {png}")
+        say(f"report: {', '.join(map(str, written))}, {png}")
         return 0 if report.clean else 1
 
     say(f"load test: {calls} calls at {args.rate:g}/s against {args.pbx}, "
@@ -289,3 +310,51 @@ def _bench(args: argparse.Namespace) -> int:
     say(f"bench: reports in {out}")
     with pbx_lock():
         return run_main(run_bench(settings, options, out, say))
+
+
+def _waves(args: argparse.Namespace) -> int:
+    from siaga112_testkit.loadtest.waves import WavePlan
+
+    try:
+        plan = WavePlan(waves=args.waves, size=args.size, rate=args.rate, hold=args.hold,
+                        ring=args.ring)
+    except ValueError as exc:
+        raise SystemExit(f"siaga112-testkit waves: {exc}") from None
+    settings = _settings()
+    refuse_other_pbx(args, settings)
+    out = _reports_dir(args, settings, "waves")
+
+    async def main() -> int:
+        from siaga112_testkit.loadtest.daemon import (
+            daemon_running,
+            restore_operators,
+            set_operators,
+        )
+        from siaga112_testkit.loadtest.runner import RunContext, local_pbx_pid
+        from siaga112_testkit.loadtest.waves import render, run_waves
+
+        overrides = {"SIAGA112_QUEUE__WRAPUP": "0"}
+        async with daemon_running(settings, overrides, say) as daemon:
+            if daemon.pid is None:
+                say("the waves measure a daemon they start, by its pid: run `make down` first")
+                return 2
+            before = await set_operators(daemon.api, list(settings.queue.operators), plan.size)
+            try:
+                ctx = RunContext(settings, args.pbx, out, say, api=daemon.api,
+                                 daemon_log=daemon.logfile, daemon_pid=daemon.pid,
+                                 pbx_pid=None if args.i_know_this_is_not_the_test_pbx
+                                 else local_pbx_pid(),
+                                 extra_notes=[f"daemon settings: {daemon.settings_note}"])
+                report = await run_waves(plan, ctx, daemon.pid)
+            finally:
+                await restore_operators(daemon.api, before)
+        text = render(report)
+        written = _write(out, "waves", report.model_dump_json(indent=2), text)
+        say(text)
+        say(f"report: {', '.join(map(str, written))}")
+        return 0 if report.clean else 1
+
+    say(f"waves: {plan.waves} of {plan.size} callers at {plan.rate:g}/s against {args.pbx}; "
+        f"reports in {out}")
+    with pbx_lock():
+        return run_main(main())

@@ -18,7 +18,7 @@ from siaga112.records.engine import QUERY_TIMEOUT, connect_args
 _CALLS = text("""
 SELECT c.call_id, c.operator, c.disposition, c.wait_seconds, c.talk_seconds,
        c.operator_answered_at IS NOT NULL AS connected, c.ended_at IS NOT NULL AS ended,
-       a.latency_ms, a.cpu_wait_ms, a.event_age_ms
+       a.latency_ms, a.cpu_wait_ms, a.event_age_ms, c.caller
   FROM calls c
   LEFT JOIN LATERAL (
        SELECT (e.data->>'latency_ms')::float AS latency_ms,
@@ -42,6 +42,7 @@ class CallRow:
     latency_ms: float | None  # StasisStart routed -> taken in by its session
     cpu_wait_ms: float | None = None  # of latency_ms, the daemon ready and no core free
     event_age_ms: float | None = None  # the StasisStart's age when routed (Asterisk's clock)
+    caller: str | None = None  # E.164
 
 
 @dataclass

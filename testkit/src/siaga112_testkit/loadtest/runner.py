@@ -130,7 +130,7 @@ async def _wait_callers(plan: LoadPlan, ctx: RunContext, callers: Sequence[Calle
         await c.run.wait(max(1.0, deadline - time.monotonic()))
 
 
-async def _drain(settings: Settings, seconds: float) -> int:
+async def drain(settings: Settings, seconds: float) -> int:
     """Wait until the PBX has no channel left (bounded); the number left then. Channels still
     up after the wait (callers SIPp stopped without a BYE, after an overload) are hung up, so
     that the next run starts on an empty PBX."""
@@ -316,7 +316,7 @@ async def run_load(plan: LoadPlan, ctx: RunContext) -> rp.LoadReport:
                                  return_exceptions=True)
             raise
         end = time.time()
-        left = await _drain(ctx.settings, ctx.drain_seconds)
+        left = await drain(ctx.settings, ctx.drain_seconds)
     notes = list(ctx.extra_notes)
     if unrest is not None:
         notes.append(f"the PBX was not at rest when the load began ({unrest} after "

@@ -1,0 +1,242 @@
+"""`siaga112-testkit waves`: the daemon's CPU on the path from arrival to an operator, measured
+by itself.
+
+The performance goal (issue 13) counts the CPU "on the path from arrival to an operator"; the
+bench's figure is the whole call (the end too: the hang-ups, the last records, the operator
+free again). Here the two are taken apart in time. A wave is `size` callers at `rate` calls/s
+while every desk phone is free; the desk phones answer after `ring` s and never hang up first;
+each caller hangs up `hold` s after the answer. The daemon's CPU (the run time of all its
+threads, /proc/PID/task/*/schedstat, in ns) is read before a wave, `settle` s after its last
+caller should be with an operator (their records flushed, MQTT's window past), and `settle` s
+after its last caller hung up. The idle daemon's rate, read before the first wave, is taken off
+both windows. The records say whether every caller of a wave did reach an operator; a wave
+whose callers did not is no measure of this path, and the report says so.
+
+Waves are colder than a steady load (the daemon is quiet between them), so a wave's call
+costs more than the bench's steady 10 calls/s: compare waves with waves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from siaga112.callerid import normalise
+from siaga112_testkit.loadtest.daemon import DaemonApi
+from siaga112_testkit.loadtest.phones import (
+    CallerGroup,
+    DeskPlan,
+    LoadPcaps,
+    desk_phones,
+    national_number,
+    start_callers,
+)
+from siaga112_testkit.loadtest.records import read_calls
+from siaga112_testkit.loadtest.runner import RunContext, drain, wait_at_rest
+from siaga112_testkit.topology import MOBILE_TRUNK
+
+DESK_PHONES = 8  # the topology's op1..op8: a wave is never larger (nobody may queue)
+
+
+@dataclass(frozen=True)
+class WavePlan:
+    waves: int = 12
+    size: int = 8  # callers a wave, each to a free desk phone
+    rate: float = 10.0  # calls/s within a wave
+    hold: float = 3.0  # s each caller stays after the answer
+    ring: float = 0.3  # s a desk phone rings before it answers
+    settle: float = 1.2  # s after the last caller is with an operator, and after the last BYE
+    gap: float = 1.0  # s between a wave's end and the next wave
+    idle: float = 5.0  # s over which the idle daemon's rate is read, before the first wave
+
+    def __post_init__(self) -> None:
+        if self.waves < 1:
+            raise ValueError(f"waves must be at least 1, got {self.waves}")
+        if not 1 <= self.size <= DESK_PHONES:
+            raise ValueError(f"size must be 1..{DESK_PHONES} (a free desk phone for each "
+                             f"caller), got {self.size}")
+        if self.rate <= 0:
+            raise ValueError(f"rate must be above 0 calls/s, got {self.rate}")
+        if self.ring < 0 or self.gap < 0 or self.settle <= 0 or self.idle <= 0:
+            raise ValueError("ring and gap must be 0 s or more, settle and idle above 0 s")
+        # The first window must close before the first caller hangs up.
+        if self.hold <= self.ring + self.settle + (self.size - 1) / self.rate:
+            raise ValueError(
+                f"hold ({self.hold:g} s) must be longer than the wave's arrivals, the ring and "
+                f"the settle ({(self.size - 1) / self.rate + self.ring + self.settle:g} s): the "
+                f"path to an operator is read before anybody hangs up")
+
+    @property
+    def to_operator_window(self) -> float:
+        """From a wave's start until its last caller is with an operator, and settled."""
+        return (self.size - 1) / self.rate + self.ring + self.settle
+
+
+class Wave(BaseModel):
+    to_operator_ms: float  # the daemon's CPU a call, arrival to an operator
+    rest_ms: float  # the rest of the call: talk and the end
+    callers: int
+    reached: int  # callers the records show with an operator
+
+
+class WavesReport(BaseModel):
+    waves: list[Wave]
+    size: int
+    rate: float
+    hold: float
+    ring: float
+    idle_ms_per_s: float
+    daemon_pid: int
+    started_at: str
+    notes: list[str] = []
+
+    @property
+    def measured(self) -> list[Wave]:
+        """The waves whose callers all reached an operator: the others measured another path."""
+        return [w for w in self.waves if w.reached == w.callers]
+
+    @property
+    def clean(self) -> bool:
+        return bool(self.waves) and len(self.measured) == len(self.waves)
+
+
+def thread_cpu_ns(pid: int, proc: Path = Path("/proc")) -> int | None:
+    """The run time of all of a process's threads (schedstat, ns), None when it is gone. A
+    thread that ends between the listing and its read is left out."""
+    total, seen = 0, False
+    try:
+        tasks = list((proc / str(pid) / "task").iterdir())
+    except OSError:
+        return None
+    for task in tasks:
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+            seen = True
+        except (OSError, ValueError, IndexError):
+            continue
+    return total if seen else None
+
+
+def per_call_ms(cpu_ns: int, seconds: float, idle_ms_per_s: float, calls: int) -> float:
+    """A window's CPU a call, less what the idle daemon spends in as long."""
+    return round((cpu_ns / 1e6 - idle_ms_per_s * seconds) / calls, 3)
+
+
+def _spread(values: Sequence[float]) -> str:
+    if not values:
+        return "n/a"
+    return (f"mean {statistics.fmean(values):.2f}, median {statistics.median(values):.2f} "
+            f"({min(values):.2f}-{max(values):.2f})")
+
+
+def render(report: WavesReport) -> str:
+    measured = report.measured
+    lines = [
+        "== waves: the path from arrival to an operator ==",
+        f"  {len(report.waves)} waves of {report.size} callers at {report.rate:g}/s, desk "
+        f"phones answer after {report.ring:g} s, callers hang up {report.hold:g} s after the "
+        f"answer; the idle daemon {report.idle_ms_per_s:.2f} ms of CPU a second (taken off)",
+    ]
+    for n, w in enumerate(report.waves):
+        lines.append(f"  wave {n:2d}: to an operator {w.to_operator_ms:6.2f} ms a call, the "
+                     f"rest {w.rest_ms:6.2f}; {w.reached}/{w.callers} reached an operator")
+    to_op = [w.to_operator_ms for w in measured]
+    rest = [w.rest_ms for w in measured]
+    whole = [w.to_operator_ms + w.rest_ms for w in measured]
+    lines += [
+        f"  daemon CPU ms a call, arrival to an operator: {_spread(to_op)}",
+        f"  the rest of the call (talk and the end): {_spread(rest)}",
+        f"  the whole call: {_spread(whole)} (waves run colder than a steady load)",
+    ]
+    if len(measured) < len(report.waves):
+        lines.append(f"  NOT CLEAN: {len(report.waves) - len(measured)} waves had callers who "
+                     f"did not reach an operator (left out of the figures)")
+    lines += [f"  note: {n}" for n in report.notes]
+    return "\n".join(lines)
+
+
+async def run_waves(plan: WavePlan, ctx: RunContext, daemon_pid: int) -> WavesReport:
+    """The waves against the daemon whose pid is given (its API in ctx.api), on the topology's
+    desk phones op1..op`size`, which must be logged in and free."""
+    if ctx.api is None:
+        raise ValueError("the waves need the daemon's API (ctx.api)")
+    pcaps = LoadPcaps(ctx.out_dir / "pcaps")
+    notes = list(ctx.extra_notes)
+    unrest = await wait_at_rest(ctx)
+    if unrest is not None:
+        notes.append(f"the PBX was not at rest before the waves ({unrest})")
+    busy = await not_free(ctx.api, [f"op{n}" for n in range(1, plan.size + 1)])
+    if busy:
+        raise RuntimeError(f"the waves need op1..op{plan.size} free, and these are not: "
+                           f"{', '.join(busy)}")
+    since = datetime.now(UTC)
+    desk = DeskPlan(operators=plan.size, ring=plan.ring, talk=plan.hold + 60.0)
+    numbers: list[str] = []
+    windows: list[tuple[int, float, int, float]] = []
+    async with desk_phones(desk, ctx.out_dir / "desk", pcaps, ctx.remote):
+        await asyncio.sleep(1.0)  # the desk phones' start-up is not the daemon's idle
+        idle_ms_per_s = await _idle_rate(daemon_pid, plan.idle)
+        for n in range(plan.waves):
+            number = national_number("0811", 8)
+            numbers.append(number)
+            group = CallerGroup(f"wave{n}", MOBILE_TRUNK, number, rate=plan.rate,
+                                calls=plan.size, hold=plan.hold)
+            a0, t0 = _cpu(daemon_pid), time.monotonic()
+            [caller] = await start_callers([group], ctx.out_dir / "callers", pcaps, ctx.remote,
+                                           audio_seconds=max(10, int(plan.hold) + 2))
+            await asyncio.sleep(max(0.0, t0 + plan.to_operator_window - time.monotonic()))
+            a1, t1 = _cpu(daemon_pid), time.monotonic()
+            await caller.run.wait(plan.hold + 30.0)
+            await asyncio.sleep(plan.settle)
+            a2, t2 = _cpu(daemon_pid), time.monotonic()
+            windows.append((a1 - a0, t1 - t0, a2 - a1, t2 - t1))
+            ctx.say(f"  wave {n}: to an operator "
+                    f"{per_call_ms(a1 - a0, t1 - t0, idle_ms_per_s, plan.size):.2f} ms a call, "
+                    f"the rest {per_call_ms(a2 - a1, t2 - t1, idle_ms_per_s, plan.size):.2f}")
+            await asyncio.sleep(plan.gap)
+        left = await drain(ctx.settings, ctx.drain_seconds)
+    if left > 0:
+        notes.append(f"{left} channels were still up after the waves (hung up)")
+    e164 = {number: normalise(number).e164 or number for number in numbers}
+    records = await read_calls(ctx.settings.database.url, sorted(e164.values()), since,
+                               expect=plan.size * plan.waves)
+    reached: dict[str, int] = {}
+    for call in records.calls:
+        if call.connected and call.disposition == "genuine":
+            reached[call.caller or ""] = reached.get(call.caller or "", 0) + 1
+    waves = [
+        Wave(to_operator_ms=per_call_ms(a, ta, idle_ms_per_s, plan.size),
+             rest_ms=per_call_ms(b, tb, idle_ms_per_s, plan.size),
+             callers=plan.size, reached=reached.get(e164[number], 0))
+        for (a, ta, b, tb), number in zip(windows, numbers, strict=True)
+    ]
+    return WavesReport(waves=waves, size=plan.size, rate=plan.rate, hold=plan.hold,
+                       ring=plan.ring, idle_ms_per_s=round(idle_ms_per_s, 3),
+                       daemon_pid=daemon_pid, started_at=since.isoformat(), notes=notes)
+
+
+def _cpu(pid: int) -> int:
+    ns = thread_cpu_ns(pid)
+    if ns is None:
+        raise RuntimeError(f"the daemon (pid {pid}) is gone: its CPU cannot be read")
+    return ns
+
+
+async def _idle_rate(pid: int, seconds: float) -> float:
+    before, t0 = _cpu(pid), time.monotonic()
+    await asyncio.sleep(seconds)
+    return (_cpu(pid) - before) / 1e6 / (time.monotonic() - t0)
+
+
+async def not_free(api: DaemonApi, names: Sequence[str]) -> list[str]:
+    """The desk phones among `names` that the daemon does not show available (busy with a call
+    left from before, paused, logged out): a wave needs each of its desk phones free."""
+    states = {str(op["operator"]): str(op["state"]) for op in await api.operators()}
+    return [n for n in names if states.get(n) != "available"]
