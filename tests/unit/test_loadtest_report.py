@@ -473,7 +473,8 @@ def test_the_bench_judges_each_goal_from_its_own_figures(tmp_path: Path) -> None
                                 pbx_cpu_seconds=100.0,
                                 metrics=rp.MetricsSummary(cpu_seconds=15.0)),
               "dialplan": _report(path="dialplan", offered=1000, pbx_cpu_seconds=700.0)})
-    clean, cpu, take_in, burst = goals(result)
+    clean, cpu, path, take_in, burst = goals(result)
+    assert (path.met, path.detail) == (None, "the waves did not run")
     assert (clean.met, clean.detail) == (True, "daemon clean to 80/s, app_queue to 40/s")
     assert (cpu.met, cpu.detail) == (
         False, "within it at 40 (4.5 ms, 50%), 80 (3 ms, 50%), 100 (2.5 ms, 50%); over it at 10 "
@@ -484,7 +485,7 @@ def test_the_bench_judges_each_goal_from_its_own_figures(tmp_path: Path) -> None
         "within it at every step up to 40/s;")
     # "Up to" holds for every step below it: a step over the goal in between ends it.
     slow = BenchResult(steps=[Step(10, daemon=daemon(0.9, [1.0, 30.0])), *result.steps[1:3]])
-    assert goals(slow)[2].detail.startswith(
+    assert goals(slow)[3].detail.startswith(
         "59.41 ms at 80/s (90% of the slowest 1% waiting for a CPU; less the waits 1.98 ms); "
         "over it from the lowest step (within it again at 40/s);")
     assert (burst.met, burst.detail) == (
@@ -497,14 +498,46 @@ def test_the_bench_judges_each_goal_from_its_own_figures(tmp_path: Path) -> None
     # One caller handed back in the burst, and an app_queue step the daemon failed.
     result.burst["daemon"].dispositions = {"genuine": 999, "fallback": 1}
     result.steps[1].daemon = daemon(0.45, [1.0, 4.0], failed=1)
-    clean, _, _, burst = goals(result)
+    clean, _, _, _, burst = goals(result)
     assert clean.met is False and clean.detail.endswith("the daemon not clean at 40/s")
     assert burst.met is False and "handed back 1" in burst.detail
     # Without app_queue's burst the CPU cannot be compared: not measured, not met.
     del result.burst["dialplan"]
     assert goals(BenchResult(burst={"daemon": _report(offered=10, answered=10, connected=10)})
-                 )[3].met is None
-    assert [g.met for g in goals(BenchResult())] == [None, None, None, None]
+                 )[4].met is None
+    assert [g.met for g in goals(BenchResult())] == [None] * 5
     _write(result, summary(result), tmp_path)
     written = json.loads((tmp_path / "bench.json").read_text())["goals"]
-    assert [g["met"] for g in written] == [False, False, False, False]
+    assert [g["met"] for g in written] == [False, False, None, False, False]
+
+
+def test_the_bench_judges_the_path_to_an_operator_by_the_waves(tmp_path: Path) -> None:
+    """The goal's own wording, "on the path from arrival to an operator": the waves' mean of
+    the waves whose callers all reached an operator; a wave where one did not is left out and
+    the goal is then not met."""
+    from siaga112_testkit.loadtest.bench import BenchResult, _write, goals, summary
+    from siaga112_testkit.loadtest.waves import Wave, WavesReport
+
+    def waves(*to_operator: float, reached: int = 8) -> WavesReport:
+        return WavesReport(
+            waves=[Wave(to_operator_ms=ms, rest_ms=4.0, callers=8, reached=reached)
+                   for ms in to_operator],
+            size=8, rate=10, hold=3, ring=0.3, idle_ms_per_s=0.3, daemon_pid=1,
+            started_at="2026-12-04T00:00:00+00:00")
+
+    path = goals(BenchResult(waves=waves(4.5, 5.3)))[2]
+    assert (path.met, path.detail) == (
+        True, "4.90 ms on the mean of 2 waves of 8 callers at 10/s (the rest of the call 4.00)")
+    assert goals(BenchResult(waves=waves(6.0, 6.8)))[2].met is False
+    mixed = waves(4.0, 4.2)
+    mixed.waves.append(Wave(to_operator_ms=1.0, rest_ms=1.0, callers=8, reached=3))
+    path = goals(BenchResult(waves=mixed))[2]
+    assert path.met is False and path.detail.endswith("1 waves left out (callers not connected)")
+    assert goals(BenchResult(waves=waves(4.0, reached=7)))[2].met is None
+    result = BenchResult(waves=mixed)
+    text = summary(result)
+    assert "waves (the path from arrival to an operator, by itself):" in text
+    assert "3/8 reached an operator" in text
+    assert "on the path from arrival to an operator (waves): NOT MET: 4.10 ms" in text
+    _write(result, text, tmp_path)
+    assert json.loads((tmp_path / "bench.json").read_text())["waves"]["waves"][2]["reached"] == 3

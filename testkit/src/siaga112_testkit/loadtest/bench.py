@@ -10,7 +10,9 @@ Beside the daemon's first step, the same load through the ARI floor (floor.py: t
 conversation with Asterisk and nothing else), so that the summary tells, in the same hour, how
 much of the daemon's CPU a call is that conversation and how much its own work; both runs are
 sampled by CPU time (cpuprof.py), so the summary also splits each one's CPU a call by part of
-the call, and flame graphs of both are written beside the reports. The summary ends with the
+the call, and flame graphs of both are written beside the reports. After the steps, waves of 8
+callers to free desk phones (waves.py) measure the daemon's CPU on the path from arrival to an
+operator by itself, apart from the call's end, as the goal words it. The summary ends with the
 goals the bench is held to, each judged from the run's own figures (goals()).
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +49,8 @@ from siaga112_testkit.loadtest.runner import (
     run_load,
     wait_at_rest,
 )
+from siaga112_testkit.loadtest.waves import WavePlan, WavesReport, run_waves
+from siaga112_testkit.loadtest.waves import render as render_waves
 from siaga112_testkit.sipp import SippError
 from siaga112_testkit.topology import BENCH_TRUNK, LANDLINE_TRUNK, MOBILE_TRUNK
 
@@ -53,6 +58,7 @@ LOCAL_PBX = "127.0.0.1:5060"
 # The daemon under bench: no wrap-up (app_queue's wrapuptime is 0 too), and a blocked caller
 # hung up one second after the announcement starts, so that the flood is shed quickly.
 DAEMON_OVERRIDES = {"SIAGA112_QUEUE__WRAPUP": "0", "SIAGA112_SCREENING__BYPASS_WAIT": "1"}
+WAVES = WavePlan()  # 12 waves of 8 callers at 10/s, hold 3 s
 DESK = DeskPlan(operators=8, ring=0.3, talk=1.0, code_at=0.5,
                 codes=[f"*3{n:02d}" for n in (1, 2, 5, 6, 7, 9, 11, 12)])
 # A 112 caller should hear the answer within a second: the rate steps also report the highest
@@ -95,6 +101,7 @@ class BenchResult:
     # CPU-time samples of the daemon's first step and of the floor ("daemon", "floor")
     profiles: dict[str, cpuprof.Profile] = field(default_factory=dict)
     not_run: list[str] = field(default_factory=list)  # runs whose daemon could not start
+    waves: WavesReport | None = None  # the path from arrival to an operator, by itself
 
     def highest_clean(self, path: CallPath) -> float | None:
         rates = [s.rate for s in self.steps if (r := getattr(s, path.value)) and clean(r)]
@@ -276,6 +283,30 @@ class Bench:
         self.say(rp.render(report))
         result.floor = report
 
+    async def waves(self, result: BenchResult) -> None:
+        """The path from arrival to an operator by itself (waves.py), on a daemon of its own."""
+        ctx = RunContext(self.settings, self.options.remote, self.out / "waves", self.say,
+                         pbx_pid=self.pbx_pid)
+        await wait_at_rest(ctx)
+        self.say("  waves: the path from arrival to an operator, by itself")
+        try:
+            async with daemon_running(self.settings, DAEMON_OVERRIDES, self.say) as daemon:
+                if daemon.pid is None:
+                    result.not_run.append("waves: a daemon was already running; the waves "
+                                          "measure one they start, by its pid")
+                    return
+                names = list(self.settings.queue.operators)
+                before = await set_operators(daemon.api, names, WAVES.size)
+                try:
+                    ctx.api, ctx.daemon_pid = daemon.api, daemon.pid
+                    ctx.daemon_log = daemon.logfile
+                    result.waves = await run_waves(WAVES, ctx, daemon.pid)
+                finally:
+                    await restore_operators(daemon.api, before)
+        except (DaemonError, SippError, RuntimeError) as exc:
+            self.say(f"  waves: NOT RUN: {exc}")
+            result.not_run.append(f"waves: {exc}")
+
     async def burst(self, result: BenchResult) -> None:
         o = self.options
         for path in (CallPath.DAEMON, CallPath.DIALPLAN):
@@ -372,6 +403,7 @@ def summary(result: BenchResult) -> str:
                      f"{_per_s(d)}, dialplan app_queue {_per_s(q)}; ratio {_ratio(d, q)}")
     lines += _floor_lines(result)
     lines += _profile_lines(result)
+    lines += _waves_lines(result)
     for title, part in (("burst", result.burst), ("flood", result.flood)):
         if not part:
             continue
@@ -392,6 +424,14 @@ def summary(result: BenchResult) -> str:
     for line in result.not_run:
         lines.append(f"NOT RUN {line}")
     return "\n".join(lines)
+
+
+def _waves_lines(result: BenchResult) -> list[str]:
+    w = result.waves
+    if w is None:
+        return []
+    return [render_waves(w).replace("== waves: the path from arrival to an operator ==",
+                                    "waves (the path from arrival to an operator, by itself):")]
 
 
 def _floor_lines(result: BenchResult) -> list[str]:
@@ -464,7 +504,8 @@ class Goal:
 
 
 def goals(result: BenchResult) -> list[Goal]:
-    return [_clean_goal(result), _cpu_goal(result), _take_in_goal(result), _burst_goal(result)]
+    return [_clean_goal(result), _cpu_goal(result), _path_cpu_goal(result),
+            _take_in_goal(result), _burst_goal(result)]
 
 
 def _clean_goal(result: BenchResult) -> Goal:
@@ -502,6 +543,23 @@ def _cpu_goal(result: BenchResult) -> Goal:
         parts.append("over it at " + ", ".join(over))
     return Goal(name, not over, "; ".join(parts)
                 + " (calls/s, CPU a call, share of callers who reached an operator)")
+
+
+def _path_cpu_goal(result: BenchResult) -> Goal:
+    name = (f"daemon CPU a call <= {CPU_GOAL_MS:g} ms on the path from arrival to an operator "
+            f"(waves)")
+    w = result.waves
+    if w is None:
+        return Goal(name, None, "the waves did not run")
+    if not w.measured:
+        return Goal(name, None, "no wave had every caller reach an operator")
+    mean = statistics.fmean(x.to_operator_ms for x in w.measured)
+    detail = (f"{mean:.2f} ms on the mean of {len(w.measured)} waves of {w.size} callers at "
+              f"{w.rate:g}/s (the rest of the call "
+              f"{statistics.fmean(x.rest_ms for x in w.measured):.2f})")
+    if not w.clean:
+        detail += f"; {len(w.waves) - len(w.measured)} waves left out (callers not connected)"
+    return Goal(name, mean <= CPU_GOAL_MS and w.clean, detail)
 
 
 def _take_in_goal(result: BenchResult) -> Goal:
@@ -573,7 +631,7 @@ def _per_s(rate: float | None) -> str:
 
 
 def _goal_lines(result: BenchResult) -> list[str]:
-    if not result.steps and not result.burst:
+    if not result.steps and not result.burst and result.waves is None:
         return []
     return ["goals (issue 13), judged from this run's figures:"] + [
         g.line() for g in goals(result)]
@@ -584,6 +642,8 @@ async def run_bench(settings: Settings, options: BenchOptions, out: Path, say: S
     bench = Bench(settings, options, out, say)
     if "steps" not in options.skip:
         await bench.steps(result)
+    if "waves" not in options.skip:
+        await bench.waves(result)
     if "burst" not in options.skip:
         await bench.burst(result)
     if "flood" not in options.skip:
@@ -614,6 +674,7 @@ def _write(result: BenchResult, text: str, out: Path) -> None:
                             "cpu_ms_per_call": _profile_cpu_ms(result, name)}
                      for name, p in result.profiles.items()},
         "goals": [{"goal": g.name, "met": g.met, "detail": g.detail} for g in goals(result)],
+        "waves": result.waves.model_dump() if result.waves else None,
         "not_run": result.not_run,
     }
     (out / "bench.json").write_text(json.dumps(doc, indent=2, default=str))

@@ -138,7 +138,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--genuine-rate", type=float, default=2.0,
                    help="genuine callers per second alongside the flood")
     p.add_argument("--skip", default="",
-                   help="comma-separated parts to skip: steps,burst,flood,floor,profile")
+                   help="comma-separated parts to skip: steps,waves,burst,flood,floor,profile")
     p.add_argument("--reports", type=Path)
     p.add_argument(NOT_TEST_PBX_FLAG, action="store_true",
                    help="run against a PBX that is not the local test PBX (refused otherwise)")
