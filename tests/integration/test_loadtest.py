@@ -131,6 +131,8 @@ async def test_waves_measure_the_path_to_an_operator_apart_from_the_calls_end(
     A wave is refused at once when one of its desk phones is not free."""
     daemon = await daemon_factory(logged_in=["op1", "op2"])
     lines: list[str] = []
+    # The daemon runs in this process, so its pid is the test's own: the CPU figures hold the
+    # test's work too and are not asserted; what the waves are checked on is who was measured.
     async with aiohttp.ClientSession() as session:
         api = DaemonApi(f"http://127.0.0.1:{daemon.settings.api.port}", "admin-token", session)
         ctx = RunContext(daemon.settings, "127.0.0.1:5060", tmp_path, lines.append, api=api,

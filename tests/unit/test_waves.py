@@ -35,6 +35,8 @@ def test_the_path_to_an_operator_is_read_before_anybody_hangs_up() -> None:
 
 
 def test_the_cpu_of_every_thread_is_summed_and_a_vanished_one_left_out(tmp_path: Path) -> None:
+    (tmp_path / "4242").mkdir()
+    (tmp_path / "4242" / "stat").write_text("4242 (python3 (x)) S 1 4242 4242 0 -1\n")
     task = tmp_path / "4242" / "task"
     for tid, line in (("4242", "1500000 20 3\n"), ("4243", "250000 1 1\n"), ("4244", "")):
         (task / tid).mkdir(parents=True)
@@ -42,6 +44,9 @@ def test_the_cpu_of_every_thread_is_summed_and_a_vanished_one_left_out(tmp_path:
     (task / "4245").mkdir()  # a thread that ended before its read: no schedstat
     assert thread_cpu_ns(4242, proc=tmp_path) == 1_750_000
     assert thread_cpu_ns(4343, proc=tmp_path) is None  # the process is gone
+    # Killed and not yet reaped: its threads still read, but it is gone all the same.
+    (tmp_path / "4242" / "stat").write_text("4242 (python3 (x)) Z 1 4242 4242 0 -1\n")
+    assert thread_cpu_ns(4242, proc=tmp_path) is None
 
 
 def test_the_idle_daemons_share_of_a_window_is_taken_off() -> None:

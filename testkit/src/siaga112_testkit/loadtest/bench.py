@@ -49,7 +49,7 @@ from siaga112_testkit.loadtest.runner import (
     run_load,
     wait_at_rest,
 )
-from siaga112_testkit.loadtest.waves import WavePlan, WavesReport, run_waves
+from siaga112_testkit.loadtest.waves import WavePlan, WavesReport, waves_on_own_daemon
 from siaga112_testkit.loadtest.waves import render as render_waves
 from siaga112_testkit.sipp import SippError
 from siaga112_testkit.topology import BENCH_TRUNK, LANDLINE_TRUNK, MOBILE_TRUNK
@@ -290,19 +290,7 @@ class Bench:
         await wait_at_rest(ctx)
         self.say("  waves: the path from arrival to an operator, by itself")
         try:
-            async with daemon_running(self.settings, DAEMON_OVERRIDES, self.say) as daemon:
-                if daemon.pid is None:
-                    result.not_run.append("waves: a daemon was already running; the waves "
-                                          "measure one they start, by its pid")
-                    return
-                names = list(self.settings.queue.operators)
-                before = await set_operators(daemon.api, names, WAVES.size)
-                try:
-                    ctx.api, ctx.daemon_pid = daemon.api, daemon.pid
-                    ctx.daemon_log = daemon.logfile
-                    result.waves = await run_waves(WAVES, ctx, daemon.pid)
-                finally:
-                    await restore_operators(daemon.api, before)
+            result.waves = await waves_on_own_daemon(self.settings, WAVES, ctx)
         except (DaemonError, SippError, RuntimeError) as exc:
             self.say(f"  waves: NOT RUN: {exc}")
             result.not_run.append(f"waves: {exc}")
@@ -430,8 +418,7 @@ def _waves_lines(result: BenchResult) -> list[str]:
     w = result.waves
     if w is None:
         return []
-    return [render_waves(w).replace("== waves: the path from arrival to an operator ==",
-                                    "waves (the path from arrival to an operator, by itself):")]
+    return [render_waves(w, title="waves (the path from arrival to an operator, by itself):")]
 
 
 def _floor_lines(result: BenchResult) -> list[str]:

@@ -325,29 +325,17 @@ def _waves(args: argparse.Namespace) -> int:
     out = _reports_dir(args, settings, "waves")
 
     async def main() -> int:
-        from siaga112_testkit.loadtest.daemon import (
-            daemon_running,
-            restore_operators,
-            set_operators,
-        )
         from siaga112_testkit.loadtest.runner import RunContext, local_pbx_pid
-        from siaga112_testkit.loadtest.waves import render, run_waves
+        from siaga112_testkit.loadtest.waves import render, waves_on_own_daemon
 
-        overrides = {"SIAGA112_QUEUE__WRAPUP": "0"}
-        async with daemon_running(settings, overrides, say) as daemon:
-            if daemon.pid is None:
-                say("the waves measure a daemon they start, by its pid: run `make down` first")
-                return 2
-            before = await set_operators(daemon.api, list(settings.queue.operators), plan.size)
-            try:
-                ctx = RunContext(settings, args.pbx, out, say, api=daemon.api,
-                                 daemon_log=daemon.logfile, daemon_pid=daemon.pid,
-                                 pbx_pid=None if args.i_know_this_is_not_the_test_pbx
-                                 else local_pbx_pid(),
-                                 extra_notes=[f"daemon settings: {daemon.settings_note}"])
-                report = await run_waves(plan, ctx, daemon.pid)
-            finally:
-                await restore_operators(daemon.api, before)
+        local = not args.i_know_this_is_not_the_test_pbx  # else refused above
+        ctx = RunContext(settings, args.pbx, out, say,
+                         pbx_pid=local_pbx_pid() if local else None)
+        try:
+            report = await waves_on_own_daemon(settings, plan, ctx)
+        except RuntimeError as exc:  # the daemon not ours, not started or gone; desk not free
+            say(f"siaga112-testkit waves: NOT RUN: {exc}")
+            return 1
         text = render(report)
         written = _write(out, "waves", report.model_dump_json(indent=2), text)
         say(text)

@@ -29,7 +29,14 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from siaga112.callerid import normalise
-from siaga112_testkit.loadtest.daemon import DaemonApi
+from siaga112.settings import Settings
+from siaga112_testkit.loadtest.daemon import (
+    DaemonApi,
+    DaemonError,
+    daemon_running,
+    restore_operators,
+    set_operators,
+)
 from siaga112_testkit.loadtest.phones import (
     CallerGroup,
     DeskPlan,
@@ -43,6 +50,8 @@ from siaga112_testkit.loadtest.runner import RunContext, drain, wait_at_rest
 from siaga112_testkit.topology import MOBILE_TRUNK
 
 DESK_PHONES = 8  # the topology's op1..op8: a wave is never larger (nobody may queue)
+# The daemon the waves start: no wrap-up, so that a wave's desk phones are free for the next.
+OVERRIDES = {"SIAGA112_QUEUE__WRAPUP": "0"}
 
 
 @dataclass(frozen=True)
@@ -109,11 +118,19 @@ class WavesReport(BaseModel):
 
 def thread_cpu_ns(pid: int, proc: Path = Path("/proc")) -> int | None:
     """The run time of all of a process's threads (schedstat, ns), None when it is gone. A
-    thread that ends between the listing and its read is left out."""
+    thread that ends between the listing and its read is left out; a dead process (a zombie)
+    is gone. (Not runner.cpu_seconds:
+    /proc/PID/stat counts in 250 Hz ticks, 4 ms, about a call's CPU; a wave's window holds
+    eight calls.)"""
     total, seen = 0, False
     try:
+        # A daemon killed while we wait on it is a zombie until reaped: its threads' last
+        # figures still read, and would be taken for a daemon doing nothing.
+        stat = (proc / str(pid) / "stat").read_text()
+        if stat[stat.rindex(")") + 2:][:1] in ("Z", "X"):
+            return None
         tasks = list((proc / str(pid) / "task").iterdir())
-    except OSError:
+    except (OSError, ValueError):
         return None
     for task in tasks:
         try:
@@ -136,10 +153,11 @@ def _spread(values: Sequence[float]) -> str:
             f"({min(values):.2f}-{max(values):.2f})")
 
 
-def render(report: WavesReport) -> str:
+def render(report: WavesReport,
+           title: str = "== waves: the path from arrival to an operator ==") -> str:
     measured = report.measured
     lines = [
-        "== waves: the path from arrival to an operator ==",
+        title,
         f"  {len(report.waves)} waves of {report.size} callers at {report.rate:g}/s, desk "
         f"phones answer after {report.ring:g} s, callers hang up {report.hold:g} s after the "
         f"answer; the idle daemon {report.idle_ms_per_s:.2f} ms of CPU a second (taken off)",
@@ -191,9 +209,15 @@ async def run_waves(plan: WavePlan, ctx: RunContext, daemon_pid: int) -> WavesRe
             a0, t0 = _cpu(daemon_pid), time.monotonic()
             [caller] = await start_callers([group], ctx.out_dir / "callers", pcaps, ctx.remote,
                                            audio_seconds=max(10, int(plan.hold) + 2))
-            await asyncio.sleep(max(0.0, t0 + plan.to_operator_window - time.monotonic()))
-            a1, t1 = _cpu(daemon_pid), time.monotonic()
-            await caller.run.wait(plan.hold + 30.0)
+            try:
+                await asyncio.sleep(max(0.0, t0 + plan.to_operator_window - time.monotonic()))
+                a1, t1 = _cpu(daemon_pid), time.monotonic()
+                await caller.run.wait(plan.hold + 30.0)
+            except BaseException:
+                # Stopped, or the daemon gone: the wave's callers go too (they run in a
+                # session of their own, so a terminal's signal does not reach them).
+                await caller.run.stop(grace=1.0)
+                raise
             await asyncio.sleep(plan.settle)
             a2, t2 = _cpu(daemon_pid), time.monotonic()
             windows.append((a1 - a0, t1 - t0, a2 - a1, t2 - t1))
@@ -207,10 +231,10 @@ async def run_waves(plan: WavePlan, ctx: RunContext, daemon_pid: int) -> WavesRe
     e164 = {number: normalise(number).e164 or number for number in numbers}
     records = await read_calls(ctx.settings.database.url, sorted(e164.values()), since,
                                expect=plan.size * plan.waves)
-    reached: dict[str, int] = {}
+    reached: dict[str | None, int] = {}
     for call in records.calls:
         if call.connected and call.disposition == "genuine":
-            reached[call.caller or ""] = reached.get(call.caller or "", 0) + 1
+            reached[call.caller] = reached.get(call.caller, 0) + 1
     waves = [
         Wave(to_operator_ms=per_call_ms(a, ta, idle_ms_per_s, plan.size),
              rest_ms=per_call_ms(b, tb, idle_ms_per_s, plan.size),
@@ -240,3 +264,20 @@ async def not_free(api: DaemonApi, names: Sequence[str]) -> list[str]:
     left from before, paused, logged out): a wave needs each of its desk phones free."""
     states = {str(op["operator"]): str(op["state"]) for op in await api.operators()}
     return [n for n in names if states.get(n) != "available"]
+
+
+async def waves_on_own_daemon(settings: Settings, plan: WavePlan, ctx: RunContext) -> WavesReport:
+    """The waves on a daemon started for them (OVERRIDES), with op1..op`size` logged in and
+    the operators' choices restored after; what `siaga112-testkit waves` and the bench run.
+    DaemonError when a daemon already answers the API: its CPU is not ours to read by pid."""
+    async with daemon_running(settings, OVERRIDES, ctx.say) as daemon:
+        if daemon.pid is None:
+            raise DaemonError("a daemon is already running (`make up`); the waves measure one "
+                              "they start, by its pid: run `make down` first")
+        before = await set_operators(daemon.api, list(settings.queue.operators), plan.size)
+        try:
+            ctx.api, ctx.daemon_pid, ctx.daemon_log = daemon.api, daemon.pid, daemon.logfile
+            ctx.extra_notes = [*ctx.extra_notes, f"daemon settings: {daemon.settings_note}"]
+            return await run_waves(plan, ctx, daemon.pid)
+        finally:
+            await restore_operators(daemon.api, before)
