@@ -102,7 +102,10 @@ def daemon_settings(stack: Stack, tmp_path: Path, **overrides: Any) -> Any:
         "database": {"url": stack.db_url, "flush_interval": 0.05, "retry_interval": 0.2},
         "recording": {"dir": stack.recordings},
         "mqtt": {"topic_prefix": f"test-{uuid.uuid4().hex[:8]}/siaga112"},
-        "queue": {"ring_timeout": 4, "wrapup": 0, "announce_interval": 5},
+        # The test desk phones send no media unless a test makes them (desk_media_timeout: 0,
+        # unwatched; test_desk_phone_lost.py watches them).
+        "queue": {"ring_timeout": 4, "wrapup": 0, "announce_interval": 5,
+                  "desk_media_timeout": 0},
         "silence": {"enabled": False},
         "api": {"tokens": [
             {"token": "admin-token", "role": "admin", "name": "test admin"},

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from siaga112.ari.client import NotFound
-from siaga112.ari.models import Application, Bridge, Channel, Endpoint, Playback
+from siaga112.ari.models import Application, Bridge, Channel, Endpoint, Playback, RtpStats
 from siaga112.model import CallEvent, OperatorEvent
 from siaga112.operators import Operator, OperatorDesk
 from siaga112.queue import CallQueue
@@ -24,6 +24,7 @@ class FakeAri:
     alive: set[str] = field(default_factory=set)  # channels get_channel finds
     members: dict[str, list[str]] = field(default_factory=dict)  # what get_bridge finds
     playing: set[str] = field(default_factory=set)  # playbacks get_playback finds
+    rx: dict[str, int] = field(default_factory=dict)  # media packets from a leg (rtp_statistics)
 
     def _call(self, name: str, *args: Any) -> None:
         self.calls.append((name, *args))
@@ -125,6 +126,13 @@ class FakeAri:
     async def endpoints(self, technology: str = "PJSIP") -> list[Endpoint]:
         self._call("endpoints", technology)
         return []
+
+    async def rtp_statistics(self, channel_id: str) -> RtpStats:
+        self._call("rtp_statistics", channel_id)
+        if channel_id not in self.rx:
+            raise NotFound("GET", f"/channels/{channel_id}/rtp_statistics", 404,
+                           "Channel not found")
+        return RtpStats(rxcount=self.rx[channel_id])
 
     async def get_channel(self, channel_id: str) -> Channel:
         self._call("get_channel", channel_id)

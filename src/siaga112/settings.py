@@ -145,6 +145,14 @@ class QueueSettings(_Section):
     # string to a backup centre (e.g. "PJSIP/112@backup-centre"), which falls back to that queue.
     overflow: str = Field(default="fallback", min_length=1, max_length=200,
                           pattern=r"^(fallback|[A-Za-z0-9]+/[A-Za-z0-9_.@:+\-/]+)$")
+    # A desk phone that loses power or its network in a call sends no BYE: the citizen would
+    # sit in a silent bridge. A connected operator's phone from which no media packet has come
+    # for this long is taken as lost: its leg is hung up, the operator paused (phone_lost), and
+    # the citizen goes back to the front of the queue (call/desk_media.py). 0: not watched.
+    # Desk phones must send media all through a call (silence suppression, VAD, off: the
+    # default of desk phones); a phone that holds the call is given desk_media_timeout_held.
+    desk_media_timeout: float = Field(default=10.0, ge=0, le=600)
+    desk_media_timeout_held: float = Field(default=300.0, gt=0, le=3600)
 
 
 class ScreeningSettings(_Section):

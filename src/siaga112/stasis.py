@@ -58,8 +58,8 @@ UNUSED_EVENTS = (
     "ChannelVarset", "Dial", "ChannelStateChange", "ChannelConnectedLine", "ChannelCallerId",
     "ChannelDialplan", "ChannelEnteredBridge", "ChannelLeftBridge", "BridgeCreated",
     "BridgeDestroyed", "BridgeMerged", "BridgeVideoSourceChanged", "PlaybackStarted",
-    "PlaybackContinuing", "ChannelTalkingFinished", "ChannelHold", "ChannelUnhold",
-    "ChannelToneDetected", "EndpointStateChange",
+    "PlaybackContinuing", "ChannelTalkingFinished", "ChannelToneDetected",
+    "EndpointStateChange",
 )
 
 

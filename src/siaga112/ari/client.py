@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from siaga112.ari.models import Application, Bridge, Channel, Endpoint, Playback
+from siaga112.ari.models import Application, Bridge, Channel, Endpoint, Playback, RtpStats
 from siaga112.ari.socket_rest import SocketClosed, SocketRest
 from siaga112.settings import AriSettings
 
@@ -156,6 +156,10 @@ class AriClient:
 
     async def get_channel(self, channel_id: str) -> Channel:
         return Channel.model_validate(await self.request("GET", f"/channels/{channel_id}"))
+
+    async def rtp_statistics(self, channel_id: str) -> RtpStats:
+        return RtpStats.model_validate(
+            await self.request("GET", f"/channels/{channel_id}/rtp_statistics"))
 
     async def channels(self) -> list[Channel]:
         return [Channel.model_validate(c)

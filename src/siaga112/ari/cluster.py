@@ -25,7 +25,7 @@ import structlog
 
 from siaga112 import legs
 from siaga112.ari.client import AriClient, AriError
-from siaga112.ari.models import Application, Bridge, Channel, Endpoint, Playback
+from siaga112.ari.models import Application, Bridge, Channel, Endpoint, Playback, RtpStats
 
 log = structlog.get_logger(__name__)
 
@@ -115,6 +115,9 @@ class ClusterAri:
 
     async def get_channel(self, channel_id: str) -> Channel:
         return await self._on(channel_id).get_channel(channel_id)
+
+    async def rtp_statistics(self, channel_id: str) -> RtpStats:
+        return await self._on(channel_id).rtp_statistics(channel_id)
 
     async def channels(self) -> list[Channel]:
         found = await self._every("channels", lambda c: c.channels())

@@ -174,6 +174,26 @@ class ChannelEnteredBridge(AriEvent):
     channel: Channel
 
 
+class ChannelHold(AriEvent):
+    """The phone put the call on hold (a re-INVITE sendonly or inactive): it may send no media
+    until ChannelUnhold. Asterisk plays music on hold to the others in the bridge itself."""
+
+    type: Literal["ChannelHold"]
+    channel: Channel
+
+
+class ChannelUnhold(AriEvent):
+    type: Literal["ChannelUnhold"]
+    channel: Channel
+
+
+class RtpStats(_Ari):
+    """GET /channels/{id}/rtp_statistics, the part we read: packets received from the phone
+    since the leg began (Asterisk counts them as they arrive; a phone that is gone adds none)."""
+
+    rxcount: int = Field(ge=0)
+
+
 KnownEvent = Annotated[
     StasisStart
     | StasisEnd
@@ -188,7 +208,9 @@ KnownEvent = Annotated[
     | EndpointStateChange
     | DeviceStateChanged
     | ChannelLeftBridge
-    | ChannelEnteredBridge,
+    | ChannelEnteredBridge
+    | ChannelHold
+    | ChannelUnhold,
     Field(discriminator="type"),
 ]
 KNOWN_TYPES = frozenset(
@@ -207,6 +229,8 @@ KNOWN_TYPES = frozenset(
         "DeviceStateChanged",
         "ChannelLeftBridge",
         "ChannelEnteredBridge",
+        "ChannelHold",
+        "ChannelUnhold",
     }
 )
 _known = TypeAdapter(KnownEvent)

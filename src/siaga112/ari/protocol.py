@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from siaga112.ari.models import Application, Bridge, Channel, Endpoint, Playback
+from siaga112.ari.models import Application, Bridge, Channel, Endpoint, Playback, RtpStats
 
 
 class Ari(Protocol):
@@ -17,6 +17,7 @@ class Ari(Protocol):
         self, channel_id: str, context: str | None = None, extension: str = "s", priority: int = 1
     ) -> None: ...
     async def get_channel(self, channel_id: str) -> Channel: ...
+    async def rtp_statistics(self, channel_id: str) -> RtpStats: ...
     async def channels(self) -> list[Channel]: ...
     async def set_var(self, channel_id: str, name: str, value: str) -> None: ...
     async def play(self, channel_id: str, media: str,

@@ -18,10 +18,13 @@ from siaga112.ari.models import (
     AriEvent,
     ChannelDestroyed,
     ChannelDtmfReceived,
+    ChannelHold,
+    ChannelUnhold,
     StasisStart,
 )
 from siaga112.ari.protocol import Ari
 from siaga112.ari.retry import patiently
+from siaga112.call.desk_media import DeskMediaWatch
 from siaga112.call.errors import (
     CallNotConnected,
     CommandError,
@@ -43,6 +46,7 @@ _NO_ANSWER = {0, 16, 18, 19, 21, 127}
 _BUSY = 17
 DIAL_RETRY_AFTER = 2.0  # s: an operator whose phone the PBX was too slow to dial is free again
 RING_UNCONFIRMED = "ring_unconfirmed"  # the timer of a dial whose request had no answer
+PHONE_LOST = "phone_lost"  # the pause reason of an operator whose phone went silent in a call
 
 
 class OperatorLeg:
@@ -53,6 +57,7 @@ class OperatorLeg:
         self._unconfirmed: str | None = None  # a leg dialled without an answer to the request
         self._codes = CodeReader()
         self.recall = Recall(call)
+        self.media = DeskMediaWatch(call)
 
     async def ring(self, operator: str) -> None:
         call = self.call
@@ -140,6 +145,8 @@ class OperatorLeg:
             await self._connect(channel_id, leg.party)
         elif isinstance(ev, ChannelDtmfReceived) and current:
             await self._dtmf(ev.digit)
+        elif isinstance(ev, (ChannelHold, ChannelUnhold)) and current:
+            self.media.hold(isinstance(ev, ChannelHold))
         elif isinstance(ev, ChannelDestroyed) and current:
             unconfirmed, self._unconfirmed = self._unconfirmed == channel_id, None
             call.cancel_timer(RING_UNCONFIRMED)
@@ -186,6 +193,7 @@ class OperatorLeg:
         call.waiting.stop()
         call.deps.desk.connected(operator, call.call_id)
         call.transition(CallState.CONNECTED, operator=operator)
+        self.media.start()
         waited = (utcnow() - call.arrived_at).total_seconds()
         call.emit(CallEventType.CONNECTED, operator=operator, wait_seconds=round(waited, 3),
                   flags=call.flags)
@@ -231,11 +239,38 @@ class OperatorLeg:
             return
         call.emit(CallEventType.OPERATOR_LEFT, operator=call.operator, while_away=True)
         call.deps.desk.released(call.operator, call.call_id)
+        await self._citizen_back("operator_gone")
+
+    async def phone_lost(self, silent_for: float, held: bool) -> None:
+        """No media has come from the operator's desk phone for the watch's timeout
+        (desk_media.py): it lost power or its network, and will send no BYE. Its leg is hung
+        up, the operator paused (the phone needs looking at before it takes another call),
+        and the citizen goes back to the front of the queue, as for an operator gone while we
+        were away (unless an agency is with them)."""
+        call = self.call
+        operator, channel = call.operator, call.operator_channel
+        if call.state is not CallState.CONNECTED or operator is None or channel is None:
+            return
+        log.warning("operator_phone_lost", operator=operator, silent_for=silent_for, held=held)
+        call.emit(CallEventType.OPERATOR_LEFT, operator=operator, phone_lost=True,
+                  silent_for=silent_for)
+        call.deps.desk.no_answer(operator, call.call_id, PHONE_LOST)
+        call.operator = None
+        call.operator_channel = None  # its ChannelDestroyed is no longer the call's
+        # The dead leg first: should the citizen be gone too (the requeue then fails as a
+        # hang-up), it is not left up in the PBX.
+        await call.ending.hangup_quietly(channel)
+        await self._citizen_back("operator_phone_lost")
+
+    async def _citizen_back(self, reason: str) -> None:
+        call = self.call
         call.operator = None
         call.operator_channel = None
         if call.agencies.joined() or call.agencies.dialling():
+            log.info("operator_gone_agency_stays", reason=reason,
+                     agencies=call.agencies.joined(), dialling=call.agencies.dialling())
             return
-        await call.waiting.requeue_front("operator_gone")
+        await call.waiting.requeue_front(reason)
 
     async def _dtmf(self, digit: str) -> None:
         code = self._codes.feed(digit)

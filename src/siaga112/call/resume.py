@@ -40,6 +40,7 @@ async def take_back(call: CallSession, r: Resume) -> None:
             call.agencies.adopt(channel_id, dispatch_id, joined=True)
         for channel_id, dispatch_id in r.agency_dialling.items():
             call.agencies.adopt(channel_id, dispatch_id, joined=False)
+        call.operator_leg.media.start()
         return
     if r.requeue_reason is not None:
         await call.waiting.requeue_front(r.requeue_reason)

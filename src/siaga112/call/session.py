@@ -38,6 +38,7 @@ from siaga112.call.agency_leg import LINE_UNCONFIRMED, AgencyLegs
 from siaga112.call.arrival import Arrival
 from siaga112.call.cpu_wait import Routed
 from siaga112.call.deps import CallDeps
+from siaga112.call.desk_media import DESK_MEDIA
 from siaga112.call.ending import Ending
 from siaga112.call.items import (
     Command,
@@ -280,5 +281,7 @@ class CallSession:
             await self.waiting.on_timer(name)
         elif name == RING_UNCONFIRMED:
             await self.operator_leg.ring_unconfirmed()
+        elif name == DESK_MEDIA:
+            await self.operator_leg.media.look()
         elif name.startswith(LINE_UNCONFIRMED):
             await self.agencies.line_unconfirmed(name[len(LINE_UNCONFIRMED):])

@@ -113,6 +113,11 @@ def write_dev_settings(state_dir: Path, db_url: str, pbx: Pbx, test: bool = Fals
         + (f'[mqtt]\ntopic_prefix = "{TEST_TOPIC_PREFIX}"\n\n' if test else "") +
         "[recording]\n"
         f'dir = "{pbx.recordings}"\n\n'
+        "[queue]\n"
+        "# The loopback topology's desk phones are SIPp, which sends no media unless told: "
+        "unwatched.\n"
+        "# A real centre keeps the default (queue.desk_media_timeout, settings.py).\n"
+        "desk_media_timeout = 0\n\n"
         "[[api.tokens]]\n"
         f'token = "{token}"\n'
         'role = "admin"\n'

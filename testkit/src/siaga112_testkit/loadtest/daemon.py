@@ -127,6 +127,11 @@ async def _wait(predicate: Callable[[], Any], seconds: float, what: str) -> None
         await asyncio.sleep(0.2)
 
 
+# The load's desk phones are SIPp playing no media: a daemon that watched them (the default,
+# queue.desk_media_timeout) would take each one as lost after 10 s of a call.
+SILENT_DESK_PHONES = {"SIAGA112_QUEUE__DESK_MEDIA_TIMEOUT": "0"}
+
+
 @asynccontextmanager
 async def daemon_running(
     settings: Settings, overrides: Mapping[str, str], say: Say, sampled: bool = False
@@ -148,6 +153,7 @@ async def daemon_running(
         state = settings.state_dir
         state.mkdir(parents=True, exist_ok=True)
         pidfile, logfile = state / "siaga112.pid", state / "loadtest-daemon.log"
+        overrides = {**SILENT_DESK_PHONES, **overrides}
         env = {**os.environ, **overrides}
         argv = [sys.executable, "-m", "siaga112.cli", "run"]
         folded = state / "daemon.folded" if sampled else None
