@@ -137,6 +137,11 @@ class Metrics:
             "mqtt_dropped", "MQTT events dropped because the buffer was full.", **kw
         )
         self._operators = Gauge("operators", "Operators in each state.", ["state"], **kw)
+        self._phones_lost = Counter(
+            "desk_phones_lost",
+            "Desk phones that sent no media for queue.desk_media_timeout in a call, taken as "
+            "dead (the citizen requeued, the operator paused), by operator.",
+            ["operator"], **kw)
         self._answer_latency = Histogram(
             "answer_latency_seconds",
             "Seconds from StasisStart to the call taken in (answered by the dialplan before).",
@@ -204,6 +209,10 @@ class Metrics:
         """Set the number of operators per state; states absent from counts are 0."""
         for state, child in self._operator_children.items():
             child.set(counts.get(state, 0))
+
+    def desk_phone_lost(self, operator: str) -> None:
+        """One of queue.operators (a name the settings checked): a bounded label."""
+        self._phones_lost.labels(operator=operator).inc()
 
     def call_answered(self, latency_seconds: float) -> None:
         self._answer_latency.observe(latency_seconds)

@@ -79,6 +79,9 @@ async def test_a_desk_phone_that_dies_mid_call_hands_the_citizen_to_the_next_ope
     op = daemon.desk.get(f"op{DYING}")
     assert (op.state, op.reason) == (OperatorState.PAUSED, "phone_lost")
     assert await stored_choice(f"op{DYING}") == "paused"
+    # The engineer on call sees it in /metrics.
+    assert f'siaga112_desk_phones_lost_total{{operator="op{DYING}"}} 1.0' in \
+        daemon.metrics.render().decode()
     await mqtt_settled(daemon)
     docs = mqtt_json(feed)
     assert any(d.get("call_id") == call_id and d.get("type") == "operator_left"

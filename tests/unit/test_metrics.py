@@ -29,6 +29,7 @@ def test_render_holds_every_metric_with_its_values() -> None:
     m.mqtt_dropped(5)
     m.operators({OperatorState.AVAILABLE: 2, OperatorState.ON_CALL: 1})
     m.call_answered(0.02)
+    m.desk_phone_lost("op6")
 
     s = samples(m)
     assert s[("siaga112_calls_total", (("outcome", "genuine"),))] == 2
@@ -46,6 +47,7 @@ def test_render_holds_every_metric_with_its_values() -> None:
     assert s[("siaga112_operators", (("state", "on_call"),))] == 1
     assert s[("siaga112_operators", (("state", "paused"),))] == 0
     assert s[("siaga112_answer_latency_seconds_sum", ())] == 0.02
+    assert s[("siaga112_desk_phones_lost_total", (("operator", "op6"),))] == 1
     assert CONTENT_TYPE.startswith("text/plain")
 
 

@@ -255,6 +255,8 @@ class OperatorLeg:
         call.emit(CallEventType.OPERATOR_LEFT, operator=operator, phone_lost=True,
                   silent_for=silent_for)
         call.deps.desk.no_answer(operator, call.call_id, PHONE_LOST)
+        if call.deps.metrics is not None:
+            call.deps.metrics.desk_phone_lost(operator)
         call.operator = None
         call.operator_channel = None  # its ChannelDestroyed is no longer the call's
         # The dead leg first: should the citizen be gone too (the requeue then fails as a
