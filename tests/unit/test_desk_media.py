@@ -222,3 +222,30 @@ async def test_with_an_agency_on_the_call_the_citizen_stays_with_it() -> None:
     assert ("hangup", OP1) in ari.calls and operator(desk, "op1").reason == "phone_lost"
     assert session.state is CallState.CONNECTED and session.operator is None
     assert "requeued" not in sink.types()
+
+
+async def test_an_answer_that_is_not_a_count_decides_nothing_and_a_leg_without_rtp_is_let_be(
+) -> None:
+    from pydantic import ValidationError
+
+    from siaga112.ari.models import RtpStats
+
+    ari, clock = FakeAri(rx={OP1: 100}), FakeClock()
+    stasis, _, _, _ = await connected(ari, clock)
+    try:
+        RtpStats.model_validate({"rxcount": -5})
+    except ValidationError as exc:
+        ari.fail["rtp_statistics"] = exc
+    with capture_logs() as logs:
+        await tick(clock, 30)
+    assert stasis.sessions[CALL].state is CallState.CONNECTED and not ari.called("hangup")
+    assert len([e for e in logs if e["event"] == "desk_media_bad_answer"]) >= 5
+
+    # A desk that is no RTP phone (ARI: 403 "Unsupported channel type"): one look, no more.
+    ari.fail["rtp_statistics"] = AriError("GET", "/channels/x/rtp_statistics", 403,
+                                          "Unsupported channel type")
+    await tick(clock, 5)
+    asked = len(ari.called("rtp_statistics"))
+    await tick(clock, 60)
+    assert len(ari.called("rtp_statistics")) == asked
+    assert stasis.sessions[CALL].state is CallState.CONNECTED and not ari.called("hangup")

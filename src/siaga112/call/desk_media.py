@@ -6,16 +6,19 @@ operator's leg (GET /channels/{id}/rtp_statistics, one request); a count that ha
 the whole timeout means the phone is gone, and the operator's leg hands the citizen back to the
 front of the queue (operator_leg.py, `phone_lost`).
 
-Nothing is decided on a failed request (the PBX busy, a leg that just ended): the next look
-decides. A phone that put the call on hold (ChannelHold) may send nothing until it takes it back,
-so it is given `queue.desk_media_timeout_held` instead. The timer runs in the call's session, in
-order with its events: a call that ended or changed operator meanwhile stops the watch."""
+Nothing is decided on a failed request (the PBX busy, a leg that just ended) or an answer that
+is not a count: the next look decides. A leg without media to count (404 "RTP info not
+found", 403 for a channel type without RTP) is not watched. A phone that put the call on hold
+(ChannelHold) may send nothing until it takes it back, so it is given
+`queue.desk_media_timeout_held` instead. The timer runs in the call's session, in order with
+its events: a call that ended or changed operator meanwhile stops the watch."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 import structlog
+from pydantic import ValidationError
 
 from siaga112.ari.client import AriError, NotFound
 from siaga112.model import CallState
@@ -27,6 +30,7 @@ log = structlog.get_logger(__name__)
 
 DESK_MEDIA = "desk_media"  # the session's timer
 MIN_LOOK = 0.5  # s between two looks, at the least
+UNSUPPORTED = 403  # ARI's answer for a channel type without RTP (a Local channel, say)
 
 
 class DeskMediaWatch:
@@ -73,9 +77,17 @@ class DeskMediaWatch:
         try:
             count = (await call.deps.ari.rtp_statistics(channel)).rxcount
         except NotFound:
-            return  # the leg is gone: its ChannelDestroyed says how
+            return  # the leg is gone (its ChannelDestroyed says how), or has no media at all
         except AriError as exc:
+            if exc.status == UNSUPPORTED:  # not a phone that has RTP: nothing to watch
+                log.info("desk_media_unwatchable", channel=channel, error=str(exc))
+                return
             log.info("desk_media_not_read", channel=channel, error=str(exc))
+            self._next()
+            return
+        except ValidationError as exc:  # an answer that is not a count: no decision on it
+            log.warning("desk_media_bad_answer", channel=channel,
+                        error=str(exc.errors(include_url=False))[:300])
             self._next()
             return
         now = call.clock.monotonic()
