@@ -33,6 +33,7 @@ def write_config(path: Path, stack, state_dir: Path) -> Path:
         f'dir = "{stack.recordings}"\n'
         "[queue]\n"
         "wrapup = 0\nring_timeout = 4\n"
+        "desk_media_timeout = 0\n"  # the SIPp desk phones send no media
         "[silence]\n"
         "enabled = false\n"
         "[mqtt]\n"
