@@ -132,7 +132,10 @@ class OperatorDesk:
             return
         if state not in CHOSEN_STATES:
             raise ValueError(f"an operator cannot choose state {state}")
-        was = op.state
+        self._set_choice(op, state, reason, persist, op.state)
+
+    def _set_choice(self, op: Operator, state: OperatorState, reason: str | None, persist: bool,
+                    was: OperatorState) -> None:
         op.chosen = state
         op.reason = reason if state is not OperatorState.AVAILABLE else None
         if state is OperatorState.AVAILABLE and op.busy is None:
@@ -175,13 +178,16 @@ class OperatorDesk:
         self._busy(name, OperatorState.ON_CALL, call_id)
 
     def no_answer(self, name: str, call_id: str, reason: str = "no_answer") -> None:
-        """The phone rang out: pause the operator, so the next caller is not sent there."""
+        """The phone rang out, or died in the call (reason phone_lost): pause the operator, so
+        the next caller is not sent there. The change is told from what the phone was doing
+        (ringing, on_call), not from the free state in between."""
         op = self._ops[name]
         if op.call_id != call_id:
             return
+        was = op.state
         op.busy = None
         op.call_id = None
-        self.choose(name, OperatorState.PAUSED, reason, persist=True)
+        self._set_choice(op, OperatorState.PAUSED, reason, True, was)
 
     def cancel_offer(self, name: str, call_id: str) -> None:
         """An offer that was never rung (the caller hung up first): the operator is free again

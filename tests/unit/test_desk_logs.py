@@ -29,3 +29,11 @@ def test_an_offer_and_its_answer_leave_the_info_lines_to_the_call() -> None:
     assert levels(lambda: desk.connected("op2", "c2")) == [("info", "available", "on_call")]
     assert levels(lambda: desk.choose("op1", OperatorState.PAUSED, "break", True)) == [
         ("info", "available", "paused")]
+    # A phone that rang out, or died in a call, is paused from what it was doing.
+    desk.choose("op1", OperatorState.AVAILABLE, None, True)
+    desk.ringing("op1", "c3")
+    assert levels(lambda: desk.no_answer("op1", "c3")) == [("info", "ringing", "paused")]
+    desk.released("op2", "c2")
+    desk.connected("op2", "c4")
+    assert levels(lambda: desk.no_answer("op2", "c4", "phone_lost")) == [
+        ("info", "on_call", "paused")]
