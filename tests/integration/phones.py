@@ -70,6 +70,11 @@ class Phones:
         run = SippRun(sipp.operator_phone(operator_ip(n), **options), self._dir(f"op{n}"))
         return await self._up(run)
 
+    async def operator_hold(self, n: int, **options: Any) -> SippRun:
+        """Desk phone opN that holds the call and takes it back (see sipp.operator_hold_phone)."""
+        run = SippRun(sipp.operator_hold_phone(operator_ip(n), **options), self._dir(f"op{n}-hold"))
+        return await self._up(run)
+
     async def operator_noanswer(self, n: int, calls: int | None = 1) -> SippRun:
         run = SippRun(sipp.operator_noanswer(operator_ip(n), calls=calls), self._dir(f"op{n}-na"))
         return await self._up(run)

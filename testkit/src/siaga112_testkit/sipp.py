@@ -621,6 +621,35 @@ def operator_phone(
     )
 
 
+def operator_hold_phone(
+    local_ip: str,
+    *,
+    ring: float,
+    talk: float,
+    held: float,
+    after: float | None,
+    before_audio: Path | None = None,
+    after_audio: Path | None = None,
+    remote: str = PBX_SIP,
+    scenarios: Path = SCENARIOS_DIR,
+) -> SippConfig:
+    """A desk phone (operator_hold.xml) that answers after `ring` s, says `before_audio`, holds
+    the call `talk` s after the answer (re-INVITE sendonly) for `held` s sending nothing, takes
+    it back (sendrecv), says `after_audio` and hangs up `after` s later (None: never)."""
+    return SippConfig(
+        scenario=scenarios / "operator_hold.xml",
+        local_ip=local_ip,
+        local_port=5060,
+        remote=remote,
+        max_calls=1,
+        variables={"ring_ms": _ms(ring), "talk_ms": _ms(talk), "held_ms": _ms(held),
+                   "after_ms": _ms(after)},
+        files={name: path for name, path in (("before.pcap", before_audio),
+                                             ("after.pcap", after_audio)) if path},
+        placeholder_files=("before.pcap", "after.pcap"),
+    )
+
+
 def agency_line(local_ip: str, **options: Any) -> SippConfig:
     """An agency's duty line (127.0.2.NN primary, 127.0.3.NN fallback), with the options of
     operator_phone; dtmf is typically the "1" pcap that accepts the call."""
