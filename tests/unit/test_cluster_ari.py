@@ -43,8 +43,11 @@ async def test_each_request_goes_to_the_node_of_its_call() -> None:
     await ari.originate("PJSIP/op1", legs.operator_leg(CALL2, "op1", 1), "siaga112", "operator")
     await ari.create_bridge(legs.call_bridge(CALL2), "mixing")
     await ari.add_to_bridge(legs.call_bridge(CALL2), [CALL2, legs.operator_leg(CALL2, "op1", 1)])
+    n2.rx[legs.operator_leg(CALL2, "op1", 1)] = 7
+    assert (await ari.rtp_statistics(legs.operator_leg(CALL2, "op1", 1))).rxcount == 7
     await ari.hangup(legs.agency_leg(CALL2, "01", 0, 1))
-    assert names(n2) == ["answer", "originate", "create_bridge", "add_to_bridge", "hangup"]
+    assert names(n2) == ["answer", "originate", "create_bridge", "add_to_bridge",
+                         "rtp_statistics", "hangup"]
     assert n1.calls == []
     await ari.answer(CALL1)
     assert n1.calls == [("answer", CALL1)]
