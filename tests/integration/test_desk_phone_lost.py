@@ -100,8 +100,12 @@ async def test_a_desk_phone_that_dies_mid_call_hands_the_citizen_to_the_next_ope
     assert f'siaga112_desk_phones_lost_total{{operator="op{DYING}"}} 1.0' in \
         daemon.metrics.render().decode()
     await mqtt_settled(daemon)
-    docs = mqtt_json(feed)
-    assert any(d.get("call_id") == call_id and d.get("type") == "operator_left"
-               and d.get("data", {}).get("phone_lost") for d in docs), docs
-    assert any(d.get("operator") == f"op{DYING}" and d.get("state") == "paused"
-               and d.get("reason") == "phone_lost" for d in docs)
+
+    def seen() -> bool:  # published is not yet received by our subscriber: wait for it
+        docs = mqtt_json(feed)
+        return any(d.get("call_id") == call_id and d.get("type") == "operator_left"
+                   and d.get("data", {}).get("phone_lost") for d in docs) and any(
+            d.get("operator") == f"op{DYING}" and d.get("state") == "paused"
+            and d.get("reason") == "phone_lost" for d in docs)
+
+    await wait_for(seen, 5, "op6's phone_lost on MQTT: the call's event and op6 paused")

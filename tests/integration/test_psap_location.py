@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
@@ -108,9 +109,15 @@ async def test_pidf_lo_by_value_then_aml_reach_record_mqtt_and_api(
         assert sorted(sources) == ["aml", "network"]
 
         await mqtt_settled(daemon)
-        on_mqtt = [e for e in events.call_events(f"{p}/calls/+/events", call_id)
-                   if e.type.value == "location"]
-        assert sorted(e.data["source"] for e in on_mqtt) == ["aml", "network"]
+
+        def both_located() -> list[Any] | None:
+            # Published (nothing pending) is not yet received by our subscriber: a fresh
+            # clone's make test once read it in between and found none.
+            on = [e for e in events.call_events(f"{p}/calls/+/events", call_id)
+                  if e.type.value == "location"]
+            return on if sorted(e.data["source"] for e in on) == ["aml", "network"] else None
+
+        on_mqtt = await wait_for(both_located, 5, "the network and aml locations on MQTT")
         network = next(e for e in on_mqtt if e.data["source"] == "network")
         assert (network.data["lat"], network.data["lon"]) == (-6.1201, 106.1503)
     finally:

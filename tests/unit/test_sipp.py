@@ -26,6 +26,7 @@ from siaga112_testkit.sipp import (
     citizen_abandon,
     citizen_clock,
     operator_code,
+    operator_hold_phone,
     operator_noanswer,
     operator_phone,
     run_sipp,
@@ -118,6 +119,8 @@ SCENARIOS: dict[str, Callable[[], SippConfig]] = {
     "operator.xml": lambda: operator_phone(UAS_IP, remote=UAC),
     "agency.xml": lambda: agency_line(UAS_IP, remote=UAC),
     "operator_noanswer.xml": lambda: operator_noanswer(UAS_IP, remote=UAC),
+    "operator_hold.xml": lambda: operator_hold_phone(UAS_IP, ring=0.2, talk=1.0, held=1.0,
+                                                     after=None, remote=UAC),
     "operator_code.xml": lambda: operator_code(UAC_IP, "*11", remote=UAS),
     "supervisor_code.xml": lambda: SippConfig(
         scenario=SCENARIOS_DIR / "supervisor_code.xml", local_ip=UAC_IP, local_port=5070,
