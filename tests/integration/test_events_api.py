@@ -182,8 +182,14 @@ async def test_a_calls_steps_reach_mqtt_in_order(daemon_factory, phones, tap) ->
     # coalesced into the next, and the queue stays empty as far as MQTT is concerned.
     await wait_for(lambda: daemon.desk.get("op1").state is OperatorState.AVAILABLE, 5)
     await mqtt_settled(daemon)
-    op_states = [OperatorSnapshot.model_validate_json(_bytes(m)).state.value
-                 for m in live.on(f"{p}/operators/op1")]
+
+    def op1_states() -> list[str]:
+        return [OperatorSnapshot.model_validate_json(_bytes(m)).state.value
+                for m in live.on(f"{p}/operators/op1")]
+
+    # Published is not yet received by our subscriber: wait for the last change to arrive.
+    await wait_for(lambda: op1_states()[-1:] == ["available"], 5, "op1 available on MQTT")
+    op_states = op1_states()
     assert {"ringing", "on_call"} <= set(op_states) and op_states[-1] == "available", op_states
     lengths = [QueueSnapshot.model_validate_json(_bytes(m)).length for m in live.on(f"{p}/queue")]
     assert lengths == [0], lengths

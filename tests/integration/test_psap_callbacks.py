@@ -130,6 +130,9 @@ async def test_star9_calls_back_the_oldest_open_callback(daemon_factory, phones,
         "called_back", cb.call_id, 1)
 
     await mqtt_settled(daemon)
+    # Published is not yet received by our subscriber: wait for the last step to arrive.
+    await wait_for(lambda: len(events.call_events(f"{p}/calls/+/events", cb.call_id)) >= 4, 5,
+                   "the callback's four steps on MQTT")
     steps = events.call_events(f"{p}/calls/+/events", cb.call_id)
     assert [e.type.value for e in steps] == ["arrived", "connected", "ended", "recording"]
     assert steps[0].data["direction"] == "outbound" and steps[0].data["callback_of"] == call_id
