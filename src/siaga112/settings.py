@@ -130,6 +130,9 @@ class MqttSettings(_Section):
     linger: float = Field(default=0.3, ge=0, le=1.0)
 
 
+DESK_MEDIA_TIMEOUT_MIN = 2.0  # s: queue.desk_media_timeout, when on
+
+
 class QueueSettings(_Section):
     ring_timeout: float = Field(default=15.0, gt=0, description="seconds an operator's phone rings")
     wrapup: float = Field(default=10.0, ge=0, description="seconds of wrap-up after each call")
@@ -153,6 +156,15 @@ class QueueSettings(_Section):
     # default of desk phones); a phone that holds the call is given desk_media_timeout_held.
     desk_media_timeout: float = Field(default=10.0, ge=0, le=600)
     desk_media_timeout_held: float = Field(default=300.0, gt=0, le=3600)
+
+    @field_validator("desk_media_timeout")
+    @classmethod
+    def _watch_long_enough(cls, value: float) -> float:
+        # Shorter, a gap of network jitter would hang up a live operator's phone.
+        if 0 < value < DESK_MEDIA_TIMEOUT_MIN:
+            raise ValueError(f"0 (not watched) or at least {DESK_MEDIA_TIMEOUT_MIN:g} s: shorter, "
+                             "a moment of network jitter would cut a live operator off")
+        return value
 
 
 class ScreeningSettings(_Section):

@@ -210,6 +210,16 @@ def test_the_error_names_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyP
         load()
 
 
+def test_a_desk_media_watch_too_short_to_be_safe_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings_file(tmp_path, monkeypatch, '[queue]\ndesk_media_timeout = 0.5\n')
+    with pytest.raises(SettingsError, match=r"queue\.desk_media_timeout: .*at least 2 s"):
+        load()
+    for fine in ("0", "2", "10"):
+        settings_file(tmp_path, monkeypatch, f"[queue]\ndesk_media_timeout = {fine}\n")
+        assert load().queue.desk_media_timeout == float(fine)
+
+
 def test_siaga112_run_exits_2_naming_the_problem_without_secrets(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

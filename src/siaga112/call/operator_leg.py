@@ -257,10 +257,9 @@ class OperatorLeg:
         call.deps.desk.no_answer(operator, call.call_id, PHONE_LOST)
         if call.deps.metrics is not None:
             call.deps.metrics.desk_phone_lost(operator)
-        call.operator = None
-        call.operator_channel = None  # its ChannelDestroyed is no longer the call's
         # The dead leg first: should the citizen be gone too (the requeue then fails as a
-        # hang-up), it is not left up in the PBX.
+        # hang-up), it is not left up in the PBX. Its ChannelDestroyed comes after this step
+        # (the session's items run one at a time), when it is no longer the call's.
         await call.ending.hangup_quietly(channel)
         await self._citizen_back("operator_phone_lost")
 
