@@ -72,3 +72,20 @@ def test_a_wave_whose_callers_did_not_all_reach_an_operator_is_no_measure() -> N
     assert "NOT CLEAN: 1 waves" in text
     assert _report(good).clean
     assert WavesReport.model_validate_json(report.model_dump_json()) == report
+
+
+def test_a_profiled_run_gives_the_path_to_an_operator_by_part() -> None:
+    # Samples of the windows to an operator only: 3 in the records, 1 in the events reader;
+    # their shares of the waves' mean (6 ms) by part.
+    report = _report(Wave(to_operator_ms=6.0, rest_ms=4.0, callers=8, reached=8))
+    report.profile = {
+        "run (siaga112/cli.py:1);store (siaga112/records/apply.py:288)": 3,
+        "run (siaga112/cli.py:1);_read (siaga112/ari/events.py:127)": 1,
+    }
+    text = render(report)
+    assert "by part: " in text
+    assert "records 4.50 ms (75%)" in text
+    assert "ARI events in 1.50 ms (25%)" in text
+    assert "4 samples" in text
+    assert WavesReport.model_validate_json(report.model_dump_json()) == report
+    assert "by part" not in render(_report(report.waves[0]))  # not profiled: no line

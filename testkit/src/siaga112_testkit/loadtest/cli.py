@@ -153,6 +153,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--hold", type=float, default=3.0,
                    help="s each caller stays on after the answer")
     p.add_argument("--ring", type=float, default=0.3, help="s a desk phone rings")
+    p.add_argument("--profile", action="store_true",
+                   help="run the daemon under the CPU-time sampler and profile the windows "
+                        "from arrival to an operator (waves.folded, waves.svg)")
     p.add_argument("--reports", type=Path)
     p.add_argument(NOT_TEST_PBX_FLAG, action="store_true",
                    help="run against a PBX that is not the local test PBX (refused otherwise)")
@@ -332,12 +335,20 @@ def _waves(args: argparse.Namespace) -> int:
         ctx = RunContext(settings, args.pbx, out, say,
                          pbx_pid=local_pbx_pid() if local else None)
         try:
-            report = await waves_on_own_daemon(settings, plan, ctx)
+            report = await waves_on_own_daemon(settings, plan, ctx, profile=args.profile)
         except RuntimeError as exc:  # the daemon not ours, not started or gone; desk not free
             say(f"siaga112-testkit waves: NOT RUN: {exc}")
             return 1
         text = render(report)
-        written = _write(out, "waves", report.model_dump_json(indent=2), text)
+        written: list[Path] = list(_write(out, "waves", report.model_dump_json(indent=2), text))
+        if report.profile:
+            from siaga112_testkit import cpuprof
+
+            folded = out / "waves.folded"
+            folded.write_text("".join(f"{k} {v}\n" for k, v in report.profile.items()))
+            svg = out / "waves.svg"
+            svg.write_text(cpuprof.render_svg(report.profile, "daemon, arrival to an operator"))
+            written += [folded, svg]
         say(text)
         say(f"report: {', '.join(map(str, written))}")
         return 0 if report.clean else 1

@@ -19,6 +19,8 @@ costs more than the bench's steady 10 calls/s: compare waves with waves.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import statistics
 import time
 from collections.abc import Sequence
@@ -30,6 +32,7 @@ from pydantic import BaseModel
 
 from siaga112.callerid import normalise
 from siaga112.settings import Settings
+from siaga112_testkit import cpuprof
 from siaga112_testkit.loadtest.daemon import (
     DaemonApi,
     DaemonError,
@@ -105,6 +108,9 @@ class WavesReport(BaseModel):
     daemon_pid: int
     started_at: str
     notes: list[str] = []
+    # Folded stacks of the daemon's main thread over the waves' to-an-operator windows only
+    # (--profile: the daemon under the CPU-time sampler); empty when not sampled.
+    profile: dict[str, int] = {}
 
     @property
     def measured(self) -> list[Wave]:
@@ -176,13 +182,19 @@ def render(report: WavesReport,
     if len(measured) < len(report.waves):
         lines.append(f"  NOT CLEAN: {len(report.waves) - len(measured)} waves had callers who "
                      f"did not reach an operator (left out of the figures)")
+    if report.profile and to_op:
+        lines.append("  arrival to an operator by part: "
+                     + cpuprof.parts_line(report.profile, statistics.fmean(to_op)))
     lines += [f"  note: {n}" for n in report.notes]
     return "\n".join(lines)
 
 
-async def run_waves(plan: WavePlan, ctx: RunContext, daemon_pid: int) -> WavesReport:
+async def run_waves(plan: WavePlan, ctx: RunContext, daemon_pid: int,
+                    folded: Path | None = None) -> WavesReport:
     """The waves against the daemon whose pid is given (its API in ctx.api), on the topology's
-    desk phones op1..op`size`, which must be logged in and free."""
+    desk phones op1..op`size`, which must be logged in and free. folded: the daemon runs under
+    the CPU-time sampler writing there (cpuprof.wrapped), and each wave's window from arrival
+    to an operator is sampled; the report holds their sum."""
     if ctx.api is None:
         raise ValueError("the waves need the daemon's API (ctx.api)")
     pcaps = LoadPcaps(ctx.out_dir / "pcaps")
@@ -198,6 +210,7 @@ async def run_waves(plan: WavePlan, ctx: RunContext, daemon_pid: int) -> WavesRe
     desk = DeskPlan(operators=plan.size, ring=plan.ring, talk=plan.hold + 60.0)
     numbers: list[str] = []
     windows: list[tuple[int, float, int, float]] = []
+    profile: collections.Counter[str] = collections.Counter()
     async with desk_phones(desk, ctx.out_dir / "desk", pcaps, ctx.remote):
         await asyncio.sleep(1.0)  # the desk phones' start-up is not the daemon's idle
         idle_ms_per_s = await _idle_rate(daemon_pid, plan.idle)
@@ -206,12 +219,25 @@ async def run_waves(plan: WavePlan, ctx: RunContext, daemon_pid: int) -> WavesRe
             numbers.append(number)
             group = CallerGroup(f"wave{n}", MOBILE_TRUNK, number, rate=plan.rate,
                                 calls=plan.size, hold=plan.hold)
-            a0, t0 = _cpu(daemon_pid), time.monotonic()
-            [caller] = await start_callers([group], ctx.out_dir / "callers", pcaps, ctx.remote,
-                                           audio_seconds=max(10, int(plan.hold) + 2))
+            async with contextlib.AsyncExitStack() as sampled:
+                window = (await sampled.enter_async_context(cpuprof.sampling(daemon_pid, folded))
+                          if folded is not None else None)
+                a0, t0 = _cpu(daemon_pid), time.monotonic()
+                [caller] = await start_callers([group], ctx.out_dir / "callers", pcaps,
+                                               ctx.remote,
+                                               audio_seconds=max(10, int(plan.hold) + 2))
+                try:
+                    await asyncio.sleep(max(0.0, t0 + plan.to_operator_window
+                                            - time.monotonic()))
+                    a1, t1 = _cpu(daemon_pid), time.monotonic()
+                except BaseException:
+                    await caller.run.stop(grace=1.0)
+                    raise
+            if window is not None:
+                profile.update(window.folded)
+                if window.problem:
+                    notes.append(f"wave {n}: no profile: {window.problem}")
             try:
-                await asyncio.sleep(max(0.0, t0 + plan.to_operator_window - time.monotonic()))
-                a1, t1 = _cpu(daemon_pid), time.monotonic()
                 await caller.run.wait(plan.hold + 30.0)
             except BaseException:
                 # Stopped, or the daemon gone: the wave's callers go too (they run in a
@@ -243,7 +269,8 @@ async def run_waves(plan: WavePlan, ctx: RunContext, daemon_pid: int) -> WavesRe
     ]
     return WavesReport(waves=waves, size=plan.size, rate=plan.rate, hold=plan.hold,
                        ring=plan.ring, idle_ms_per_s=round(idle_ms_per_s, 3),
-                       daemon_pid=daemon_pid, started_at=since.isoformat(), notes=notes)
+                       daemon_pid=daemon_pid, started_at=since.isoformat(), notes=notes,
+                       profile=dict(profile))
 
 
 def _cpu(pid: int) -> int:
@@ -266,11 +293,13 @@ async def not_free(api: DaemonApi, names: Sequence[str]) -> list[str]:
     return [n for n in names if states.get(n) != "available"]
 
 
-async def waves_on_own_daemon(settings: Settings, plan: WavePlan, ctx: RunContext) -> WavesReport:
+async def waves_on_own_daemon(settings: Settings, plan: WavePlan, ctx: RunContext,
+                              profile: bool = False) -> WavesReport:
     """The waves on a daemon started for them (OVERRIDES), with op1..op`size` logged in and
     the operators' choices restored after; what `siaga112-testkit waves` and the bench run.
+    profile: the daemon under the CPU-time sampler, its windows to an operator sampled.
     DaemonError when a daemon already answers the API: its CPU is not ours to read by pid."""
-    async with daemon_running(settings, OVERRIDES, ctx.say) as daemon:
+    async with daemon_running(settings, OVERRIDES, ctx.say, sampled=profile) as daemon:
         if daemon.pid is None:
             raise DaemonError("a daemon is already running (`make up`); the waves measure one "
                               "they start, by its pid: run `make down` first")
@@ -278,6 +307,6 @@ async def waves_on_own_daemon(settings: Settings, plan: WavePlan, ctx: RunContex
         try:
             ctx.api, ctx.daemon_pid, ctx.daemon_log = daemon.api, daemon.pid, daemon.logfile
             ctx.extra_notes = [*ctx.extra_notes, f"daemon settings: {daemon.settings_note}"]
-            return await run_waves(plan, ctx, daemon.pid)
+            return await run_waves(plan, ctx, daemon.pid, daemon.folded)
         finally:
             await restore_operators(daemon.api, before)
