@@ -89,3 +89,25 @@ def test_a_profiled_run_gives_the_path_to_an_operator_by_part() -> None:
     assert "4 samples" in text
     assert WavesReport.model_validate_json(report.model_dump_json()) == report
     assert "by part" not in render(_report(report.waves[0]))  # not profiled: no line
+
+
+def test_what_was_measured_is_reported_with_who_reached_an_operator() -> None:
+    from datetime import UTC, datetime
+
+    from siaga112_testkit.loadtest.waves import _Measured
+
+    plan = WavePlan(waves=2, size=4)
+    # Wave 0: 44 ms in 2 s to an operator, 20 ms in 4 s the rest; the idle 2 ms a second.
+    run = _Measured(pid=7, since=datetime(2026, 12, 4, tzinfo=UTC), idle_ms_per_s=2.0,
+                    numbers=["0811", "0812"],
+                    windows=[(44_000_000, 2.0, 20_000_000, 4.0),
+                             (24_000_000, 2.0, 8_000_000, 4.0)],
+                    notes=["n"], profile={"a;b": 1})
+    report = run.report(plan, [4, 3])
+    assert [(w.to_operator_ms, w.rest_ms) for w in report.waves] == [(10.0, 3.0), (5.0, 0.0)]
+    assert [w.reached for w in report.waves] == [4, 3]
+    assert report.measured == [report.waves[0]] and not report.clean
+    assert (report.daemon_pid, report.size, report.notes, report.profile) == (
+        7, 4, ["n"], {"a;b": 1})
+    with pytest.raises(ValueError):  # a wave without its count of who reached an operator
+        run.report(plan, [4])

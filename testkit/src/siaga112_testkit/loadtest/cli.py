@@ -156,6 +156,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", action="store_true",
                    help="run the daemon under the CPU-time sampler and profile the windows "
                         "from arrival to an operator (waves.folded, waves.svg)")
+    p.add_argument("--floor", action="store_true",
+                   help="the waves on the ARI floor instead of the daemon: the part of the "
+                        "path's CPU that Asterisk's conversation asks of any ARI application")
     p.add_argument("--reports", type=Path)
     p.add_argument(NOT_TEST_PBX_FLAG, action="store_true",
                    help="run against a PBX that is not the local test PBX (refused otherwise)")
@@ -328,18 +331,26 @@ def _waves(args: argparse.Namespace) -> int:
     out = _reports_dir(args, settings, "waves")
 
     async def main() -> int:
+        from siaga112_testkit.loadtest.floor import FloorError
         from siaga112_testkit.loadtest.runner import RunContext, local_pbx_pid
-        from siaga112_testkit.loadtest.waves import render, waves_on_own_daemon
+        from siaga112_testkit.loadtest.waves import (
+            render,
+            waves_on_own_daemon,
+            waves_on_the_floor,
+        )
 
         local = not args.i_know_this_is_not_the_test_pbx  # else refused above
         ctx = RunContext(settings, args.pbx, out, say,
                          pbx_pid=local_pbx_pid() if local else None)
         try:
-            report = await waves_on_own_daemon(settings, plan, ctx, profile=args.profile)
-        except RuntimeError as exc:  # the daemon not ours, not started or gone; desk not free
+            measure = waves_on_the_floor if args.floor else waves_on_own_daemon
+            report = await measure(settings, plan, ctx, profile=args.profile)
+        # The daemon or the floor not ours, not started or gone; the desk not free.
+        except (RuntimeError, FloorError) as exc:
             say(f"siaga112-testkit waves: NOT RUN: {exc}")
             return 1
-        text = render(report)
+        text = render(report, title="== waves on the ARI floor: the path from arrival to an "
+                                    "operator ==", who="floor") if args.floor else render(report)
         written: list[Path] = list(_write(out, "waves", report.model_dump_json(indent=2), text))
         if report.profile:
             from siaga112_testkit import cpuprof

@@ -49,6 +49,7 @@ from siaga112_testkit import cpuprof
 from siaga112_testkit.devstack import procs
 
 REQUEST_TIMEOUT = 5.0
+BRIDGED = "bridged"  # the count of callers put in a bridge with a desk phone
 START_SECONDS = 30.0
 
 
@@ -226,8 +227,9 @@ class Floor:
         bridge = legs.call_bridge(caller)
         call["bridged"] = True
         await self._request("POST", f"bridges/{bridge}", {"type": "mixing", "name": "floor"})
-        await self._request("POST", f"bridges/{bridge}/addChannel",
-                            {"channel": f"{caller},{phone}"})
+        if await self._request("POST", f"bridges/{bridge}/addChannel",
+                               {"channel": f"{caller},{phone}"}) < 300:
+            self.counts[BRIDGED] += 1
 
     async def _ended(self, channel: str) -> None:
         caller = channel if channel in self._calls else self._caller_of.get(channel)

@@ -40,6 +40,7 @@ from siaga112_testkit.loadtest.daemon import (
     restore_operators,
     set_operators,
 )
+from siaga112_testkit.loadtest.floor import BRIDGED, floor_running
 from siaga112_testkit.loadtest.phones import (
     CallerGroup,
     DeskPlan,
@@ -160,13 +161,14 @@ def _spread(values: Sequence[float]) -> str:
 
 
 def render(report: WavesReport,
-           title: str = "== waves: the path from arrival to an operator ==") -> str:
+           title: str = "== waves: the path from arrival to an operator ==",
+           who: str = "daemon") -> str:
     measured = report.measured
     lines = [
         title,
         f"  {len(report.waves)} waves of {report.size} callers at {report.rate:g}/s, desk "
         f"phones answer after {report.ring:g} s, callers hang up {report.hold:g} s after the "
-        f"answer; the idle daemon {report.idle_ms_per_s:.2f} ms of CPU a second (taken off)",
+        f"answer; the idle {who} {report.idle_ms_per_s:.2f} ms of CPU a second (taken off)",
     ]
     for n, w in enumerate(report.waves):
         lines.append(f"  wave {n:2d}: to an operator {w.to_operator_ms:6.2f} ms a call, the "
@@ -175,7 +177,7 @@ def render(report: WavesReport,
     rest = [w.rest_ms for w in measured]
     whole = [w.to_operator_ms + w.rest_ms for w in measured]
     lines += [
-        f"  daemon CPU ms a call, arrival to an operator: {_spread(to_op)}",
+        f"  {who} CPU ms a call, arrival to an operator: {_spread(to_op)}",
         f"  the rest of the call (talk and the end): {_spread(rest)}",
         f"  the whole call: {_spread(whole)} (waves run colder than a steady load)",
     ]
@@ -197,15 +199,54 @@ async def run_waves(plan: WavePlan, ctx: RunContext, daemon_pid: int,
     to an operator is sampled; the report holds their sum."""
     if ctx.api is None:
         raise ValueError("the waves need the daemon's API (ctx.api)")
+    busy = await not_free(ctx.api, [f"op{n}" for n in range(1, plan.size + 1)])
+    if busy:
+        raise RuntimeError(f"the waves need op1..op{plan.size} free, and these are not: "
+                           f"{', '.join(busy)}")
+    run = await _measure(plan, ctx, daemon_pid, folded)
+    e164 = {number: normalise(number).e164 or number for number in run.numbers}
+    records = await read_calls(ctx.settings.database.url, sorted(e164.values()), run.since,
+                               expect=plan.size * plan.waves)
+    reached: dict[str | None, int] = {}
+    for call in records.calls:
+        if call.connected and call.disposition == "genuine":
+            reached[call.caller] = reached.get(call.caller, 0) + 1
+    return run.report(plan, [reached.get(e164[number], 0) for number in run.numbers])
+
+
+@dataclass
+class _Measured:
+    """What the waves measured of an app, before anybody says who reached an operator."""
+
+    pid: int
+    since: datetime
+    idle_ms_per_s: float
+    numbers: list[str]  # each wave's caller number
+    windows: list[tuple[int, float, int, float]]  # CPU ns and s: to an operator, the rest
+    notes: list[str]
+    profile: dict[str, int]
+
+    def report(self, plan: WavePlan, reached: Sequence[int]) -> WavesReport:
+        waves = [
+            Wave(to_operator_ms=per_call_ms(a, ta, self.idle_ms_per_s, plan.size),
+                 rest_ms=per_call_ms(b, tb, self.idle_ms_per_s, plan.size),
+                 callers=plan.size, reached=n)
+            for (a, ta, b, tb), n in zip(self.windows, reached, strict=True)
+        ]
+        return WavesReport(waves=waves, size=plan.size, rate=plan.rate, hold=plan.hold,
+                           ring=plan.ring, idle_ms_per_s=round(self.idle_ms_per_s, 3),
+                           daemon_pid=self.pid, started_at=self.since.isoformat(),
+                           notes=self.notes, profile=self.profile)
+
+
+async def _measure(plan: WavePlan, ctx: RunContext, pid: int,
+                   folded: Path | None) -> _Measured:
+    """The waves against the app whose pid is given, its CPU read around each wave."""
     pcaps = LoadPcaps(ctx.out_dir / "pcaps")
     notes = list(ctx.extra_notes)
     unrest = await wait_at_rest(ctx)
     if unrest is not None:
         notes.append(f"the PBX was not at rest before the waves ({unrest})")
-    busy = await not_free(ctx.api, [f"op{n}" for n in range(1, plan.size + 1)])
-    if busy:
-        raise RuntimeError(f"the waves need op1..op{plan.size} free, and these are not: "
-                           f"{', '.join(busy)}")
     since = datetime.now(UTC)
     desk = DeskPlan(operators=plan.size, ring=plan.ring, talk=plan.hold + 60.0)
     numbers: list[str] = []
@@ -213,23 +254,23 @@ async def run_waves(plan: WavePlan, ctx: RunContext, daemon_pid: int,
     profile: collections.Counter[str] = collections.Counter()
     async with desk_phones(desk, ctx.out_dir / "desk", pcaps, ctx.remote):
         await asyncio.sleep(1.0)  # the desk phones' start-up is not the daemon's idle
-        idle_ms_per_s = await _idle_rate(daemon_pid, plan.idle)
+        idle_ms_per_s = await _idle_rate(pid, plan.idle)
         for n in range(plan.waves):
             number = national_number("0811", 8)
             numbers.append(number)
             group = CallerGroup(f"wave{n}", MOBILE_TRUNK, number, rate=plan.rate,
                                 calls=plan.size, hold=plan.hold)
             async with contextlib.AsyncExitStack() as sampled:
-                window = (await sampled.enter_async_context(cpuprof.sampling(daemon_pid, folded))
+                window = (await sampled.enter_async_context(cpuprof.sampling(pid, folded))
                           if folded is not None else None)
-                a0, t0 = _cpu(daemon_pid), time.monotonic()
+                a0, t0 = _cpu(pid), time.monotonic()
                 [caller] = await start_callers([group], ctx.out_dir / "callers", pcaps,
                                                ctx.remote,
                                                audio_seconds=max(10, int(plan.hold) + 2))
                 try:
                     await asyncio.sleep(max(0.0, t0 + plan.to_operator_window
                                             - time.monotonic()))
-                    a1, t1 = _cpu(daemon_pid), time.monotonic()
+                    a1, t1 = _cpu(pid), time.monotonic()
                 except BaseException:
                     await caller.run.stop(grace=1.0)
                     raise
@@ -245,7 +286,7 @@ async def run_waves(plan: WavePlan, ctx: RunContext, daemon_pid: int,
                 await caller.run.stop(grace=1.0)
                 raise
             await asyncio.sleep(plan.settle)
-            a2, t2 = _cpu(daemon_pid), time.monotonic()
+            a2, t2 = _cpu(pid), time.monotonic()
             windows.append((a1 - a0, t1 - t0, a2 - a1, t2 - t1))
             ctx.say(f"  wave {n}: to an operator "
                     f"{per_call_ms(a1 - a0, t1 - t0, idle_ms_per_s, plan.size):.2f} ms a call, "
@@ -254,23 +295,7 @@ async def run_waves(plan: WavePlan, ctx: RunContext, daemon_pid: int,
         left = await drain(ctx.settings, ctx.drain_seconds)
     if left > 0:
         notes.append(f"{left} channels were still up after the waves (hung up)")
-    e164 = {number: normalise(number).e164 or number for number in numbers}
-    records = await read_calls(ctx.settings.database.url, sorted(e164.values()), since,
-                               expect=plan.size * plan.waves)
-    reached: dict[str | None, int] = {}
-    for call in records.calls:
-        if call.connected and call.disposition == "genuine":
-            reached[call.caller] = reached.get(call.caller, 0) + 1
-    waves = [
-        Wave(to_operator_ms=per_call_ms(a, ta, idle_ms_per_s, plan.size),
-             rest_ms=per_call_ms(b, tb, idle_ms_per_s, plan.size),
-             callers=plan.size, reached=reached.get(e164[number], 0))
-        for (a, ta, b, tb), number in zip(windows, numbers, strict=True)
-    ]
-    return WavesReport(waves=waves, size=plan.size, rate=plan.rate, hold=plan.hold,
-                       ring=plan.ring, idle_ms_per_s=round(idle_ms_per_s, 3),
-                       daemon_pid=daemon_pid, started_at=since.isoformat(), notes=notes,
-                       profile=dict(profile))
+    return _Measured(pid, since, idle_ms_per_s, numbers, windows, notes, dict(profile))
 
 
 def _cpu(pid: int) -> int:
@@ -310,3 +335,19 @@ async def waves_on_own_daemon(settings: Settings, plan: WavePlan, ctx: RunContex
             return await run_waves(plan, ctx, daemon.pid, daemon.folded)
         finally:
             await restore_operators(daemon.api, before)
+
+
+async def waves_on_the_floor(settings: Settings, plan: WavePlan, ctx: RunContext,
+                             profile: bool = False) -> WavesReport:
+    """The same waves on the ARI floor (floor.py: the daemon's conversation with Asterisk and
+    nothing else), ringing op1..op`size`: what of the path's CPU any application taking these
+    calls through ARI spends. The floor keeps no records: it counts the calls it bridged, and
+    the waves are clean when it bridged every caller (it cannot tell which wave one was in)."""
+    async with floor_running(settings, plan.size, ctx.say, sampled=profile) as floor:
+        ctx.extra_notes = [*ctx.extra_notes, "the ARI floor, not the daemon"]
+        run = await _measure(plan, ctx, floor.pid, floor.folded)
+    bridged = floor.counts.get(BRIDGED, 0)
+    callers = plan.waves * plan.size
+    if bridged != callers:
+        run.notes.append(f"the floor bridged {bridged} of {callers} callers to a desk phone")
+    return run.report(plan, [plan.size if bridged == callers else 0] * plan.waves)
