@@ -541,3 +541,32 @@ def test_the_bench_judges_the_path_to_an_operator_by_the_waves(tmp_path: Path) -
     assert "on the path from arrival to an operator (waves): NOT MET: 4.10 ms" in text
     _write(result, text, tmp_path)
     assert json.loads((tmp_path / "bench.json").read_text())["waves"]["waves"][2]["reached"] == 3
+
+
+def test_the_bench_tells_how_much_of_the_path_is_asterisks_conversation(tmp_path: Path) -> None:
+    """The same waves on the ARI floor: the goal's detail splits the daemon's path into
+    Asterisk's conversation (the floor's mean) and the daemon's own work; the summary and
+    bench.json carry the floor's waves."""
+    from siaga112_testkit.loadtest.bench import BenchResult, _write, goals, summary
+    from siaga112_testkit.loadtest.waves import Wave, WavesReport
+
+    def waves(*to_operator: float) -> WavesReport:
+        return WavesReport(
+            waves=[Wave(to_operator_ms=ms, rest_ms=1.0, callers=8, reached=8)
+                   for ms in to_operator],
+            size=8, rate=10, hold=3, ring=0.3, idle_ms_per_s=0.3, daemon_pid=1,
+            started_at="2026-12-04T00:00:00+00:00")
+
+    result = BenchResult(waves=waves(7.0, 6.0), floor_waves=waves(1.5, 2.5))
+    path = goals(result)[2]
+    assert path.met is False
+    assert path.detail.endswith("of it Asterisk's conversation (the ARI floor's waves) 2.00 ms, "
+                                "the daemon's own work 4.50")
+    text = summary(result)
+    assert "the same waves on the ARI floor (Asterisk's conversation, nothing else):" in text
+    assert "floor CPU ms a call, arrival to an operator: mean 2.00" in text
+    _write(result, text, tmp_path)
+    written = json.loads((tmp_path / "bench.json").read_text())
+    assert [w["to_operator_ms"] for w in written["floor_waves"]["waves"]] == [1.5, 2.5]
+    # Without the floor's waves the detail is as before.
+    assert "Asterisk's conversation" not in goals(BenchResult(waves=waves(7.0)))[2].detail

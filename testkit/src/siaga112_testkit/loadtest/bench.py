@@ -12,8 +12,9 @@ much of the daemon's CPU a call is that conversation and how much its own work; 
 sampled by CPU time (cpuprof.py), so the summary also splits each one's CPU a call by part of
 the call, and flame graphs of both are written beside the reports. After the steps, waves of 8
 callers to free desk phones (waves.py) measure the daemon's CPU on the path from arrival to an
-operator by itself, apart from the call's end, as the goal words it. The summary ends with the
-goals the bench is held to, each judged from the run's own figures (goals()).
+operator by itself, apart from the call's end, as the goal words it, and the same waves on the
+floor tell how much of that path is Asterisk's conversation. The summary ends with the goals the
+bench is held to, each judged from the run's own figures (goals()).
 """
 
 from __future__ import annotations
@@ -49,7 +50,12 @@ from siaga112_testkit.loadtest.runner import (
     run_load,
     wait_at_rest,
 )
-from siaga112_testkit.loadtest.waves import WavePlan, WavesReport, waves_on_own_daemon
+from siaga112_testkit.loadtest.waves import (
+    WavePlan,
+    WavesReport,
+    waves_on_own_daemon,
+    waves_on_the_floor,
+)
 from siaga112_testkit.loadtest.waves import render as render_waves
 from siaga112_testkit.sipp import SippError
 from siaga112_testkit.topology import BENCH_TRUNK, LANDLINE_TRUNK, MOBILE_TRUNK
@@ -102,6 +108,8 @@ class BenchResult:
     profiles: dict[str, cpuprof.Profile] = field(default_factory=dict)
     not_run: list[str] = field(default_factory=list)  # runs whose daemon could not start
     waves: WavesReport | None = None  # the path from arrival to an operator, by itself
+    # The same waves on the ARI floor: what of that path is Asterisk's conversation
+    floor_waves: WavesReport | None = None
 
     def highest_clean(self, path: CallPath) -> float | None:
         rates = [s.rate for s in self.steps if (r := getattr(s, path.value)) and clean(r)]
@@ -295,6 +303,18 @@ class Bench:
             self.say(f"  waves: NOT RUN: {exc}")
             result.not_run.append(f"waves: {exc}")
 
+    async def floor_waves(self, result: BenchResult) -> None:
+        """The same waves on the ARI floor, right after the daemon's: the part of the path
+        from arrival to an operator that is Asterisk's conversation, in the same hour."""
+        ctx = RunContext(self.settings, self.options.remote, self.out / "floor-waves",
+                         self.say, pbx_pid=self.pbx_pid)
+        await wait_at_rest(ctx)
+        self.say("  waves on the ARI floor: Asterisk's conversation on the same path")
+        try:
+            result.floor_waves = await waves_on_the_floor(self.settings, WAVES, ctx)
+        except (FloorError, SippError, RuntimeError) as exc:  # a measure missing, not a fault
+            self.say(f"  waves on the ARI floor: NOT RUN: {exc}")
+
     async def burst(self, result: BenchResult) -> None:
         o = self.options
         for path in (CallPath.DAEMON, CallPath.DIALPLAN):
@@ -418,7 +438,12 @@ def _waves_lines(result: BenchResult) -> list[str]:
     w = result.waves
     if w is None:
         return []
-    return [render_waves(w, title="waves (the path from arrival to an operator, by itself):")]
+    lines = [render_waves(w, title="waves (the path from arrival to an operator, by itself):")]
+    if result.floor_waves is not None:
+        lines.append(render_waves(result.floor_waves, who="floor",
+                                  title="the same waves on the ARI floor (Asterisk's "
+                                        "conversation, nothing else):"))
+    return lines
 
 
 def _floor_lines(result: BenchResult) -> list[str]:
@@ -546,6 +571,11 @@ def _path_cpu_goal(result: BenchResult) -> Goal:
               f"{statistics.fmean(x.rest_ms for x in w.measured):.2f})")
     if not w.clean:
         detail += f"; {len(w.waves) - len(w.measured)} waves left out (callers not connected)"
+    f = result.floor_waves
+    if f is not None and f.measured:
+        floor = statistics.fmean(x.to_operator_ms for x in f.measured)
+        detail += (f"; of it Asterisk's conversation (the ARI floor's waves) {floor:.2f} ms, "
+                   f"the daemon's own work {mean - floor:.2f}")
     return Goal(name, mean <= CPU_GOAL_MS and w.clean, detail)
 
 
@@ -631,6 +661,8 @@ async def run_bench(settings: Settings, options: BenchOptions, out: Path, say: S
         await bench.steps(result)
     if "waves" not in options.skip:
         await bench.waves(result)
+        if "floor" not in options.skip:
+            await bench.floor_waves(result)
     if "burst" not in options.skip:
         await bench.burst(result)
     if "flood" not in options.skip:
@@ -662,6 +694,7 @@ def _write(result: BenchResult, text: str, out: Path) -> None:
                      for name, p in result.profiles.items()},
         "goals": [{"goal": g.name, "met": g.met, "detail": g.detail} for g in goals(result)],
         "waves": result.waves.model_dump() if result.waves else None,
+        "floor_waves": result.floor_waves.model_dump() if result.floor_waves else None,
         "not_run": result.not_run,
     }
     (out / "bench.json").write_text(json.dumps(doc, indent=2, default=str))
