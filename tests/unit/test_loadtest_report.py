@@ -570,3 +570,46 @@ def test_the_bench_tells_how_much_of_the_path_is_asterisks_conversation(tmp_path
     assert [w["to_operator_ms"] for w in written["floor_waves"]["waves"]] == [1.5, 2.5]
     # Without the floor's waves the detail is as before.
     assert "Asterisk's conversation" not in goals(BenchResult(waves=waves(7.0)))[2].detail
+
+
+async def test_a_local_pbx_that_does_not_come_to_rest_is_restarted_and_the_summary_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """app_queue's 1000-caller burst left the test PBX spinning with 800 channels, and the
+    flood after it could not start: the bench restarts the local test PBX then (a new pid for
+    the runs after), and says it; a remote PBX, or one at rest, is never restarted."""
+    from siaga112.settings import Settings
+    from siaga112_testkit.loadtest import bench as bench_mod
+    from siaga112_testkit.loadtest.bench import Bench, BenchOptions, BenchResult, summary
+    from siaga112_testkit.loadtest.runner import RunContext
+
+    rests: list[str | None] = []
+
+    async def wait_at_rest(ctx: Any) -> str | None:
+        return rests.pop(0) if rests else None
+
+    monkeypatch.setattr(bench_mod, "wait_at_rest", wait_at_rest)
+    said: list[str] = []
+    bench = Bench(Settings(), BenchOptions(remote="192.0.2.1:5060"), tmp_path, said.append)
+    restarted: list[int] = []
+
+    def restart() -> int:
+        restarted.append(1)
+        return 4242
+
+    bench.restart_pbx = restart
+    ctx = RunContext(Settings(), "192.0.2.1:5060", tmp_path, said.append)
+    rests[:] = ["786 channels, 311% of a core"]
+    await bench.at_rest(ctx, "dialplan-flood")  # remote (no local pid): left alone
+    assert restarted == [] and bench.pbx_restarts == []
+
+    bench.pbx_pid = ctx.pbx_pid = 1111  # the local test PBX
+    await bench.at_rest(ctx, "daemon-flood")  # at rest: left alone
+    assert restarted == []
+    rests[:] = ["786 channels, 311% of a core", None]
+    await bench.at_rest(ctx, "daemon-flood")
+    assert restarted == [1] and bench.pbx_pid == ctx.pbx_pid == 4242
+    assert bench.pbx_restarts == ["before daemon-flood: 786 channels, 311% of a core"]
+    assert any("restarting it" in line for line in said)
+    result = BenchResult(pbx_restarts=bench.pbx_restarts)
+    assert ("note: the test PBX was restarted, not at rest before daemon-flood: 786 channels, "
+            "311% of a core") in summary(result)

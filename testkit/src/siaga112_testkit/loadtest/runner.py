@@ -223,6 +223,19 @@ async def _cpu_share(pid: int | None, seconds: float) -> float | None:
     return None if before is None or after is None else (after - before) / seconds
 
 
+def restart_local_pbx() -> int | None:
+    """Stop the local test PBX (by its pid when its CLI does not answer: a PBX wedged by an
+    overload) and start it again; its new pid."""
+    from siaga112_testkit.devstack import procs
+    from siaga112_testkit.devstack.pbx import Pbx
+    from siaga112_testkit.devstack.stack import repo_root
+
+    pbx = Pbx(repo=repo_root(), state_dir=repo_root() / "var")
+    pbx.down()
+    pbx.up()
+    return procs.read_pid(pbx.pidfile)
+
+
 def local_pbx_pid() -> int | None:
     """The local test PBX's pid, when it runs (its CPU is reported beside the daemon's)."""
     from siaga112_testkit.devstack import procs
