@@ -75,8 +75,9 @@ async def test_a_desk_phone_that_dies_mid_call_hands_the_citizen_to_the_next_ope
 
     rec = await record(daemon, call_id)
     # The record names the operator who answered first (its wait ends there, as after an
-    # operator gone while the daemon was away); its events have both.
+    # operator gone while the daemon was away), and both in `operators`; its events have both.
     assert (rec.call.operator, rec.call.disposition) == (f"op{DYING}", "genuine"), rec.call
+    assert rec.call.operators == [f"op{DYING}", f"op{NEXT}"], rec.call
     types = [e.type for e in rec.events]
     left = [e.data for e in rec.events if e.type == CallEventType.OPERATOR_LEFT.value]
     # op6's phone lost once (not while held, not while talking), then op1's own hang-up.

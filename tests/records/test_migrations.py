@@ -106,10 +106,43 @@ async def test_callbacks_and_call_location_come_and_go_with_0006(pg_server: str)
     drift = await _drift(url)
     assert _added_tables(drift) == {"callbacks"}
     added_columns = {d[3].name for d in drift if isinstance(d, tuple) and d[0] == "add_column"}
-    assert added_columns == {"location", "callback_of"}
+    assert added_columns == {"location", "callback_of", "operators"}  # the last is 0008's
 
     await upgrade_async(url, "0006_callbacks")
     assert "callbacks" in await _tables(url)
     await downgrade_async(url, "0005_note")
     assert "callbacks" not in await _tables(url)
     assert await current_revision(url) == "0005_note"
+
+
+async def test_call_operators_come_with_0008_filled_from_the_stored_events(
+        pg_server: str) -> None:
+    """0008 adds calls.operators and fills it for the calls stored before it: every
+    CONNECTED's operator in order; a call never connected gets none."""
+    from sqlalchemy import text
+
+    url = await create_database("t_migrations_0008")
+    await upgrade_async(url, "0007_callbacks_state")
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(
+                "INSERT INTO calls (call_id, operator) VALUES ('c1', 'op6'), ('c2', NULL)"))
+            await conn.execute(text(
+                """INSERT INTO call_events (event_id, call_id, seq, type, at, data) VALUES
+                   (gen_random_uuid(), 'c1', 9, 'connected', now(), '{"operator": "op1"}'),
+                   (gen_random_uuid(), 'c1', 3, 'connected', now() - interval '1 minute',
+                    '{"operator": "op6"}'),
+                   (gen_random_uuid(), 'c1', 5, 'operator_left', now() - interval '30 s',
+                    '{"operator": "op6"}'),
+                   (gen_random_uuid(), 'c2', 1, 'arrived', now(), '{}')"""))
+        await upgrade_async(url, "0008_operators")
+        async with engine.connect() as conn:
+            rows = dict((await conn.execute(
+                text("SELECT call_id, operators FROM calls ORDER BY call_id"))).all())
+        assert rows == {"c1": ["op6", "op1"], "c2": []}
+        assert await _drift(url) == []
+        await downgrade_async(url, "0007_callbacks_state")
+        assert await current_revision(url) == "0007_callbacks_state"
+    finally:
+        await engine.dispose()

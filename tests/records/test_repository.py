@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from siaga112.model import CallEventType, Disposition, utcnow
+from siaga112.model import CallEvent, CallEventType, Disposition, utcnow
 from siaga112.records.apply import store
 from siaga112.records.policy import BlockPolicy
 from siaga112.records.repository import Repository
@@ -113,3 +113,36 @@ async def test_open_calls_are_those_arrived_before_and_never_ended(
         "open-old",
         "open-new",
     ]
+
+
+async def test_a_requeued_call_names_every_operator_it_was_connected_to(
+    policy: BlockPolicy, clean: AsyncEngine
+):
+    """op6's desk phone died in the call: the citizen went back to the queue and op1 took
+    them. The record's operator is the first (op6), its operators both in order; each one's
+    list of calls has it. Stored in two batches, the later CONNECTED first: the order is by
+    time, whatever the order of arrival."""
+    t0 = utcnow() - timedelta(minutes=5)
+    evs = call_events("rq", start=t0, wait=3.0, talk=40.0, operator="op6")
+    again = [
+        CallEvent(call_id="rq", seq=90, type=CallEventType.OPERATOR_LEFT,
+                     at=t0 + timedelta(seconds=20), data={"operator": "op6", "phone_lost": True}),
+        CallEvent(call_id="rq", seq=91, type=CallEventType.REQUEUED,
+                     at=t0 + timedelta(seconds=20.1), data={"reason": "operator_phone_lost"}),
+        CallEvent(call_id="rq", seq=92, type=CallEventType.CONNECTED,
+                     at=t0 + timedelta(seconds=24), data={"operator": "op1"}),
+    ]
+    await store(clean, policy, again)
+    await store(clean, policy, evs)
+    repo = Repository(clean, policy)
+    detail = await repo.get_call("rq")
+    assert detail is not None
+    assert (detail.call.operator, detail.call.operators) == ("op6", ["op6", "op1"])
+    for op in ("op6", "op1"):
+        assert [c.call_id for c in await repo.list_calls(operator=op)] == ["rq"]
+    assert await repo.list_calls(operator="op2") == []
+    # A call never connected has none.
+    await store(clean, policy, call_events("ab", start=t0, operator=None,
+                                           disposition=Disposition.ABANDONED))
+    ab = await repo.get_call("ab")
+    assert ab is not None and (ab.call.operator, ab.call.operators) == (None, [])

@@ -4,10 +4,11 @@ Events are inserted by event_id (ON CONFLICT DO NOTHING); the ``calls`` and ``di
 rows they touch are then recomputed from all of the call's stored events, so a late, repeated
 or replayed event gives the same row as one on time. Rules per event type (model.CallEventType):
 first ARRIVED / ANSWERED / QUEUED / CONNECTED / AGENCY_JOINED / ENDED times win; the operator
-is the first CONNECTED's; agencies are every AGENCY_JOINED's; the latest (by seq, then time)
-CATEGORY and RECORDING win, and the latest NOTE (by time: notes come from outside the
-session, seq 0); disposition is the latest DISPOSITION (the operator's mark),
-else ENDED's. The latest LOCATION with coordinates (by time) is the record's location;
+is the first CONNECTED's, the operators every CONNECTED's in order (a citizen requeued after
+their operator's phone died is connected again); agencies are every AGENCY_JOINED's; the
+latest (by seq, then time) CATEGORY and RECORDING win, and the latest NOTE (by time: notes
+come from outside the session, seq 0); disposition is the latest DISPOSITION (the operator's
+mark), else ENDED's. The latest LOCATION with coordinates (by time) is the record's location;
 ARRIVED's callback_of marks a callback call (records/callbacks.py derives the callback list
 in the same transaction).
 
@@ -62,6 +63,9 @@ _RECOMPUTE_CALLS = text(
         min(e.at) FILTER (WHERE e.type = 'connected') AS operator_answered_at,
         (array_agg(e.data->>'operator' ORDER BY e.at, e.seq)
            FILTER (WHERE e.type = 'connected'))[1] AS operator,
+        coalesce(array_agg(e.data->>'operator' ORDER BY e.at, e.seq)
+                 FILTER (WHERE e.type = 'connected' AND e.data ? 'operator'), '{}')
+          AS operators,
         min(e.at) FILTER (WHERE e.type = 'agency_joined') AS agency_bridged_at,
         min(e.at) FILTER (WHERE e.type = 'ended') AS ended_at,
         (array_agg(e.data->>'disposition' ORDER BY e.seq DESC, e.at DESC)
@@ -93,11 +97,12 @@ _RECOMPUTE_CALLS = text(
     )
     INSERT INTO calls AS c (
       call_id, caller_raw, caller, line_type, trunk, arrived_at, answered_at, queued_at,
-      operator_answered_at, operator, agency_bridged_at, ended_at, disposition, category, note,
-      agencies, priority, flags, recording_path, recording_seconds, wait_seconds, talk_seconds,
-      location, callback_of, updated_at)
+      operator_answered_at, operator, operators, agency_bridged_at, ended_at, disposition,
+      category, note, agencies, priority, flags, recording_path, recording_seconds, wait_seconds,
+      talk_seconds, location, callback_of, updated_at)
     SELECT a.call_id, a.caller_raw, a.caller, a.line_type, a.trunk, a.arrived_at, a.answered_at,
-      a.queued_at, a.operator_answered_at, a.operator, a.agency_bridged_at, a.ended_at,
+      a.queued_at, a.operator_answered_at, a.operator, a.operators, a.agency_bridged_at,
+      a.ended_at,
       coalesce(a.marked, a.ended_disposition), a.category, a.note, a.agencies, a.priority,
       ARRAY(SELECT DISTINCT f FROM unnest(
           ARRAY(SELECT jsonb_array_elements_text(q.data->'flags') FROM call_events q
@@ -115,7 +120,8 @@ _RECOMPUTE_CALLS = text(
       caller_raw = excluded.caller_raw, caller = excluded.caller, line_type = excluded.line_type,
       trunk = excluded.trunk, arrived_at = excluded.arrived_at, answered_at = excluded.answered_at,
       queued_at = excluded.queued_at, operator_answered_at = excluded.operator_answered_at,
-      operator = excluded.operator, agency_bridged_at = excluded.agency_bridged_at,
+      operator = excluded.operator, operators = excluded.operators,
+      agency_bridged_at = excluded.agency_bridged_at,
       ended_at = excluded.ended_at, disposition = excluded.disposition,
       category = excluded.category, note = excluded.note, agencies = excluded.agencies,
       priority = excluded.priority,

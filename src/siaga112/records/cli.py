@@ -56,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--until", type=datetime.fromisoformat)
     p.add_argument("--caller")
     p.add_argument("--disposition", choices=[d.value for d in Disposition])
-    p.add_argument("--operator")
+    p.add_argument("--operator", help="calls this operator was connected to")
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--offset", type=int, default=0)
     p.add_argument("--json", action="store_true")

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Protocol
 
 import structlog
-from sqlalchemy import ColumnElement, and_, func, select, text, update
+from sqlalchemy import ColumnElement, and_, any_, func, literal, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from siaga112.model import BlockEntry, CallEvent, CallEventType, Disposition
@@ -125,8 +125,8 @@ class Repository:
             q = q.where(calls.c.caller == caller)
         if disposition is not None:
             q = q.where(calls.c.disposition == Disposition(disposition).value)
-        if operator is not None:
-            q = q.where(calls.c.operator == operator)
+        if operator is not None:  # every call the operator was connected to
+            q = q.where(literal(operator) == any_(calls.c.operators))
         q = q.order_by(calls.c.arrived_at.desc().nulls_last(), calls.c.call_id)
         q = q.limit(limit).offset(offset)
         async with self._engine.connect() as conn:

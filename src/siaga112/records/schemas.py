@@ -27,7 +27,8 @@ class CallRecord(_Row):
     ended_at: datetime | None = None
     wait_seconds: float | None = None
     talk_seconds: float | None = None
-    operator: str | None = None
+    operator: str | None = None  # the first operator connected
+    operators: list[str] = []  # every operator connected, in order (after a requeue, more)
     disposition: str | None = None
     category: str | None = None
     note: str | None = None

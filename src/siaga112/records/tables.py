@@ -47,7 +47,9 @@ calls = Table(
     _ts("ended_at"),
     Column("wait_seconds", Float),
     Column("talk_seconds", Float),
-    Column("operator", Text),
+    Column("operator", Text),  # the first operator connected
+    # Every operator connected, in order (the first again after a requeue)
+    Column("operators", ARRAY(Text), nullable=False, server_default=text("'{}'")),
     Column("disposition", Text),  # model.Disposition values
     Column("category", Text),  # "01".."12"
     Column("note", Text),  # the operator's latest NOTE
