@@ -29,7 +29,7 @@ def upgrade() -> None:
         FROM (
           SELECT call_id, array_agg(data->>'operator' ORDER BY at, seq) AS operators
           FROM call_events
-          WHERE type = 'connected' AND data ? 'operator'
+          WHERE type = 'connected'
           GROUP BY call_id
         ) o
         WHERE o.call_id = c.call_id

@@ -568,8 +568,12 @@ def test_the_bench_tells_how_much_of_the_path_is_asterisks_conversation(tmp_path
     _write(result, text, tmp_path)
     written = json.loads((tmp_path / "bench.json").read_text())
     assert [w["to_operator_ms"] for w in written["floor_waves"]["waves"]] == [1.5, 2.5]
-    # Without the floor's waves the detail is as before.
+    # Without the floor's waves the detail is as before, and the summary says why they are
+    # missing.
     assert "Asterisk's conversation" not in goals(BenchResult(waves=waves(7.0)))[2].detail
+    missing = BenchResult(waves=waves(7.0), floor_waves_not_run="a daemon answers at :8112")
+    assert ("the same waves on the ARI floor NOT RUN: a daemon answers at :8112"
+            in summary(missing))
 
 
 async def test_a_local_pbx_that_does_not_come_to_rest_is_restarted_and_the_summary_says_so(
@@ -609,6 +613,12 @@ async def test_a_local_pbx_that_does_not_come_to_rest_is_restarted_and_the_summa
     await bench.at_rest(ctx, "daemon-flood")
     assert restarted == [1] and bench.pbx_pid == ctx.pbx_pid == 4242
     assert bench.pbx_restarts == ["before daemon-flood: 786 channels, 311% of a core"]
+    # Still not at rest after the restart: said too.
+    rests[:] = ["12 channels", "3 channels"]
+    await bench.at_rest(ctx, "dialplan-flood")
+    assert bench.pbx_restarts[1:] == ["before dialplan-flood: 12 channels",
+                                      "before dialplan-flood, after the restart: 3 channels"]
+    bench.pbx_restarts[1:] = []
     assert any("restarting it" in line for line in said)
     result = BenchResult(pbx_restarts=bench.pbx_restarts)
     assert ("note: the test PBX was restarted, not at rest before daemon-flood: 786 channels, "

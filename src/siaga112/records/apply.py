@@ -61,11 +61,8 @@ _RECOMPUTE_CALLS = text(
         min(e.at) FILTER (WHERE e.type = 'answered') AS answered_at,
         min(e.at) FILTER (WHERE e.type = 'queued') AS queued_at,
         min(e.at) FILTER (WHERE e.type = 'connected') AS operator_answered_at,
-        (array_agg(e.data->>'operator' ORDER BY e.at, e.seq)
-           FILTER (WHERE e.type = 'connected'))[1] AS operator,
         coalesce(array_agg(e.data->>'operator' ORDER BY e.at, e.seq)
-                 FILTER (WHERE e.type = 'connected' AND e.data ? 'operator'), '{}')
-          AS operators,
+                 FILTER (WHERE e.type = 'connected'), '{}') AS operators,
         min(e.at) FILTER (WHERE e.type = 'agency_joined') AS agency_bridged_at,
         min(e.at) FILTER (WHERE e.type = 'ended') AS ended_at,
         (array_agg(e.data->>'disposition' ORDER BY e.seq DESC, e.at DESC)
@@ -101,7 +98,7 @@ _RECOMPUTE_CALLS = text(
       category, note, agencies, priority, flags, recording_path, recording_seconds, wait_seconds,
       talk_seconds, location, callback_of, updated_at)
     SELECT a.call_id, a.caller_raw, a.caller, a.line_type, a.trunk, a.arrived_at, a.answered_at,
-      a.queued_at, a.operator_answered_at, a.operator, a.operators, a.agency_bridged_at,
+      a.queued_at, a.operator_answered_at, a.operators[1], a.operators, a.agency_bridged_at,
       a.ended_at,
       coalesce(a.marked, a.ended_disposition), a.category, a.note, a.agencies, a.priority,
       ARRAY(SELECT DISTINCT f FROM unnest(

@@ -113,6 +113,7 @@ class BenchResult:
     pbx_restarts: list[str] = field(default_factory=list)
     # The same waves on the ARI floor: what of that path is Asterisk's conversation
     floor_waves: WavesReport | None = None
+    floor_waves_not_run: str = ""  # why they did not run (a measure missing, not a failure)
 
     def highest_clean(self, path: CallPath) -> float | None:
         rates = [s.rate for s in self.steps if (r := getattr(s, path.value)) and clean(r)]
@@ -185,7 +186,9 @@ class Bench:
         self.say(f"  the test PBX is not at rest before {before} ({unrest}): restarting it")
         self.pbx_restarts.append(f"before {before}: {unrest}")
         self.pbx_pid = ctx.pbx_pid = await asyncio.to_thread(self.restart_pbx)
-        await wait_at_rest(ctx)
+        still = await wait_at_rest(ctx)
+        if still is not None:
+            self.pbx_restarts.append(f"before {before}, after the restart: {still}")
 
     @staticmethod
     def fresh_callers() -> tuple[str, str]:
@@ -332,6 +335,7 @@ class Bench:
             result.floor_waves = await waves_on_the_floor(self.settings, WAVES, ctx)
         except (FloorError, SippError, RuntimeError) as exc:  # a measure missing, not a fault
             self.say(f"  waves on the ARI floor: NOT RUN: {exc}")
+            result.floor_waves_not_run = str(exc)
 
     async def burst(self, result: BenchResult) -> None:
         o = self.options
@@ -463,6 +467,8 @@ def _waves_lines(result: BenchResult) -> list[str]:
         lines.append(render_waves(result.floor_waves, who="floor",
                                   title="the same waves on the ARI floor (Asterisk's "
                                         "conversation, nothing else):"))
+    elif result.floor_waves_not_run:
+        lines.append(f"the same waves on the ARI floor NOT RUN: {result.floor_waves_not_run}")
     return lines
 
 
@@ -717,6 +723,7 @@ def _write(result: BenchResult, text: str, out: Path) -> None:
         "waves": result.waves.model_dump() if result.waves else None,
         "pbx_restarts": result.pbx_restarts,
         "floor_waves": result.floor_waves.model_dump() if result.floor_waves else None,
+        "floor_waves_not_run": result.floor_waves_not_run,
         "not_run": result.not_run,
     }
     (out / "bench.json").write_text(json.dumps(doc, indent=2, default=str))
