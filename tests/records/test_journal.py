@@ -142,3 +142,61 @@ def test_an_unreadable_committed_file_replays_everything(tmp_path: Path) -> None
     (d / "committed").write_bytes(b"\xff\xfe garbage")
     again = Journal(d, 1 << 20)
     assert again.read(10).lines == [b'{"n":"x"}']  # committed segments are gone already
+
+
+def test_the_committed_position_is_written_in_place_and_read_back(tmp_path: Path) -> None:
+    d = tmp_path / "journal"
+    j = Journal(d, 1 << 20)
+    for line in lines(5):
+        j.append(line)
+    j.commit(j.read(2))
+    inode = (d / "committed").stat().st_ino
+    j.commit(j.read(1))
+    assert (d / "committed").stat().st_ino == inode  # the same file: no new one each commit
+    assert sorted(p.name for p in d.iterdir()) == ["0000000001.jsonl", "committed"]
+    j.close()
+    again = Journal(d, 1 << 20)
+    assert again.backlog == 2
+    assert again.read(10).lines == lines(5)[3:]
+
+
+def test_a_torn_committed_line_replays_everything_left_and_never_skips_a_line(
+    tmp_path: Path,
+) -> None:
+    """A crash or a power cut in the middle of the write in place: every mix of the old line
+    and the new one that is neither reads as unreadable, and the journal replays all it has
+    (the store is idempotent); none of them can move the position past a line."""
+    d = tmp_path / "journal"
+    j = Journal(d, 1 << 20)
+    for line in lines(5):
+        j.append(line)
+    j.commit(j.read(1))
+    old = (d / "committed").read_bytes()
+    j.commit(j.read(3))
+    new = (d / "committed").read_bytes()
+    j.close()
+    assert len(old) == len(new) and old != new
+    torn_ones = {new[:cut] + old[cut:] for cut in range(1, len(new))} - {old, new}
+    assert torn_ones
+    for torn in sorted(torn_ones):
+        (d / "committed").write_bytes(torn)
+        again = Journal(d, 1 << 20)
+        assert again.read(10).lines == lines(5), torn
+        again.close()
+
+
+def test_the_older_committed_line_is_read(tmp_path: Path) -> None:
+    """A journal left by a version that wrote "SEGMENT OFFSET" (renamed whole each time)."""
+    d = tmp_path / "journal"
+    j = Journal(d, 1 << 20)
+    for line in lines(5):
+        j.append(line)
+    j.close()
+    (d / "committed").write_text(f"1 {sum(len(x) + 1 for x in lines(5)[:2])}\n")
+    again = Journal(d, 1 << 20)
+    assert again.backlog == 3
+    batch = again.read(10)
+    assert batch.lines == lines(5)[2:]
+    again.commit(batch)  # and the first write of this run replaces it with its own line
+    again.close()
+    assert len((d / "committed").read_bytes().split()) == 3

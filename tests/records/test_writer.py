@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import text
@@ -459,6 +460,11 @@ async def test_a_fault_that_may_pass_is_retried_then_quarantined(
         (_dbapi("42P01"), Fault.PERMANENT),
         (_dbapi("54000"), Fault.PERMANENT),
         (RuntimeError("?"), Fault.TRANSIENT),
+        # asyncpg's own, from the writer's transaction on the driver (records/driver.py)
+        (asyncpg.exceptions.ConnectionDoesNotExistError("closed in the middle"), Fault.DOWN),
+        (asyncpg.exceptions.AdminShutdownError("terminated"), Fault.DOWN),
+        (ConnectionError("the database connection was lost"), Fault.DOWN),
+        (asyncpg.exceptions.UniqueViolationError("dup"), Fault.PERMANENT),
     ],
 )
 def test_classify(exc: BaseException, fault: Fault) -> None:
@@ -538,6 +544,40 @@ async def test_a_hung_database_times_out_and_the_writer_goes_on(
         assert await _count(clean, "SELECT count(*) FROM call_events") == len(call_events("x"))
     finally:
         await engine.dispose()
+
+
+async def test_a_connection_cut_in_the_middle_of_a_batch_is_the_database_away(
+    make_writer: WriterFactory, clean: AsyncEngine
+):
+    """The writer's backend is ended by the server while its batch waits inside the
+    transaction: the batch is kept and stored once on a new connection, nothing quarantined."""
+    writer = make_writer()
+    evs = call_events("cut")
+    async with clean.begin() as holder:  # another session holds the table: the insert waits
+        await holder.execute(text("LOCK TABLE call_events IN ACCESS EXCLUSIVE MODE"))
+        writer.start()
+        for ev in evs:
+            writer.call_event(ev)
+        waiting: list[int] = []
+        for _ in range(200):
+            # pg_stat_activity is read once per transaction unless its snapshot is cleared
+            await holder.execute(text("SELECT pg_stat_clear_snapshot()"))
+            waiting = list((await holder.execute(text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"))).scalars())
+            if waiting:
+                break
+            await asyncio.sleep(0.02)
+        assert len(waiting) == 1, "the writer's insert never waited for the lock"
+        assert (await holder.execute(text("SELECT pg_terminate_backend(:p)"),
+                                     {"p": waiting[0]})).scalar_one()
+        while writer.failures == 0:  # noqa: ASYNC110 (until the writer meets the cut)
+            await asyncio.sleep(0.02)
+    assert await writer.wait_idle(10)
+    assert writer.quarantined == 0
+    assert writer.backlog == 0
+    assert await _count(clean, "SELECT count(*) FROM call_events") == len(evs)
+    assert (await _call_row(clean, "cut"))["ended_at"] is not None
 
 
 # -- cadence: stored every store_interval, fsynced every flush_interval in between ------------

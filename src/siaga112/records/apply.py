@@ -22,16 +22,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import bindparam, text
-from sqlalchemy.dialects.postgresql import ARRAY, insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.types import Text
+from pydantic_core import to_json
+from sqlalchemy import BindParameter, bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.types import DateTime, Integer, Text
 
 from siaga112.model import CallEvent, CallEventType, Disposition, OperatorEvent
 from siaga112.records import callbacks
+from siaga112.records.driver import Tx, transaction
 from siaga112.records.policy import BlockPolicy
-from siaga112.records.tables import call_events, operator_events, operators
 
 INSERT_SLICE = 50  # call events a statement inserts
 _POLICED = {Disposition.PRANK.value, Disposition.GHOST.value}
@@ -126,7 +128,7 @@ _RECOMPUTE_CALLS = text(
       recording_seconds = excluded.recording_seconds, wait_seconds = excluded.wait_seconds,
       talk_seconds = excluded.talk_seconds, location = excluded.location,
       callback_of = excluded.callback_of, updated_at = excluded.updated_at
-    RETURNING c.call_id, c.caller, c.disposition
+    RETURNING c.call_id, c.caller, c.disposition, c.ended_at IS NOT NULL AS ended
     """
 ).bindparams(bindparam("call_ids", type_=ARRAY(Text)))
 
@@ -175,11 +177,11 @@ class Applied:
 
 
 async def apply_batch(
-    conn: AsyncConnection,
+    tx: Tx,
     call_evs: Sequence[CallEvent],
     operator_evs: Sequence[OperatorEvent] = (),
 ) -> Applied:
-    """Store the events and recompute the rows they touch, inside conn's transaction."""
+    """Store the events and recompute the rows they touch, inside tx's transaction."""
     unique_calls = list({ev.event_id: ev for ev in call_evs}.values())
     call_ids: set[str] = set()
     police: set[str] = set()
@@ -187,33 +189,29 @@ async def apply_batch(
         # In slices, each its own round trip: between them the loop takes in the calls that
         # arrived (one statement of a full batch held it for up to 28 ms at 180 calls/s).
         for start in range(0, len(unique_calls), INSERT_SLICE):
-            await conn.execute(
-                _INSERT_CALL_EVENTS,
-                [
-                    {
-                        "event_id": ev.event_id,
-                        "call_id": ev.call_id,
-                        "seq": ev.seq,
-                        "type": ev.type.value,
-                        "at": ev.at,
-                        "data": ev.model_dump(mode="json")["data"],
-                    }
-                    for ev in unique_calls[start:start + INSERT_SLICE]
-                ],
-            )
+            evs = unique_calls[start:start + INSERT_SLICE]
+            await tx.execute(_INSERT_CALL_EVENTS, {
+                "event_ids": [ev.event_id for ev in evs],
+                "call_ids": [ev.call_id for ev in evs],
+                "seqs": [ev.seq for ev in evs],
+                "types": [ev.type.value for ev in evs],
+                "ats": [ev.at for ev in evs],
+                "datas": [to_json(ev.data).decode() for ev in evs],
+            })
         call_ids = {ev.call_id for ev in unique_calls}
         marking = {
             ev.call_id
             for ev in unique_calls
             if ev.type in (CallEventType.DISPOSITION, CallEventType.ENDED)
         }
-        rows = (await conn.execute(_RECOMPUTE_CALLS, {"call_ids": sorted(call_ids)})).all()
+        rows = await tx.fetch(_RECOMPUTE_CALLS, {"call_ids": sorted(call_ids)})
         # The callback list is derived with the calls (records/callbacks.py): never lost.
-        await callbacks.recompute(conn, sorted(call_ids))
+        await callbacks.recompute(tx, sorted(call_ids),
+                                  ended=sorted(r["call_id"] for r in rows if r["ended"]))
         police = {
-            r.caller
+            r["caller"]
             for r in rows
-            if r.call_id in marking and r.caller and r.disposition in _POLICED
+            if r["call_id"] in marking and r["caller"] and r["disposition"] in _POLICED
         }
         dispatch_ids = sorted(
             {
@@ -223,61 +221,71 @@ async def apply_batch(
             }
         )
         if dispatch_ids:
-            await conn.execute(_RECOMPUTE_DISPATCHES, {"dispatch_ids": dispatch_ids})
+            await tx.execute(_RECOMPUTE_DISPATCHES, {"dispatch_ids": dispatch_ids})
     if operator_evs:
-        await _apply_operator_events(conn, operator_evs)
+        await _apply_operator_events(tx, operator_evs)
     return Applied(call_ids, police)
 
 
-async def _apply_operator_events(conn: AsyncConnection, evs: Sequence[OperatorEvent]) -> None:
+async def _apply_operator_events(tx: Tx, evs: Sequence[OperatorEvent]) -> None:
     unique = list({ev.event_id: ev for ev in evs}.values())
-    await conn.execute(
-        _INSERT_OPERATOR_EVENTS,
-        [
-            {
-                "event_id": ev.event_id,
-                "operator": ev.operator,
-                "state": ev.state.value,
-                "reason": ev.reason,
-                "at": ev.at,
-            }
-            for ev in unique
-        ],
-    )
     latest: dict[str, OperatorEvent] = {}
     for ev in unique:
         if ev.operator not in latest or ev.at >= latest[ev.operator].at:
             latest[ev.operator] = ev
-    await conn.execute(
-        _UPSERT_OPERATORS,
-        [
-            {
-                "operator": ev.operator,
-                "state": ev.state.value,
-                "reason": ev.reason,
-                "updated_at": ev.at,
-            }
-            for ev in latest.values()
-        ],
+    await tx.execute(_STORE_OPERATOR_EVENTS, {
+        "event_ids": [ev.event_id for ev in unique],
+        "operators": [ev.operator for ev in unique],
+        "states": [ev.state.value for ev in unique],
+        "reasons": [ev.reason for ev in unique],
+        "ats": [ev.at for ev in unique],
+        "latest_operators": list(latest),
+        "latest_states": [ev.state.value for ev in latest.values()],
+        "latest_reasons": [ev.reason for ev in latest.values()],
+        "latest_ats": [ev.at for ev in latest.values()],
+    })
+
+
+_TIMESTAMPTZ = DateTime(timezone=True)
+_UUID = UUID(as_uuid=True)
+
+
+def _arrays(**types: Any) -> list[BindParameter[Any]]:
+    """Each parameter an array of its column's type: a statement's rows, column by column."""
+    return [bindparam(name, type_=ARRAY(t)) for name, t in types.items()]
+
+
+# The rows go as arrays, one statement and one round trip for a slice (unnest), with every
+# value a parameter; the data as JSON text, made jsonb by the server.
+_INSERT_CALL_EVENTS = text(
+    """
+    INSERT INTO call_events (event_id, call_id, seq, type, at, data)
+    SELECT e.event_id, e.call_id, e.seq, e.type, e.at, e.data::jsonb
+    FROM unnest(:event_ids, :call_ids, :seqs, :types, :ats, :datas)
+      AS e(event_id, call_id, seq, type, at, data)
+    ON CONFLICT (event_id) DO NOTHING
+    """
+).bindparams(*_arrays(event_ids=_UUID, call_ids=Text, seqs=Integer, types=Text,
+                      ats=_TIMESTAMPTZ, datas=Text))
+
+# The operators' events and each operator's row in one statement (one round trip): the row
+# takes the latest state, and an older one stored late never overwrites it.
+_STORE_OPERATOR_EVENTS = text(
+    """
+    WITH events AS (
+      INSERT INTO operator_events (event_id, operator, state, reason, at)
+      SELECT * FROM unnest(:event_ids, :operators, :states, :reasons, :ats)
+      ON CONFLICT (event_id) DO NOTHING
     )
-
-
-# The inserts are built once, and run with a list of rows ("executemany"): SQLAlchemy compiles
-# and caches each statement once (a .values([...]) statement is compiled anew for every batch,
-# measured as a tenth of the daemon's CPU under load) and sends the rows in batches.
-_INSERT_CALL_EVENTS = insert(call_events).on_conflict_do_nothing(index_elements=["event_id"])
-_INSERT_OPERATOR_EVENTS = insert(operator_events).on_conflict_do_nothing(
-    index_elements=["event_id"])
-_operators_row = insert(operators)
-_UPSERT_OPERATORS = _operators_row.on_conflict_do_update(
-    index_elements=["operator"],
-    set_={
-        "state": _operators_row.excluded.state,
-        "reason": _operators_row.excluded.reason,
-        "updated_at": _operators_row.excluded.updated_at,
-    },
-    where=operators.c.updated_at <= _operators_row.excluded.updated_at,
-)
+    INSERT INTO operators AS o (operator, state, reason, updated_at)
+    SELECT * FROM unnest(:latest_operators, :latest_states, :latest_reasons, :latest_ats)
+    ON CONFLICT (operator) DO UPDATE SET
+      state = excluded.state, reason = excluded.reason, updated_at = excluded.updated_at
+    WHERE o.updated_at <= excluded.updated_at
+    """
+).bindparams(*_arrays(event_ids=_UUID, operators=Text, states=Text, reasons=Text,
+                      ats=_TIMESTAMPTZ, latest_operators=Text, latest_states=Text,
+                      latest_reasons=Text, latest_ats=_TIMESTAMPTZ))
 
 
 async def store(
@@ -287,9 +295,9 @@ async def store(
     operator_evs: Sequence[OperatorEvent] = (),
 ) -> Applied:
     """One transaction: the events, the rows they touch, the policy on what they marked."""
-    async with engine.begin() as conn:
-        applied = await apply_batch(conn, call_evs, operator_evs)
-        changed = await policy.evaluate(conn, applied.police) if applied.police else False
+    async with transaction(engine) as tx:
+        applied = await apply_batch(tx, call_evs, operator_evs)
+        changed = await policy.evaluate(tx, applied.police) if applied.police else False
     if changed:
         policy.notify()
     return applied

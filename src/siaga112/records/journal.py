@@ -5,7 +5,11 @@ Lines are appended to numbered segment files (``0000000001.jsonl`` ...), unbuffe
 acknowledged; ``sync()`` fsyncs for power loss. A ``committed`` file holds the position up to
 which the database has every line; it only moves after a database commit, and segments wholly
 before it are deleted. On open, everything after it is pending again (replay): the consumer
-must be idempotent.
+must be idempotent. The file is one fixed-width line with its CRC-32, written over in place
+(a rename of a new file each commit cost 0.2 ms of CPU on ext4, a third of the journal's
+work per stored batch): a line torn by a crash or a power cut fails its check and reads as
+unreadable, which replays everything left (idempotent); a position ahead of the database, the
+one thing that would lose records, cannot come out of a torn write.
 
 It always opens: only names of the form ``NNNNNNNNNN.jsonl`` are segments, anything else in
 the directory is left alone and named in the log. A segment's size comes from the disk
@@ -22,6 +26,7 @@ import errno
 import os
 import re
 import threading
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +66,7 @@ class Journal:
         self._dir.mkdir(parents=True, exist_ok=True)
         self._committed = self._read_committed()
         self._committed_stale = False  # the committed file is behind (it could not be written)
+        self._committed_fd: int | None = None  # open for writes in place once it is ours
         self._sizes: dict[int, int] = {}  # live segment -> bytes on disk
         self.foreign: list[str] = []  # names in the directory that are not ours, left alone
         for path in sorted(self._dir.iterdir()):
@@ -221,6 +227,9 @@ class Journal:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+            if self._committed_fd is not None:
+                os.close(self._committed_fd)
+                self._committed_fd = None
             for fd in self._retired:
                 os.close(fd)
             self._retired = []
@@ -281,22 +290,44 @@ class Journal:
 
     def _read_committed(self) -> Position:
         try:
-            seg, off = (self._dir / _COMMITTED).read_text().split()
-            return Position(int(seg), int(off))
+            pos = _parse_committed((self._dir / _COMMITTED).read_bytes())
         except FileNotFoundError:
             return Position(0, 0)
-        except (OSError, ValueError, UnicodeDecodeError):
+        except OSError:
+            pos = None
+        if pos is None:
             log.error("journal_committed_unreadable_replaying_all", directory=str(self._dir))
             return Position(0, 0)
+        return pos
 
     def _write_committed(self, pos: Position) -> None:
+        record = _committed_record(pos)
+        if self._committed_fd is not None:
+            try:
+                if os.pwrite(self._committed_fd, record, 0) == len(record):
+                    return
+            except OSError:
+                pass
+            # Refused, or written in part (then its check fails: it reads as unreadable): the
+            # next write makes the file anew.
+            os.close(self._committed_fd)
+            self._committed_fd = None
+            raise OSError(errno.EIO, "the committed position could not be written in place")
+        # The first write of this run (or after a failed one): a whole new file, renamed over
+        # whatever was there (an older run's format, a torn line), then written in place.
         tmp = self._dir / f"{_COMMITTED}.tmp"
         try:
-            tmp.write_text(f"{pos.segment} {pos.offset}\n")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+            try:
+                _write_all(fd, record)
+            except OSError:
+                os.close(fd)
+                raise
             os.replace(tmp, self._dir / _COMMITTED)
         except OSError:
             tmp.unlink(missing_ok=True)
             raise
+        self._committed_fd = fd
 
     def _count_pending(self) -> int:
         count = 0
@@ -309,6 +340,31 @@ class Journal:
                 whole = fh.read().split(b"\n")[:-1]
                 count += sum(1 for line in whole if line.strip())
         return count
+
+
+def _committed_record(pos: Position) -> bytes:
+    body = f"{pos.segment:010d} {pos.offset:020d}".encode()
+    return body + f" {zlib.crc32(body):08x}\n".encode()
+
+
+def _parse_committed(raw: bytes) -> Position | None:
+    """The committed position, or None when the file does not hold one whole: a torn line
+    fails its CRC. Two fields without a CRC are the older runs' line, always written whole (by
+    rename)."""
+    parts = raw.split()
+    try:
+        if len(parts) == 3 and raw.endswith(b"\n"):
+            seg, off, crc = parts
+            if int(crc, 16) != zlib.crc32(seg + b" " + off):
+                return None
+        elif len(parts) == 2:
+            seg, off = parts
+        else:
+            return None
+        pos = Position(int(seg), int(off))
+    except ValueError:
+        return None
+    return pos if pos.segment >= 0 and pos.offset >= 0 else None
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -21,6 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from siaga112.model import BlockEntry
+from siaga112.records.driver import Tx
 from siaga112.records.listen import CHANNEL
 from siaga112.settings import PolicySettings
 
@@ -94,18 +95,18 @@ class BlockPolicy:
         self._settings = settings
         self._on_changed = on_blocklist_changed
 
-    async def evaluate(self, conn: AsyncConnection, callers: Iterable[str]) -> bool:
-        """Apply the thresholds to callers inside the caller's transaction. True when the
-        blocklist changed: call notify() after the commit."""
+    async def evaluate(self, tx: Tx, callers: Iterable[str]) -> bool:
+        """Apply the thresholds to callers inside the records writer's transaction (tx). True
+        when the blocklist changed: call notify() after the commit."""
         changed = False
         s = self._settings
         for number in sorted(set(callers)):
-            row = (
-                await conn.execute(_COUNT, {"number": number, "window": s.window_hours * 3600})
-            ).one()
-            if row.n > s.prank_block_threshold:
-                reason = f"{row.n} prank/ghost calls in {s.window_hours:g} h"
-                blocked = await conn.execute(
+            row = await tx.fetchrow(_COUNT, {"number": number, "window": s.window_hours * 3600})
+            assert row is not None  # an aggregate without GROUP BY: always one row
+            n = row["n"]
+            if n > s.prank_block_threshold:
+                reason = f"{n} prank/ghost calls in {s.window_hours:g} h"
+                blocked = await tx.fetchrow(
                     _BLOCK_UNLESS_ACTIVE,
                     {
                         "number": number,
@@ -114,22 +115,23 @@ class BlockPolicy:
                         "by": POLICY,
                     },
                 )
-                if blocked.first() is not None:
-                    await self._audit(conn, number, "block", POLICY, reason)
-                    await self._notify_db(conn, number)
-                    log.warning("number_blocked", number=number, calls=row.n, hours=s.block_hours)
+                if blocked is not None:
+                    await self._audit(tx, number, "block", POLICY, reason)
+                    await self._notify_db(tx, number)
+                    log.warning("number_blocked", number=number, calls=n, hours=s.block_hours)
                     changed = True
-            if row.n > s.referral_threshold:
+            if n > s.referral_threshold:
                 params = {
                     "number": number,
-                    "count": row.n,
-                    "first_at": row.first_at,
-                    "last_at": row.last_at,
+                    "count": n,
+                    "first_at": row["first_at"],
+                    "last_at": row["last_at"],
                 }
-                if (await conn.execute(_REFER, params)).scalar_one():
-                    reason = f"{row.n} prank/ghost calls in {s.window_hours:g} h"
-                    await self._audit(conn, number, "refer", POLICY, reason)
-                    log.warning("number_referred", number=number, calls=row.n)
+                referred = await tx.fetchrow(_REFER, params)
+                if referred is not None and referred["inserted"]:
+                    reason = f"{n} prank/ghost calls in {s.window_hours:g} h"
+                    await self._audit(tx, number, "refer", POLICY, reason)
+                    log.warning("number_referred", number=number, calls=n)
         return changed
 
     def notify(self) -> None:
@@ -198,12 +200,12 @@ class BlockPolicy:
         return ended
 
     @staticmethod
-    async def _notify_db(conn: AsyncConnection, number: str) -> None:
+    async def _notify_db(conn: AsyncConnection | Tx, number: str) -> None:
         """Every daemon's listener hears this when (and only if) the transaction commits."""
         await conn.execute(_NOTIFY, {"number": number})
 
     @staticmethod
     async def _audit(
-        conn: AsyncConnection, number: str, action: str, by: str, reason: str | None
+        conn: AsyncConnection | Tx, number: str, action: str, by: str, reason: str | None
     ) -> None:
         await conn.execute(_AUDIT, {"number": number, "action": action, "by": by, "reason": reason})
