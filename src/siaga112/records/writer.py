@@ -319,8 +319,11 @@ class RecordWriter:
     async def _sleep(self, seconds: float | None) -> bool:
         """Sleep up to seconds (None: until woken); True when a reader asked for the journal
         to be stored (flush, stop, wait_idle), False after the time or a line journalled."""
+        # A timeout on this task, not wait_for's task around the wait: this runs every
+        # flush_interval while records wait, and each wait_for made a task and its callbacks.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
         asked, self._asked = self._asked, False
         self._wake.clear()
         return asked
