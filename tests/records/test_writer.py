@@ -546,18 +546,29 @@ async def test_a_hung_database_times_out_and_the_writer_goes_on(
         await engine.dispose()
 
 
+@pytest.mark.parametrize(
+    "table",
+    [
+        "call_events",  # the first statement: nothing of the batch written yet
+        "calls",  # the recompute: the events already inserted in the transaction
+        "operators",  # the last statement: everything before it written, then rolled back
+    ],
+)
 async def test_a_connection_cut_in_the_middle_of_a_batch_is_the_database_away(
-    make_writer: WriterFactory, clean: AsyncEngine
+    make_writer: WriterFactory, clean: AsyncEngine, table: str
 ):
     """The writer's backend is ended by the server while its batch waits inside the
-    transaction: the batch is kept and stored once on a new connection, nothing quarantined."""
+    transaction, at each of its statements in turn: the batch is kept and stored once on a
+    new connection, nothing quarantined."""
     writer = make_writer()
     evs = call_events("cut")
-    async with clean.begin() as holder:  # another session holds the table: the insert waits
-        await holder.execute(text("LOCK TABLE call_events IN ACCESS EXCLUSIVE MODE"))
+    desk = OperatorEvent(operator="op1", state=OperatorState.AVAILABLE)
+    async with clean.begin() as holder:  # another session holds the table: the writer waits
+        await holder.execute(text(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
         writer.start()
         for ev in evs:
             writer.call_event(ev)
+        writer.operator_event(desk)
         waiting: list[int] = []
         for _ in range(200):
             # pg_stat_activity is read once per transaction unless its snapshot is cleared
@@ -568,7 +579,7 @@ async def test_a_connection_cut_in_the_middle_of_a_batch_is_the_database_away(
             if waiting:
                 break
             await asyncio.sleep(0.02)
-        assert len(waiting) == 1, "the writer's insert never waited for the lock"
+        assert len(waiting) == 1, f"the writer never waited for the lock on {table}"
         assert (await holder.execute(text("SELECT pg_terminate_backend(:p)"),
                                      {"p": waiting[0]})).scalar_one()
         while writer.failures == 0:  # noqa: ASYNC110 (until the writer meets the cut)
@@ -578,6 +589,8 @@ async def test_a_connection_cut_in_the_middle_of_a_batch_is_the_database_away(
     assert writer.backlog == 0
     assert await _count(clean, "SELECT count(*) FROM call_events") == len(evs)
     assert (await _call_row(clean, "cut"))["ended_at"] is not None
+    assert await _count(clean, "SELECT count(*) FROM operator_events") == 1
+    assert await _count(clean, "SELECT count(*) FROM operators WHERE operator = 'op1'") == 1
 
 
 # -- cadence: stored every store_interval, fsynced every flush_interval in between ------------

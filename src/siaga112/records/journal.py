@@ -316,15 +316,12 @@ class Journal:
         # The first write of this run (or after a failed one): a whole new file, renamed over
         # whatever was there (an older run's format, a torn line), then written in place.
         tmp = self._dir / f"{_COMMITTED}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
-            try:
-                _write_all(fd, record)
-            except OSError:
-                os.close(fd)
-                raise
+            _write_all(fd, record)
             os.replace(tmp, self._dir / _COMMITTED)
         except OSError:
+            os.close(fd)  # not kept: a failed write or rename leaves no descriptor behind
             tmp.unlink(missing_ok=True)
             raise
         self._committed_fd = fd
