@@ -61,6 +61,8 @@ async def test_mobile_call_reaches_the_daemon_and_is_answered(daemon_factory, ph
     answered = detail.events[1].data
     assert 0 <= answered["cpu_wait_ms"] <= answered["latency_ms"] < 1000, answered
     assert 0 <= answered["event_age_ms"] < 2000, answered
+    # The dialplan answered before Stasis(): the StasisStart found the channel Up.
+    assert answered["answered_by"] == "dialplan", answered
 
 
 async def test_landline_call_knows_its_trunk(daemon_factory, phones) -> None:

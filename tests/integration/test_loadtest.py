@@ -50,6 +50,10 @@ async def test_tiny_load_is_counted_from_sipp_records_and_metrics(
     assert report.clean, explain
     assert report.records == 5, explain
     assert report.answer_latency_ms.n == 5
+    # The answer goal from the records: the dialplan answered each before Stasis().
+    assert report.answered_by == {"dialplan": 5}, explain
+    assert (report.stasis_to_answer_ms.n, report.stasis_to_answer_ms.p99) == (5, 0.0)
+    assert "answered by the dialplan (before Stasis()) 5" in explain
     assert report.sip_answer_ms.n == 5
     assert sum(report.dispositions.values()) == 5
     assert report.metrics is not None and report.metrics.answered == 5

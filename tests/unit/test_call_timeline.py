@@ -674,6 +674,25 @@ async def test_arrival_to_an_operator_takes_four_ari_requests() -> None:
                              f"{CALL},{CALL}-op-op1-1")
 
 
+async def test_the_answered_step_says_who_answered_the_citizen() -> None:
+    """The issue's answer goal (StasisStart -> answer) is read from the records: a StasisStart
+    that finds the channel Up was answered by the dialplan before Stasis() (no request of
+    ours); one still ringing is answered by the daemon's first request."""
+    for state, by, requests in (("Up", "dialplan", []), ("Ring", "daemon", [("answer", CALL)])):
+        ari, clock = FakeAri(), FakeClock()
+        stasis, _, _, sink = build(ari, clock)
+        await stasis._deps.holding.ensure()
+        ari.calls.clear()
+        arriving = citizen()
+        stasis.on_event(arriving.model_copy(
+            update={"channel": arriving.channel.model_copy(update={"state": state})}))
+        await settle()
+        answered = next(e for e in sink.calls if e.type is CallEventType.ANSWERED)
+        assert answered.data["answered_by"] == by, state
+        assert [c for c in ari.calls if c[0] == "answer"] == requests, state
+        assert sink.types()[:4] == ["arrived", "answered", "screened", "queued"]
+
+
 async def test_only_a_call_that_reached_its_bridge_destroys_it_at_the_end() -> None:
     """Most callers at load leave while waiting or while an operator's phone rings: no call
     bridge was made for them, and none is destroyed (a request each). One an operator

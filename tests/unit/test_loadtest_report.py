@@ -207,7 +207,24 @@ def test_render_splits_the_take_in_and_counts_sipp_apart() -> None:
     assert "SIPp phones CPU ms 50" in text  # 2.5 s over 50 calls
     plain = rp.render(_report())
     assert "waiting for a CPU" not in plain and "StasisStart's age" not in plain
-    assert "less each one's wait" not in plain
+    assert "less each one's wait" not in plain and "StasisStart->answer" not in plain
+
+
+def test_the_records_say_who_answered_and_when_after_the_stasisstart() -> None:
+    """StasisStart -> answer, the issue's measure: 0 for a call the dialplan answered before
+    Stasis(), the take-in for one the daemon answered or that does not say."""
+    def row(latency: float | None, by: str | None) -> CallRow:
+        return CallRow("c", None, "genuine", None, None, False, True, latency, None, None,
+                       "+62811", by)
+
+    recs = RunRecords([row(1.5, "dialplan"), row(40.0, "daemon"), row(7.0, None),
+                       row(None, None)])
+    assert recs.stasis_to_answer_ms == [0.0, 40.0, 7.0]
+    assert recs.answered_by() == {"dialplan": 1, "daemon": 1, "unsaid": 1}
+    text = rp.render(_report(stasis_to_answer_ms=rp.Spread.of(recs.stasis_to_answer_ms),
+                             answered_by=recs.answered_by()))
+    assert ("StasisStart->answer (records) p50 7.00 ms" in text
+            and "answered by the daemon 1, the dialplan (before Stasis()) 1, not said 1" in text)
 
 
 def _row(latency: float | None, cpu_wait: float | None, age: float | None = None) -> CallRow:
@@ -455,13 +472,22 @@ def test_the_bench_summary_splits_each_sampled_runs_cpu_by_part_and_writes_flame
 
 
 def test_the_bench_judges_each_goal_from_its_own_figures(tmp_path: Path) -> None:
-    from siaga112_testkit.loadtest.bench import BenchResult, Step, _write, goals, summary
+    from siaga112_testkit.loadtest.bench import (
+        BenchResult,
+        Step,
+        _write,
+        goals,
+        summary,
+        tracked,
+    )
 
     def daemon(cpu_s: float, take_in: list[float], failed: int = 0) -> rp.LoadReport:
         return _report(offered=100, answered=100, failed=failed,
                        metrics=rp.MetricsSummary(cpu_seconds=cpu_s),
                        answer_latency_ms=rp.Spread.of(take_in), take_in_cpu_share=0.9,
-                       take_in_own_ms=rp.Spread.of([0.5, 2.0]))
+                       take_in_own_ms=rp.Spread.of([0.5, 2.0]),
+                       stasis_to_answer_ms=rp.Spread.of([0.0] * len(take_in)),
+                       answered_by={"dialplan": 100}, sip_answer_ms=rp.Spread.of([3.0, 9.0]))
 
     result = BenchResult(steps=[
         Step(10, daemon=daemon(0.9, [1.0, 3.0]), dialplan=_report(path="dialplan")),
@@ -473,8 +499,14 @@ def test_the_bench_judges_each_goal_from_its_own_figures(tmp_path: Path) -> None
                                 pbx_cpu_seconds=100.0,
                                 metrics=rp.MetricsSummary(cpu_seconds=15.0)),
               "dialplan": _report(path="dialplan", offered=1000, pbx_cpu_seconds=700.0)})
-    clean, cpu, path, take_in, burst = goals(result)
+    clean, answer, path, burst = goals(result)
+    cpu, take_in = tracked(result)
     assert (path.met, path.detail) == (None, "the waves did not run")
+    # The issue's answer goal: every answer the dialplan's, before its StasisStart.
+    assert (answer.met, answer.detail) == (
+        True, "0.00 ms at 80/s; answered by the dialplan (before Stasis()) 100 (each answer "
+              "before its StasisStart: none waited for the daemon); the callers' INVITE->200 "
+              "p99 8.94 ms")
     assert (clean.met, clean.detail) == (True, "daemon clean to 80/s, app_queue to 40/s")
     assert (cpu.met, cpu.detail) == (
         False, "within it at 40 (4.5 ms, 50%), 80 (3 ms, 50%), 100 (2.5 ms, 50%); over it at 10 "
@@ -485,7 +517,7 @@ def test_the_bench_judges_each_goal_from_its_own_figures(tmp_path: Path) -> None
         "within it at every step up to 40/s;")
     # "Up to" holds for every step below it: a step over the goal in between ends it.
     slow = BenchResult(steps=[Step(10, daemon=daemon(0.9, [1.0, 30.0])), *result.steps[1:3]])
-    assert goals(slow)[3].detail.startswith(
+    assert tracked(slow)[1].detail.startswith(
         "59.41 ms at 80/s (90% of the slowest 1% waiting for a CPU; less the waits 1.98 ms); "
         "over it from the lowest step (within it again at 40/s);")
     assert (burst.met, burst.detail) == (
@@ -494,21 +526,32 @@ def test_the_bench_judges_each_goal_from_its_own_figures(tmp_path: Path) -> None
     text = summary(result)
     assert "  daemon CPU a call <= 5 ms at every step: NOT MET: within it at 40 (4.5" in text
     assert "  clean at every rate app_queue is clean at: met: daemon clean" in text
+    assert text.index("stricter figures, beyond the issue's words:") < text.index(
+        "daemon CPU a call <= 5 ms at every step")
+    # A dialplan that stopped answering first: the daemon answers, in its take-in.
+    result.steps[2].daemon = daemon(0.3, [1.0, 60.0])
+    result.steps[2].daemon.stasis_to_answer_ms = rp.Spread.of([1.0, 60.0])
+    result.steps[2].daemon.answered_by = {"daemon": 99, "dialplan": 1}
+    answer = goals(result)[1]
+    assert answer.met is False
+    assert answer.detail.startswith(
+        "59.41 ms at 80/s; answered by the daemon 99, the dialplan (before Stasis()) 1;")
 
     # One caller handed back in the burst, and an app_queue step the daemon failed.
     result.burst["daemon"].dispositions = {"genuine": 999, "fallback": 1}
     result.steps[1].daemon = daemon(0.45, [1.0, 4.0], failed=1)
-    clean, _, _, _, burst = goals(result)
+    clean, _, _, burst = goals(result)
     assert clean.met is False and clean.detail.endswith("the daemon not clean at 40/s")
     assert burst.met is False and "handed back 1" in burst.detail
     # Without app_queue's burst the CPU cannot be compared: not measured, not met.
     del result.burst["dialplan"]
     assert goals(BenchResult(burst={"daemon": _report(offered=10, answered=10, connected=10)})
-                 )[4].met is None
-    assert [g.met for g in goals(BenchResult())] == [None] * 5
+                 )[3].met is None
+    assert [g.met for g in goals(BenchResult()) + tracked(BenchResult())] == [None] * 6
     _write(result, summary(result), tmp_path)
-    written = json.loads((tmp_path / "bench.json").read_text())["goals"]
-    assert [g["met"] for g in written] == [False, False, None, False, False]
+    written = json.loads((tmp_path / "bench.json").read_text())
+    assert [g["met"] for g in written["goals"]] == [False, False, None, False]
+    assert [g["met"] for g in written["tracked"]] == [False, False]
 
 
 def test_the_bench_judges_the_path_to_an_operator_by_the_waves(tmp_path: Path) -> None:
@@ -557,11 +600,25 @@ def test_the_bench_tells_how_much_of_the_path_is_asterisks_conversation(tmp_path
             size=8, rate=10, hold=3, ring=0.3, idle_ms_per_s=0.3, daemon_pid=1,
             started_at="2026-12-04T00:00:00+00:00")
 
-    result = BenchResult(waves=waves(7.0, 6.0), floor_waves=waves(1.5, 2.5))
+    result = BenchResult(waves=waves(8.0, 7.0), floor_waves=waves(1.5, 2.5))
     path = goals(result)[2]
     assert path.met is False
     assert path.detail.endswith("of it Asterisk's conversation (the ARI floor's waves) 2.00 ms, "
-                                "the daemon's own work 4.50")
+                                "the daemon's own work 5.50")
+    # The issue's "Done when": over 5 ms, but all of the excess inside Asterisk's conversation
+    # (the daemon's own work within 5 ms) is met so, and says how.
+    result = BenchResult(waves=waves(7.0, 6.0), floor_waves=waves(1.5, 2.5))
+    path = goals(result)[2]
+    assert (path.met, path.how) == (True, "by the issue's 'Done when'")
+    assert path.detail.endswith(
+        "the daemon's own work 4.50: the 1.50 ms over 5 is inside Asterisk's conversation, "
+        "which any ARI application taking these calls pays")
+    assert "on the path from arrival to an operator (waves): met (by the issue's 'Done when')" \
+        in summary(result)
+    # Not when the floor's own waves were not clean (it did not bridge every caller).
+    unclean = waves(1.5, 2.5)
+    unclean.waves[0].reached = 7
+    assert goals(BenchResult(waves=waves(7.0, 6.0), floor_waves=unclean))[2].met is False
     text = summary(result)
     assert "the same waves on the ARI floor (Asterisk's conversation, nothing else):" in text
     assert "floor CPU ms a call, arrival to an operator: mean 2.00" in text

@@ -46,7 +46,10 @@ class Arrival:
         )
         log.info("call_arrived", caller=call.caller.e164, caller_raw=call.caller.raw,
                  problem=call.caller.problem.value, line=call.line_type.value, trunk=call.trunk)
-        if call.citizen.state != "Up":  # the dialplan answers before Stasis(); not this one
+        # The dialplan answers before Stasis(): the StasisStart then finds the channel Up, and
+        # the answer never waited for the daemon. A dialplan that does not is answered here.
+        by_dialplan = call.citizen.state == "Up"
+        if not by_dialplan:
             await ari.answer(call.call_id)
         routed = call.routed
         # The CPU wait is read before the clock (and after it at routing), so that it always
@@ -57,7 +60,10 @@ class Arrival:
             call.deps.metrics.call_answered(latency)
         # The take-in, and of it the time the daemon was ready and no core was free
         # (call/cpu_wait.py); the StasisStart's age when routed, by Asterisk's clock.
-        figures: dict[str, float] = {"latency_ms": round(latency * 1000, 2)}
+        figures: dict[str, float | str] = {
+            "latency_ms": round(latency * 1000, 2),
+            "answered_by": "dialplan" if by_dialplan else "daemon",
+        }
         if waited is not None and routed.cpu_waited is not None:
             figures["cpu_wait_ms"] = round((waited - routed.cpu_waited) / 1e6, 2)
         if routed.event_age_ms is not None:

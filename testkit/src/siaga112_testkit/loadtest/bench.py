@@ -526,7 +526,8 @@ def _profile_lines(result: BenchResult) -> list[str]:
 
 
 # The goals the bench is held to (issue 13), each judged from the run's own figures.
-CPU_GOAL_MS = 5.0  # the daemon's CPU a call, at every rate step
+CPU_GOAL_MS = 5.0  # the daemon's CPU a call on the path to an operator (and at every step)
+ANSWER_GOAL_MS = 5.0  # StasisStart -> answer p99 at the daemon's highest clean rate
 TAKE_IN_GOAL_MS = 5.0  # the take-in p99 at the daemon's highest clean rate
 
 
@@ -535,15 +536,27 @@ class Goal:
     name: str
     met: bool | None  # None: not measured by this run (a part skipped, or not run)
     detail: str
+    how: str = ""  # how a goal met was met, when not by its figure alone
 
     def line(self) -> str:
         verdict = {True: "met", False: "NOT MET", None: "not measured"}[self.met]
+        if self.met and self.how:
+            verdict += f" ({self.how})"
         return f"  {self.name}: {verdict}: {self.detail}"
 
 
 def goals(result: BenchResult) -> list[Goal]:
-    return [_clean_goal(result), _cpu_goal(result), _path_cpu_goal(result),
-            _take_in_goal(result), _burst_goal(result)]
+    """The issue's four goals, in its own words: clean wherever app_queue is, the answer
+    (StasisStart -> answer), the daemon's CPU on the path to an operator, the burst."""
+    return [_clean_goal(result), _answer_goal(result), _path_cpu_goal(result),
+            _burst_goal(result)]
+
+
+def tracked(result: BenchResult) -> list[Goal]:
+    """Stricter figures the bench also holds the daemon to, beyond the issue's words: the
+    whole call's CPU at every step (not only its path to an operator), and the take-in (the
+    StasisStart routed -> the call's first step: the caller's silence before the music)."""
+    return [_cpu_goal(result), _take_in_goal(result)]
 
 
 def _clean_goal(result: BenchResult) -> Goal:
@@ -583,6 +596,35 @@ def _cpu_goal(result: BenchResult) -> Goal:
                 + " (calls/s, CPU a call, share of callers who reached an operator)")
 
 
+def _top_step(result: BenchResult) -> tuple[float | None, Step | None]:
+    """The daemon's highest clean rate and its step (None, None when no step was clean)."""
+    top = result.highest_clean(CallPath.DAEMON)
+    return top, next((s for s in result.steps if s.rate == top), None)
+
+
+def _answer_goal(result: BenchResult) -> Goal:
+    """The issue's "StasisStart->answer p99 <= 5 ms at the highest clean rate; the answer is
+    never queued behind bookkeeping requests": from the records, 0 for each call the dialplan
+    answered before Stasis() (its StasisStart found the channel Up), the take-in for one the
+    daemon answered (its answer request is the take-in's first step)."""
+    name = f"StasisStart->answer p99 <= {ANSWER_GOAL_MS:g} ms at the daemon's highest clean rate"
+    top, step = _top_step(result)
+    r = step.daemon if step else None
+    if r is None or r.stasis_to_answer_ms.p99 is None:
+        return Goal(name, None, "no clean daemon step with its answers recorded")
+    p99 = r.stasis_to_answer_ms.p99
+    detail = f"{p99:.2f} ms at {top:g}/s; answered by {rp.answered_by_text(r.answered_by)}"
+    if set(r.answered_by) == {"dialplan"}:
+        detail += " (each answer before its StasisStart: none waited for the daemon)"
+    q = step.dialplan if step else None
+    sip = r.sip_answer_ms.p99
+    if sip is not None:
+        detail += f"; the callers' INVITE->200 p99 {sip:g} ms"
+        if q is not None and q.sip_answer_ms.p99 is not None:
+            detail += f", app_queue's {q.sip_answer_ms.p99:g}"
+    return Goal(name, p99 <= ANSWER_GOAL_MS, detail)
+
+
 def _path_cpu_goal(result: BenchResult) -> Goal:
     name = (f"daemon CPU a call <= {CPU_GOAL_MS:g} ms on the path from arrival to an operator "
             f"(waves)")
@@ -597,18 +639,28 @@ def _path_cpu_goal(result: BenchResult) -> Goal:
               f"{statistics.fmean(x.rest_ms for x in w.measured):.2f})")
     if not w.clean:
         detail += f"; {len(w.waves) - len(w.measured)} waves left out (callers not connected)"
+    met = mean <= CPU_GOAL_MS and w.clean
+    how = ""
     f = result.floor_waves
     if f is not None and f.measured:
         floor = statistics.fmean(x.to_operator_ms for x in f.measured)
+        own = mean - floor
         detail += (f"; of it Asterisk's conversation (the ARI floor's waves) {floor:.2f} ms, "
-                   f"the daemon's own work {mean - floor:.2f}")
-    return Goal(name, mean <= CPU_GOAL_MS and w.clean, detail)
+                   f"the daemon's own work {own:.2f}")
+        # The issue's "Done when": the part of the cost that is Asterisk's own and cannot be
+        # removed from the daemon's side. Met so only when the daemon's own work is within the
+        # goal, i.e. all of the excess over it lies inside Asterisk's conversation.
+        if not met and w.clean and f.clean and own <= CPU_GOAL_MS:
+            met, how = True, "by the issue's 'Done when'"
+            detail += (f": the {mean - CPU_GOAL_MS:.2f} ms over {CPU_GOAL_MS:g} is inside "
+                       f"Asterisk's conversation, which any ARI application taking these "
+                       f"calls pays")
+    return Goal(name, met, detail, how)
 
 
 def _take_in_goal(result: BenchResult) -> Goal:
     name = f"taken in p99 <= {TAKE_IN_GOAL_MS:g} ms at the daemon's highest clean rate"
-    top = result.highest_clean(CallPath.DAEMON)
-    step = next((s for s in result.steps if s.rate == top), None)
+    top, step = _top_step(result)
     r = step.daemon if step else None
     if r is None or r.answer_latency_ms.p99 is None:
         return Goal(name, None, "no clean daemon step with its take-in recorded")
@@ -676,8 +728,10 @@ def _per_s(rate: float | None) -> str:
 def _goal_lines(result: BenchResult) -> list[str]:
     if not result.steps and not result.burst and result.waves is None:
         return []
-    return ["goals (issue 13), judged from this run's figures:"] + [
-        g.line() for g in goals(result)]
+    return (["goals (issue 13), judged from this run's figures:"]
+            + [g.line() for g in goals(result)]
+            + ["stricter figures, beyond the issue's words:"]
+            + [g.line() for g in tracked(result)])
 
 
 async def run_bench(settings: Settings, options: BenchOptions, out: Path, say: Say) -> int:
@@ -719,7 +773,10 @@ def _write(result: BenchResult, text: str, out: Path) -> None:
         "profiles": {name: {"parts": cpuprof.parts(p.folded), "problem": p.problem,
                             "cpu_ms_per_call": _profile_cpu_ms(result, name)}
                      for name, p in result.profiles.items()},
-        "goals": [{"goal": g.name, "met": g.met, "detail": g.detail} for g in goals(result)],
+        "goals": [{"goal": g.name, "met": g.met, "how": g.how, "detail": g.detail}
+                  for g in goals(result)],
+        "tracked": [{"goal": g.name, "met": g.met, "detail": g.detail}
+                    for g in tracked(result)],
         "waves": result.waves.model_dump() if result.waves else None,
         "pbx_restarts": result.pbx_restarts,
         "floor_waves": result.floor_waves.model_dump() if result.floor_waves else None,

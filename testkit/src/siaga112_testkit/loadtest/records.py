@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,12 +19,13 @@ from siaga112.records.engine import QUERY_TIMEOUT, connect_args
 _CALLS = text("""
 SELECT c.call_id, c.operator, c.disposition, c.wait_seconds, c.talk_seconds,
        c.operator_answered_at IS NOT NULL AS connected, c.ended_at IS NOT NULL AS ended,
-       a.latency_ms, a.cpu_wait_ms, a.event_age_ms, c.caller
+       a.latency_ms, a.cpu_wait_ms, a.event_age_ms, c.caller, a.answered_by
   FROM calls c
   LEFT JOIN LATERAL (
        SELECT (e.data->>'latency_ms')::float AS latency_ms,
               (e.data->>'cpu_wait_ms')::float AS cpu_wait_ms,
-              (e.data->>'event_age_ms')::float AS event_age_ms
+              (e.data->>'event_age_ms')::float AS event_age_ms,
+              e.data->>'answered_by' AS answered_by
          FROM call_events e
         WHERE e.call_id = c.call_id AND e.type = 'answered' LIMIT 1) a ON true
  WHERE c.caller = ANY(:callers) AND c.arrived_at >= :since
@@ -43,6 +45,9 @@ class CallRow:
     cpu_wait_ms: float | None = None  # of latency_ms, the daemon ready and no core free
     event_age_ms: float | None = None  # the StasisStart's age when routed (Asterisk's clock)
     caller: str | None = None  # E.164
+    # "dialplan": answered before Stasis() (its StasisStart found the channel Up);
+    # "daemon": answered by the take-in's first request; None: not said (an older daemon)
+    answered_by: str | None = None
 
 
 @dataclass
@@ -52,6 +57,25 @@ class RunRecords:
     @property
     def answer_latencies_ms(self) -> list[float]:
         return [c.latency_ms for c in self.calls if c.latency_ms is not None]
+
+    @property
+    def stasis_to_answer_ms(self) -> list[float]:
+        """StasisStart -> the citizen answered, the issue's own measure: 0 for a call the
+        dialplan answered before Stasis() (its answer came before the StasisStart, never
+        after it), the take-in for one the daemon answered (its answer is the take-in's
+        first request, inside it) or that does not say who answered."""
+        out: list[float] = []
+        for c in self.calls:
+            if c.answered_by == "dialplan":
+                out.append(0.0)
+            elif c.latency_ms is not None:
+                out.append(c.latency_ms)
+        return out
+
+    def answered_by(self) -> dict[str, int]:
+        """How many calls each side answered ("unsaid" for a record that does not say)."""
+        return dict(Counter(c.answered_by or "unsaid" for c in self.calls
+                            if c.answered_by or c.latency_ms is not None))
 
     @property
     def own_latencies_ms(self) -> list[float]:

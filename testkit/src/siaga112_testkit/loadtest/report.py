@@ -331,6 +331,10 @@ class LoadReport(BaseModel):
     answered_cps: float = 0.0
     sip_answer_ms: Spread = Spread()  # INVITE -> 200 OK as the callers saw it (SIPp)
     answer_latency_ms: Spread = Spread()  # StasisStart -> answered, the daemon's records
+    # StasisStart -> the citizen answered, the issue's measure: 0 for the dialplan's answers
+    # (before Stasis()), the take-in for the daemon's own (records.RunRecords)
+    stasis_to_answer_ms: Spread = Spread()
+    answered_by: dict[str, int] = {}  # "dialplan" / "daemon" / "unsaid": calls each
     # Of the slowest 1% take-ins, the share the daemon was ready to run with no core free.
     take_in_cpu_share: float | None = None
     # Each take-in less its wait for a core: the daemon's own queue and work.
@@ -474,6 +478,10 @@ def render(report: LoadReport) -> str:
         )
     lines.append(f"  answer (INVITE->200, callers)   {r.sip_answer_ms.text('ms')}")
     if r.path == "daemon":
+        if r.answered_by:
+            lines.append(f"  StasisStart->answer (records) "
+                         f"{r.stasis_to_answer_ms.text('ms', digits=2)}; answered by "
+                         f"{answered_by_text(r.answered_by)}")
         lines.append(f"  taken in (StasisStart->session, records) "
                      f"{r.answer_latency_ms.text('ms', digits=2)}")
         if r.take_in_cpu_share is not None:
@@ -527,3 +535,10 @@ def render(report: LoadReport) -> str:
         lines += [f"    {e}" for e in r.daemon_errors]
     lines += [f"  note: {n}" for n in r.notes]
     return "\n".join(lines)
+
+
+def answered_by_text(answered_by: dict[str, int]) -> str:
+    """"the dialplan 95, the daemon 5": who answered how many calls (records.answered_by)."""
+    names = {"dialplan": "the dialplan (before Stasis())", "daemon": "the daemon",
+             "unsaid": "not said"}
+    return ", ".join(f"{names.get(k, k)} {v}" for k, v in sorted(answered_by.items()))

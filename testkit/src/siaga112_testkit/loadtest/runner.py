@@ -365,6 +365,8 @@ async def run_load(plan: LoadPlan, ctx: RunContext) -> rp.LoadReport:
                                 expect=report.answered)
         report.records = len(recs.calls)
         report.answer_latency_ms = rp.Spread.of(recs.answer_latencies_ms)
+        report.stasis_to_answer_ms = rp.Spread.of(recs.stasis_to_answer_ms)
+        report.answered_by = recs.answered_by()
         report.take_in_cpu_share = recs.slowest_cpu_share()
         report.take_in_own_ms = rp.Spread.of(recs.own_latencies_ms)
         report.event_age_ms = rp.Spread.of(recs.event_ages_ms)
