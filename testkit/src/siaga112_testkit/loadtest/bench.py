@@ -596,10 +596,14 @@ def _cpu_goal(result: BenchResult) -> Goal:
                 + " (calls/s, CPU a call, share of callers who reached an operator)")
 
 
-def _top_step(result: BenchResult) -> tuple[float | None, Step | None]:
-    """The daemon's highest clean rate and its step (None, None when no step was clean)."""
+def _top_step(result: BenchResult) -> tuple[float, Step, rp.LoadReport] | None:
+    """The daemon's highest clean rate, its step and the daemon's report of it (None when no
+    daemon step was clean)."""
     top = result.highest_clean(CallPath.DAEMON)
-    return top, next((s for s in result.steps if s.rate == top), None)
+    step = next((s for s in result.steps if s.rate == top), None)
+    if top is None or step is None or step.daemon is None:
+        return None
+    return top, step, step.daemon
 
 
 def _answer_goal(result: BenchResult) -> Goal:
@@ -608,15 +612,14 @@ def _answer_goal(result: BenchResult) -> Goal:
     answered before Stasis() (its StasisStart found the channel Up), the take-in for one the
     daemon answered (its answer request is the take-in's first step)."""
     name = f"StasisStart->answer p99 <= {ANSWER_GOAL_MS:g} ms at the daemon's highest clean rate"
-    top, step = _top_step(result)
-    r = step.daemon if step else None
-    if r is None or r.stasis_to_answer_ms.p99 is None:
+    found = _top_step(result)
+    if found is None or (p99 := found[2].stasis_to_answer_ms.p99) is None:
         return Goal(name, None, "no clean daemon step with its answers recorded")
-    p99 = r.stasis_to_answer_ms.p99
+    top, step, r = found
     detail = f"{p99:.2f} ms at {top:g}/s; answered by {rp.answered_by_text(r.answered_by)}"
     if set(r.answered_by) == {"dialplan"}:
         detail += " (each answer before its StasisStart: none waited for the daemon)"
-    q = step.dialplan if step else None
+    q = step.dialplan
     sip = r.sip_answer_ms.p99
     if sip is not None:
         detail += f"; the callers' INVITE->200 p99 {sip:g} ms"
@@ -660,11 +663,10 @@ def _path_cpu_goal(result: BenchResult) -> Goal:
 
 def _take_in_goal(result: BenchResult) -> Goal:
     name = f"taken in p99 <= {TAKE_IN_GOAL_MS:g} ms at the daemon's highest clean rate"
-    top, step = _top_step(result)
-    r = step.daemon if step else None
-    if r is None or r.answer_latency_ms.p99 is None:
+    found = _top_step(result)
+    if found is None or (p99 := found[2].answer_latency_ms.p99) is None:
         return Goal(name, None, "no clean daemon step with its take-in recorded")
-    p99 = r.answer_latency_ms.p99
+    top, _, r = found
     detail = f"{p99:.2f} ms at {top:g}/s"
     if r.take_in_cpu_share is not None:
         detail += f" ({r.take_in_cpu_share:.0%} of the slowest 1% waiting for a CPU"
